@@ -1,0 +1,302 @@
+"""The convolution family of the paper: Gaussian dynamic convolution and its ablations.
+
+Sun et al., "Gaussian Dynamic Convolution for Efficient Single-Image Segmentation"
+(IEEE TCSVT 2021). Every conv here is a 3x3 kernel whose centre tap sits on the
+output pixel c and whose 8 outer taps sit at ``c + Δ ⊙ e`` (Eq. 1), e ranging over
+the 8 directions {-1, 0, 1}² \\ {0}. They differ only in where Δ comes from:
+
+    normal      Δ = 1                                     (nn.Conv2d)
+    dilated     Δ = 6                                     (nn.Conv2d, dilation 6)
+    gdc         Δ ~ ⌊HalfGaussian₂(0, Σ) · s⌋ per pixel and tap (Eq. 1-3, Sec. V-A)
+    uniform     Δ ~ Uniform{0 … 2m} per pixel and tap, m the GDC's mean (Table VIII)
+    deformable  Δ = base + learned real offsets, bilinear sampling (Eq. 7)
+    variantgdc  Δ = Δ_base + ⌊HalfGaussian₂(0, Σ)⌋, one Δ per kernel (Eq. 4)
+
+s is the short side of the input map, so Σ is a fraction of the image. Taps that fall
+outside the map read zeros, exactly as zero padding does for nn.Conv2d: with Δ forced
+to 1 (or d) a GDC equals a 3x3 (dilation-d) nn.Conv2d with the same weights.
+
+Build any of them by name with :func:`create_conv`.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The 9 taps of a 3x3 kernel in nn.Conv2d weight order (row-major); index 4 is the centre.
+DIRECTIONS = torch.tensor([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+HALF_GAUSSIAN_MEAN = math.sqrt(2 / math.pi)  # E|N(0, 1)|
+
+
+def tap_table(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Every tap's contribution at every pixel, as rows of a table for :func:`gather_taps`.
+
+    Arguments:
+      x: (B, C, H, W) input.
+      weight: (O, C, 3, 3), as nn.Conv2d's.
+
+    Returns:
+      (B * (H+2) * (W+2) * 9, O): row ``(pixel * 9 + tap)`` holds ``W_tap · x[pixel]`` on
+      the map bordered by one ring of zeros, where every outside tap is sent.
+    """
+    batch, channels, height, width = x.shape
+    bordered = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, channels)
+    return (bordered @ weight.permute(1, 2, 3, 0).reshape(channels, -1)).view(-1, weight.shape[0])
+
+
+def gather_taps(table: torch.Tensor, offsets: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """Sum, at each pixel c, the 9 table rows of taps ``c + offsets ⊙ e`` (a 3x3 conv with moved taps).
+
+    Arguments:
+      table: from :func:`tap_table` for ``batch`` images of ``height`` x ``width``.
+      offsets: integer Δ of shape (N, 9, 2, H or 1, W or 1), (dy, dx) per tap, N a
+        multiple of ``batch``: output n reads image ``n % batch``. The centre row is ignored.
+
+    Returns:
+      (N, O, H, W) without bias. Taps outside the map read zeros.
+    """
+    n = offsets.shape[0]
+    device = table.device
+    bordered_w = width + 2
+    shift = (offsets.to(device) * DIRECTIONS.to(device).view(1, 9, 2, 1, 1)).expand(n, 9, 2, height, width)
+    # Clamping onto the zero border is exact: any tap beyond it would read zero too.
+    rows = (torch.arange(height, device=device).view(1, 1, height, 1) + shift[:, :, 0]).clamp_(-1, height) + 1
+    cols = (torch.arange(width, device=device).view(1, 1, 1, width) + shift[:, :, 1]).clamp_(-1, width) + 1
+    image = torch.arange(n, device=device).view(n, 1, 1, 1) % batch
+    taps = torch.arange(9, device=device).view(1, 9, 1, 1)
+    index = ((image * (height + 2) + rows) * bordered_w + cols) * 9 + taps
+    out = F.embedding_bag(index.permute(0, 2, 3, 1).reshape(-1, 9), table, mode="sum")
+    return out.view(n, height, width, -1).permute(0, 3, 1, 2)
+
+
+def gather_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, offsets: torch.Tensor
+) -> torch.Tensor:
+    """3x3 convolution whose taps sit at ``c + offsets ⊙ e`` instead of ``c + e``.
+
+    Arguments:
+      x: (B, C, H, W) input.
+      weight: (O, C, 3, 3), as nn.Conv2d's.
+      bias: (O,) or None.
+      offsets: integer Δ of shape (N, 9, 2, H or 1, W or 1), N a multiple of B.
+
+    Returns:
+      (N, O, H, W). Taps outside the map read zeros.
+    """
+    batch, _, height, width = x.shape
+    out = gather_taps(tap_table(x, weight), offsets, batch, height, width)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+class RandomOffsetConv2d(nn.Module):
+    """A 3x3 conv whose outer taps move by random integer offsets on every forward pass.
+
+    Subclasses say how Δ is drawn in :meth:`sample_offsets`; ``forward(x, offsets)``
+    takes Δ explicitly instead, which is how tests pin it. The conv is computed as a
+    table of per-tap products gathered at the moved taps (:func:`gather_conv2d`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        sigma: float = 0.2,
+        bias: bool = True,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.sigma = sigma
+        self.generator = generator
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d's default initialisation, so swapping convs changes only the taps.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_channels * 9)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def offset_scale(self, height: int, width: int) -> float:
+        """Σ·s: the standard deviation of Δ in pixels of this map."""
+        return self.sigma * min(height, width)
+
+    def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
+        """Integer Δ of shape (batch, 9, 2, height, width)."""
+        raise NotImplementedError
+
+    def _standard_draw(self, shape: tuple[int, ...], kind: str) -> torch.Tensor:
+        device = self.generator.device if self.generator is not None else self.weight.device
+        draw = torch.randn if kind == "normal" else torch.rand
+        return draw(shape, generator=self.generator, device=device)
+
+    def forward(self, x: torch.Tensor, offsets: torch.Tensor | None = None, samples: int = 1) -> torch.Tensor:
+        """(B, C, H, W) to (samples * B, O, H, W): ``samples`` independent draws of offsets.
+
+        The weights multiply the input once, however many draws read it; ``offsets``
+        (``samples * B`` first) replaces the draw.
+        """
+        if offsets is None:
+            offsets = self.sample_offsets(samples * x.shape[0], x.shape[2], x.shape[3])
+        return gather_conv2d(x, self.weight, self.bias, offsets)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, sigma={self.sigma}"
+
+
+class GaussianDynamicConv2d(RandomOffsetConv2d):
+    """GDC (Sec. III-B): per pixel and per tap, Δ = ⌊|N(0, Σ·s)|⌋ on each axis."""
+
+    def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
+        normal = self._standard_draw((batch, 9, 2, height, width), "normal")
+        return (normal.abs() * self.offset_scale(height, width)).floor_().long()
+
+
+class UniformRandomConv2d(RandomOffsetConv2d):
+    """Table VIII's random dynamic conv: Δ uniform on {0 … 2m}, m the GDC's mean Σ·s·√(2/π).
+
+    Matching the mean isolates the shape of the distribution, which is what the
+    paper's experiment asks about.
+    """
+
+    def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
+        high = math.floor(2 * HALF_GAUSSIAN_MEAN * self.offset_scale(height, width)) + 1
+        uniform = self._standard_draw((batch, 9, 2, height, width), "uniform")
+        return (uniform * high).floor_().long()
+
+
+class VariantGaussianDynamicConv2d(nn.Conv2d):
+    """Variant GDC (Eq. 4, Fig. 4): one Δ for the whole kernel, drawn per forward pass.
+
+    The taps sit at ``c + (Δ_base + Δ) ⊙ e`` with Δ = ⌊HalfGaussian₂(0, Σ)⌋ in pixels
+    (not scaled by the map: it serves fixed-scale pyramids such as GDPP), so each pass
+    is a dilated conv with dilation (Δ_base + Δy, Δ_base + Δx); Σ = 0 is a plain
+    dilation-Δ_base conv. One draw serves the whole batch.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        base: int = 9,
+        sigma: float = 2.0,
+        groups: int = 1,
+        bias: bool = True,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, 3, groups=groups, bias=bias, device=device, dtype=dtype
+        )
+        if base < 1 or sigma < 0:
+            raise ValueError(f"need base >= 1 and sigma >= 0, got base={base}, sigma={sigma}")
+        self.base = base
+        self.sigma = sigma
+        self.generator = generator
+
+    def sample_dilation(self) -> tuple[int, int]:
+        device = self.generator.device if self.generator is not None else "cpu"
+        normal = torch.randn(2, generator=self.generator, device=device)
+        delta = (normal.abs() * self.sigma).floor().long().tolist()
+        return self.base + delta[0], self.base + delta[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dilation = self.sample_dilation()
+        return F.conv2d(x, self.weight, self.bias, 1, dilation, dilation, self.groups)
+
+
+class DeformableConv2d(nn.Module):
+    """Deformable conv (Dai et al., ICCV 2017; the paper's Eq. 7) without torchvision.
+
+    A 3x3 conv on the input predicts a real (dy, dx) per tap and pixel, added to the
+    regular grid ``c + base · e``; features are read by bilinear interpolation with
+    zeros outside. The offset predictor starts at zero, so training starts from a
+    plain (dilation-``base``) conv.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        base: int = 1,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        factory = dict(device=device, dtype=dtype)
+        self.base = base
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, bias=bias, **factory)
+        self.offset = nn.Conv2d(in_channels, 18, 3, padding=1, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        learned = self.offset(x).view(batch, 9, 2, height, width)
+        grid_y = torch.arange(height, device=x.device, dtype=x.dtype).view(1, 1, height, 1)
+        grid_x = torch.arange(width, device=x.device, dtype=x.dtype).view(1, 1, 1, width)
+        directions = DIRECTIONS.to(device=x.device, dtype=x.dtype) * self.base
+        y = grid_y + directions[:, 0].view(1, 9, 1, 1) + learned[:, :, 0]
+        x_pos = grid_x + directions[:, 1].view(1, 9, 1, 1) + learned[:, :, 1]
+        # grid_sample wants (x, y) in [-1, 1] with align_corners=True mapping 0 and size-1.
+        grid = torch.stack(
+            (2 * x_pos / max(width - 1, 1) - 1, 2 * y / max(height - 1, 1) - 1), dim=-1
+        )
+        taps = F.grid_sample(
+            x, grid.view(batch, 9 * height, width, 2), align_corners=True, padding_mode="zeros"
+        ).view(batch, channels, 9, height, width)
+        out = torch.einsum("bcthw,oct->bohw", taps, self.conv.weight.flatten(2))
+        if self.conv.bias is not None:
+            out = out + self.conv.bias.view(1, -1, 1, 1)
+        return out
+
+
+def _plain_conv(in_channels: int, out_channels: int, *, dilation: int = 1, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, **kwargs)
+
+
+_CONV_MAP = dict(
+    normal=_plain_conv,
+    dilated=partial(_plain_conv, dilation=6),
+    deformable=DeformableConv2d,
+    uniform=UniformRandomConv2d,
+    gdc=GaussianDynamicConv2d,
+    variantgdc=VariantGaussianDynamicConv2d,
+)
+CONV_NAMES = tuple(_CONV_MAP)
+# Convs with per-pixel random taps: they take sigma and a generator, and draw
+# ``samples`` sets of offsets in one forward pass.
+RANDOM_CONVS = frozenset({"gdc", "uniform"})
+
+
+def normalize_conv_name(name: str) -> str:
+    key = name.replace("_", "").replace("-", "").lower()
+    if key not in _CONV_MAP:
+        raise ValueError(f"unknown conv {name!r}; known: {', '.join(CONV_NAMES)}")
+    return key
+
+
+def create_conv(name: str, in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+    """Build a conv of the family by name (see the module docstring), e.g. ``create_conv('gdc', 32, 32, sigma=0.2)``."""
+    return _CONV_MAP[normalize_conv_name(name)](in_channels, out_channels, **kwargs)

@@ -1,0 +1,63 @@
+"""The lightweight per-image head of Sec. IV-A (Fig. 3), trained afresh on every image.
+
+    stem features (40 ch) -> 1x1 fuse -> GDC module -> classifier
+    GDC module:  3x3 conv (local)  +  context conv (GDC, or an ablation conv)
+    classifier:  3x3 conv, ReLU, 1x1 conv to K classes
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .convs import RANDOM_CONVS, create_conv, normalize_conv_name
+from .options import HEAD_CONVS
+from .stem import STEM_CHANNELS
+
+
+class GDCHead(nn.Module):
+    """Stem features to class logits, at the features' resolution.
+
+    Arguments:
+      classes: K, the number of output classes.
+      conv: the context branch's conv, a name of :func:`gdc.convs.create_conv`.
+      width: channels of every hidden layer.
+      sigma: Σ of the random-offset convs.
+      generator: drives their offsets, so runs repeat.
+    """
+
+    def __init__(
+        self,
+        classes: int,
+        *,
+        conv: str = "gdc",
+        width: int = 32,
+        in_channels: int = STEM_CHANNELS,
+        sigma: float = 0.2,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        factory = dict(device=device, dtype=dtype)
+        conv = normalize_conv_name(conv)
+        if conv not in HEAD_CONVS:
+            raise ValueError(f"the head's context conv must be one of {', '.join(HEAD_CONVS)}, got {conv!r}")
+        random_kwargs = dict(sigma=sigma, generator=generator) if conv in RANDOM_CONVS else {}
+        self.stochastic = conv in RANDOM_CONVS
+        self.fuse = nn.Conv2d(in_channels, width, 1, **factory)
+        self.local = nn.Conv2d(width, width, 3, padding=1, **factory)
+        self.context = create_conv(conv, width, width, **random_kwargs, **factory)
+        self.classifier = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, **factory),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, classes, 1, **factory),
+        )
+
+    def forward(self, features: torch.Tensor, samples: int = 1) -> torch.Tensor:
+        """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample."""
+        fused = self.fuse(features)
+        local = self.local(fused)
+        if not self.stochastic:
+            return self.classifier(local + self.context(fused)).repeat(samples, 1, 1, 1)
+        context = self.context(fused, samples=samples)
+        return self.classifier(local.repeat(samples, 1, 1, 1) + context)

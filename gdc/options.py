@@ -1,0 +1,37 @@
+"""The engine's options: one pydantic model shared by the CLI, the service and the worker.
+
+Kept free of torch so the API process can validate requests without loading it.
+"""
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The convs the head's context branch can use (Table I); names as gdc.convs knows them.
+HeadConv = Literal["gdc", "normal", "dilated", "deformable", "uniform"]
+HEAD_CONVS = get_args(HeadConv)
+ClassWeights = Literal["inverse", "paper", "none"]
+
+
+class SegmentOptions(BaseModel):
+    """How to segment one image. Defaults follow the paper (Sec. V-A) where it speaks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conv: HeadConv = Field("gdc", description="conv of the head's context branch (Table I ablation)")
+    steps: int = Field(50, ge=0, le=1000, description="SGD steps on the scribbles")
+    samples: int = Field(50, ge=1, le=1000, description="stochastic passes averaged at inference")
+    sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
+    lr: float = Field(0.01, gt=0.0, le=1.0, description="SGD learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    feature_stride: Literal[2, 4] = Field(2, description="train on features at 1/2 the input size (the paper) or 1/4")
+    width: int = Field(32, ge=4, le=256, description="channels of the head")
+    superpixels: int = Field(1000, ge=0, le=100_000, description="SLIC segments for scribble expansion; 0 turns it off")
+    compactness: float = Field(10.0, gt=0.0, le=1000.0, description="SLIC compactness")
+    class_weights: ClassWeights = Field(
+        "inverse", description="cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
+    )
+    seed: int | None = Field(0, ge=0, description="seed for offsets and initialisation; None draws a fresh one")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    weights: str = Field("efficientnet-lite0", description="stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file")
