@@ -8,6 +8,7 @@ foreground = 0, background = 1.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +68,51 @@ def score(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
         union = np.count_nonzero((pred == c) | (true == c))
         ious.append(intersection / union)
     return float(np.mean(ious)), float(np.mean(pred == true))
+
+
+def evaluate(
+    root: str | Path,
+    *,
+    scribbles: str = "scribbles",
+    options=None,
+    seeds: tuple[int, ...] | list[int] = (0,),
+    limit: int | None = None,
+    log=lambda line: None,
+) -> dict:
+    """Segment every image of a data set once per seed and score it.
+
+    Returns a JSON-ready report: the options, per-image scores and seconds per seed,
+    and per seed and overall means (mean ± std over seeds).
+    """
+    from .options import SegmentOptions
+    from .segment import segment
+
+    options = options or SegmentOptions()
+    samples = list(load_dataset(root, scribbles))[:limit]
+    runs = []
+    for seed in seeds:
+        seeded = options.model_copy(update={"seed": seed})
+        per_image = []
+        for sample in samples:
+            started = time.perf_counter()
+            result = segment(sample.image, sample.scribbles, seeded)
+            seconds = time.perf_counter() - started
+            # Scribble value k+1 is class k, so the label map minus one is the class index.
+            miou, accuracy = score(result.labels.astype(np.int64) - 1, sample.truth)
+            per_image.append(dict(name=sample.name, miou=miou, accuracy=accuracy, seconds=seconds))
+            log(f"seed {seed}  {sample.name:<24} mIoU {100 * miou:5.1f}  acc {100 * accuracy:5.1f}  {seconds:5.2f} s")
+        mean = {key: float(np.mean([r[key] for r in per_image])) for key in ("miou", "accuracy", "seconds")}
+        log(f"seed {seed}  mean mIoU {100 * mean['miou']:.2f}  acc {100 * mean['accuracy']:.2f}  {mean['seconds']:.2f} s/image")
+        runs.append(dict(seed=seed, mean=mean, images=per_image))
+    summary = {
+        key: dict(mean=float(np.mean([r["mean"][key] for r in runs])), std=float(np.std([r["mean"][key] for r in runs])))
+        for key in ("miou", "accuracy", "seconds")
+    }
+    log(
+        f"{Path(root).name}/{scribbles}: {len(samples)} images x {len(seeds)} seeds  "
+        f"mIoU {100 * summary['miou']['mean']:.2f} ± {100 * summary['miou']['std']:.2f}  "
+        f"acc {100 * summary['accuracy']['mean']:.2f}  {summary['seconds']['mean']:.2f} s/image"
+    )
+    return dict(
+        data=str(root), scribbles=scribbles, images=len(samples), options=options.model_dump(), summary=summary, runs=runs
+    )

@@ -1,0 +1,162 @@
+"""The ``gdc`` command: segment one image, evaluate on a data set, and run the service.
+
+Engine commands live here; ``serve``, ``worker`` and ``submit`` are registered by
+``service.cli``. Heavy modules (torch) are imported inside the commands that need them,
+so ``gdc --help`` and the service commands start fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import InputError
+from .options import HEAD_CONVS, SegmentOptions
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The SegmentOptions flags shared by ``segment`` and ``eval``; unset ones keep their defaults."""
+    fields = SegmentOptions.model_fields
+    group = parser.add_argument_group("engine options")
+    group.add_argument("--conv", choices=HEAD_CONVS, help=f"context conv (default {fields['conv'].default})")
+    for name, kind in (("steps", int), ("samples", int), ("sigma", float), ("superpixels", int), ("width", int)):
+        group.add_argument(f"--{name}", type=kind, help=f"{fields[name].description} (default {fields[name].default})")
+    group.add_argument("--class-weights", choices=("inverse", "paper", "none"), help=fields["class_weights"].description)
+    group.add_argument("--feature-stride", type=int, choices=(2, 4), help=fields["feature_stride"].description)
+    group.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
+    group.add_argument("--weights", help="stem weights: a torchvision mobilenet_v2 state dict (default: packaged ImageNet weights)")
+
+
+def engine_options(args: argparse.Namespace, **overrides) -> SegmentOptions:
+    given = {name: getattr(args, name) for name in SegmentOptions.model_fields if getattr(args, name, None) is not None}
+    return SegmentOptions(**{**given, **overrides})
+
+
+class ProgressBar:
+    """A tqdm bar per phase on a terminal; silent elsewhere."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.phase = None
+
+    def __call__(self, phase: str, step: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            self.bar = tqdm(total=total, desc=f"{phase:>11}", leave=False, file=sys.stderr)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .imageio import encode_png, overlay, read_image, read_labels
+    from .segment import segment
+
+    options = engine_options(args, seed=args.seed)
+    started = time.perf_counter()
+    image = read_image(args.image)
+    scribbles = read_labels(args.scribbles)
+    decoded = time.perf_counter()
+    bar = ProgressBar(sys.stderr.isatty())
+    try:
+        result = segment(image, scribbles, options, progress=bar)
+    finally:
+        bar.close()
+    encode_start = time.perf_counter()
+    Path(args.output).write_bytes(encode_png(result.labels))
+    if args.probs:
+        np.save(args.probs, result.probabilities)
+    if args.overlay:
+        Image.fromarray(overlay(image, result.labels)).save(args.overlay)
+    if args.uncertainty:
+        Image.fromarray((result.uncertainty * 255).round().astype(np.uint8)).save(args.uncertainty)
+    finished = time.perf_counter()
+    if args.timings:
+        phases = {"decode": decoded - started, **result.timings, "encode": finished - encode_start}
+        for phase, seconds in phases.items():
+            print(f"{phase:<12} {seconds:.2f} s")
+        print(f"total {finished - started:.2f} s")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    report = evaluate(
+        args.data_dir,
+        scribbles=args.scribbles,
+        options=engine_options(args),
+        seeds=seeds,
+        limit=args.limit,
+        log=print,
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gdc", description="Scribbles to full label maps with Gaussian dynamic convolution.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    seg = commands.add_parser("segment", help="segment one image from its scribbles")
+    seg.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
+    seg.add_argument("scribbles", help="label PNG of the image's size: 0 unlabeled, 1..K classes")
+    seg.add_argument("-o", "--output", required=True, help="label map PNG to write, in the scribbles' values")
+    seg.add_argument("--probs", help="write per-class probabilities (K, H, W) float32 as .npy")
+    seg.add_argument("--overlay", help="write the image tinted by class as PNG")
+    seg.add_argument("--uncertainty", help="write the uncertainty map as a grey PNG")
+    seg.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    seg.add_argument("--timings", action="store_true", help="print the time of each phase and the total")
+    add_engine_options(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    ev = commands.add_parser("eval", help="score the engine on a data set with ground truth")
+    ev.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
+    ev.add_argument("--scribbles", default="scribbles", help="scribble folder name (default scribbles)")
+    ev.add_argument("--seeds", default="0", help="comma-separated seeds, each a full run (default 0)")
+    ev.add_argument("--limit", type=int, help="only the first N images")
+    ev.add_argument("--json", help="write per-image and mean scores here")
+    add_engine_options(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    try:
+        from service.cli import register
+    except ImportError:  # an install without the service
+        pass
+    else:
+        register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, FileNotFoundError) as error:
+        print(f"gdc: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gdc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

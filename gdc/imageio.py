@@ -1,0 +1,71 @@
+"""Reading images and label maps, and drawing results; Pillow only, no torch.
+
+Shared by the CLI and the web service, so a file reads the same whichever way it came.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+Source = str | Path | bytes
+
+# Class value v is drawn in PALETTE[v % len(PALETTE)]; 0 (unlabeled) is never drawn.
+PALETTE = np.array(
+    [
+        (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25),
+        (145, 30, 180), (70, 240, 240), (245, 130, 48), (240, 50, 230), (210, 245, 60),
+        (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0), (170, 255, 195),
+        (128, 128, 0),
+    ],
+    dtype=np.uint8,
+)
+
+
+def _open(source: Source, what: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {source}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        name = "the upload" if isinstance(source, bytes) else str(source)
+        raise InputError(f"{what} {name} is not a readable image ({error})") from None
+    return image
+
+
+def read_image(source: Source) -> np.ndarray:
+    """An image file or its bytes as (H, W, 3) uint8 RGB, EXIF orientation applied."""
+    image = ImageOps.exif_transpose(_open(source, "image"))
+    return np.asarray(image.convert("RGB"))
+
+
+def read_labels(source: Source) -> np.ndarray:
+    """A label map (PNG, mode L or P: the values themselves are the labels) as (H, W) uint8."""
+    labels = _open(source, "scribbles")
+    if labels.mode not in ("L", "P", "1"):
+        raise InputError(f"scribbles must be a single-channel label PNG (mode L or P), got mode {labels.mode}")
+    return np.asarray(labels.convert("L") if labels.mode == "1" else labels, dtype=np.uint8)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A (H, W) or (H, W, 3) uint8 array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """The image with each class of ``labels`` tinted in its palette colour; 0 is left as is."""
+    colours = PALETTE[labels % len(PALETTE)].astype(np.float32)
+    tinted = (1 - opacity) * image.astype(np.float32) + opacity * colours
+    return np.where(labels[..., None] > 0, tinted, image).round().astype(np.uint8)
+
+
+def grey_map(values: np.ndarray) -> np.ndarray:
+    """A float map in [0, 1] as uint8 grey levels."""
+    return (np.clip(values, 0, 1) * 255).round().astype(np.uint8)
