@@ -1,0 +1,1 @@
+"""Benchmarks: gdc measured against the tools people use today (``gdc bench ...``)."""
