@@ -32,45 +32,20 @@ DIRECTIONS = torch.tensor([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 HALF_GAUSSIAN_MEAN = math.sqrt(2 / math.pi)  # E|N(0, 1)|
 
 
-def tap_table(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Every tap's contribution at every pixel, as rows of a table for :func:`gather_taps`.
+def tap_index(offsets: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """Rows to read for each pixel's 9 taps ``c + offsets ⊙ e``, as (N * H * W, 9) indices.
 
-    Arguments:
-      x: (B, C, H, W) input.
-      weight: (O, C, 3, 3), as nn.Conv2d's.
-
-    Returns:
-      (B * (H+2) * (W+2) * 9, O): row ``(pixel * 9 + tap)`` holds ``W_tap · x[pixel]`` on
-      the map bordered by one ring of zeros, where every outside tap is sent.
-    """
-    batch, channels, height, width = x.shape
-    bordered = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, channels)
-    return (bordered @ weight.permute(1, 2, 3, 0).reshape(channels, -1)).view(-1, weight.shape[0])
-
-
-def gather_taps(table: torch.Tensor, offsets: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-    """Sum, at each pixel c, the 9 table rows of taps ``c + offsets ⊙ e`` (a 3x3 conv with moved taps).
-
-    Arguments:
-      table: from :func:`tap_table` for ``batch`` images of ``height`` x ``width``.
-      offsets: integer Δ of shape (N, 9, 2, H or 1, W or 1), (dy, dx) per tap, N a
-        multiple of ``batch``: output n reads image ``n % batch``. The centre row is ignored.
-
-    Returns:
-      (N, O, H, W) without bias. Taps outside the map read zeros.
+    The rows number the pixels of ``batch`` maps of (H+2) x (W+2): each map bordered by
+    one ring of zeros. Output n of the N = offsets.shape[0] reads map ``n % batch``.
     """
     n = offsets.shape[0]
-    device = table.device
-    bordered_w = width + 2
-    shift = (offsets.to(device) * DIRECTIONS.to(device).view(1, 9, 2, 1, 1)).expand(n, 9, 2, height, width)
+    device = offsets.device
+    shift = (offsets * DIRECTIONS.to(device).view(1, 9, 2, 1, 1)).expand(n, 9, 2, height, width)
     # Clamping onto the zero border is exact: any tap beyond it would read zero too.
     rows = (torch.arange(height, device=device).view(1, 1, height, 1) + shift[:, :, 0]).clamp_(-1, height) + 1
     cols = (torch.arange(width, device=device).view(1, 1, 1, width) + shift[:, :, 1]).clamp_(-1, width) + 1
     image = torch.arange(n, device=device).view(n, 1, 1, 1) % batch
-    taps = torch.arange(9, device=device).view(1, 9, 1, 1)
-    index = ((image * (height + 2) + rows) * bordered_w + cols) * 9 + taps
-    out = F.embedding_bag(index.permute(0, 2, 3, 1).reshape(-1, 9), table, mode="sum")
-    return out.view(n, height, width, -1).permute(0, 3, 1, 2)
+    return ((image * (height + 2) + rows) * (width + 2) + cols).permute(0, 2, 3, 1).reshape(-1, 9)
 
 
 def gather_conv2d(
@@ -82,14 +57,31 @@ def gather_conv2d(
       x: (B, C, H, W) input.
       weight: (O, C, 3, 3), as nn.Conv2d's.
       bias: (O,) or None.
-      offsets: integer Δ of shape (N, 9, 2, H or 1, W or 1), N a multiple of B.
+      offsets: integer Δ of shape (N, 9, 2, H or 1, W or 1), (dy, dx) per tap, broadcast
+        over the dimensions given as 1; N is 1 (shared by all images) or a multiple of B,
+        output n reading image ``n % B`` (N > B: several draws over the same input). The
+        centre row is ignored.
 
     Returns:
       (N, O, H, W). Taps outside the map read zeros.
     """
-    batch, _, height, width = x.shape
-    out = gather_taps(tap_table(x, weight), offsets, batch, height, width)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    batch, channels, height, width = x.shape
+    offsets = offsets.expand(max(offsets.shape[0], batch), -1, -1, -1, -1)
+    draws, out_channels = offsets.shape[0], weight.shape[0]
+    index = tap_index(offsets.to(x.device), batch, height, width)
+    pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, channels)
+    if draws == batch:
+        # One draw per image (training): gather the inputs, then one matmul.
+        taps = pixels.index_select(0, index.reshape(-1)).view(-1, 9 * channels)
+        out = taps @ weight.permute(2, 3, 1, 0).reshape(9 * channels, out_channels)
+    else:
+        # Many draws (sampling): multiply every pixel by every tap's weights once, then
+        # each draw only sums 9 rows of that table.
+        products = (pixels @ weight.permute(1, 2, 3, 0).reshape(channels, 9 * out_channels)).view(-1, out_channels)
+        out = F.embedding_bag(index * 9 + torch.arange(9, device=x.device), products, mode="sum")
+    if bias is not None:
+        out = out + bias
+    return out.view(draws, height, width, out_channels).permute(0, 3, 1, 2)
 
 
 class RandomOffsetConv2d(nn.Module):

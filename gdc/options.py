@@ -32,6 +32,9 @@ class SegmentOptions(BaseModel):
     class_weights: ClassWeights = Field(
         "inverse", description="cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
     )
+    max_pixels: int = Field(
+        2_000_000, ge=10_000, le=100_000_000, description="larger images are segmented at this many pixels and upsampled"
+    )
     seed: int | None = Field(0, ge=0, description="seed for offsets and initialisation; None draws a fresh one")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     weights: str = Field("efficientnet-lite0", description="stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file")

@@ -20,7 +20,7 @@ def scribble_classes(scribbles: np.ndarray, image_shape: tuple[int, ...]) -> np.
       image_shape: the image's shape, (H, W, 3).
 
     Raises:
-      InputError: wrong size, negative values, or fewer than two classes.
+      InputError: wrong size or type, labels outside 0..255, or fewer than two classes.
     """
     if scribbles.ndim != 2:
         raise InputError(f"scribbles must be a single-channel label map, got shape {scribbles.shape}")
@@ -30,8 +30,8 @@ def scribble_classes(scribbles: np.ndarray, image_shape: tuple[int, ...]) -> np.
         raise InputError(f"scribbles are {sw}x{sh} but the image is {w}x{h}; they must be the same size")
     if not np.issubdtype(scribbles.dtype, np.integer):
         raise InputError(f"scribbles must hold integer labels, got {scribbles.dtype}")
-    if scribbles.min() < 0:
-        raise InputError("scribbles must not hold negative labels")
+    if scribbles.min() < 0 or scribbles.max() > 255:
+        raise InputError("scribble labels must be 0 (unlabeled) or classes 1 to at most 255")
     classes = np.unique(scribbles[scribbles > 0])
     if classes.size < 2:
         found = "no labels" if classes.size == 0 else f"only class {classes[0]}"

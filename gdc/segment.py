@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .errors import Cancelled, InputError
 from .net import GDCHead
@@ -27,6 +28,7 @@ ProgressHook = Callable[[str, int, int], None]
 CancelHook = Callable[[], bool]
 
 SAMPLE_CHUNK = 10  # stochastic passes run as one batch; bounds inference memory
+BAND_ELEMENTS = 1 << 24  # full-resolution values produced at once; bounds output memory
 
 
 @dataclass
@@ -67,18 +69,70 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def class_weights(targets: torch.Tensor, classes: int, scheme: str) -> torch.Tensor | None:
+def block_counts(labels: np.ndarray, classes: int, size: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) counts of each class's labelled pixels inside each cell of an h x w grid.
+
+    Training on these is the full-resolution cross-entropy over labelled pixels with the
+    logits of each cell copied to the pixels it covers, at the cost of the grid alone.
+    """
+    height, width = labels.shape
+    rows = (np.arange(height) * size[0] // height)[:, None]
+    cols = (np.arange(width) * size[1] // width)[None, :]
+    labelled = labels >= 0
+    cell = (labels * size[0] + rows) * size[1] + cols
+    counts = np.bincount(cell[labelled], minlength=classes * size[0] * size[1])
+    return counts.reshape(classes, *size).astype(np.float32)
+
+
+def class_weights(pixels_per_class: torch.Tensor, scheme: str) -> torch.Tensor:
     """Cross-entropy weights from the labelled pixels' class counts n_c (N = Σ n_c).
 
     ``paper`` is Eq. 6 as printed, w_c = n_c / N; ``inverse`` is N / (K n_c), which
     balances rare and frequent classes; ``none`` weighs every pixel alike.
     """
     if scheme == "none":
-        return None
-    counts = torch.bincount(targets, minlength=classes).float()
+        return torch.ones_like(pixels_per_class)
+    total = pixels_per_class.sum()
     if scheme == "paper":
-        return counts / counts.sum()
-    return counts.sum() / (classes * counts.clamp(min=1))
+        return pixels_per_class / total
+    return total / (len(pixels_per_class) * pixels_per_class.clamp(min=1))
+
+
+def working_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """The size to segment at: the image's own, or scaled down to at most ``max_pixels``."""
+    scale = min(1.0, math.sqrt(max_pixels / (height * width)))
+    return max(8, math.floor(height * scale)), max(8, math.floor(width * scale))
+
+
+def shrink(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image and class-index labels (-1 unlabeled) at ``size``; scribbles survive any shrink.
+
+    Each cell takes the class with most scribbled pixels in it, so 1-pixel strokes stay.
+    """
+    if size == labels.shape:
+        return image, labels
+    small = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BOX))
+    counts = block_counts(labels, int(labels.max()) + 1, size)
+    return small, np.where(counts.sum(0) > 0, counts.argmax(0), -1)
+
+
+def bilinear_taps(source: int, target: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(low, high, weight of high) per target index: F.interpolate's bilinear, align_corners=False."""
+    position = ((torch.arange(target, device=device) + 0.5) * source / target - 0.5).clamp(min=0)
+    low = position.floor().long().clamp(max=source - 1)
+    return low, (low + 1).clamp(max=source - 1), (position - low).unsqueeze(-1)
+
+
+def upsample_bands(maps: torch.Tensor, height: int, width: int):
+    """Yield (rows, band): ``maps`` (K, h, w) bilinearly resized to (K, height, width), a band of rows at a time."""
+    rows_low, rows_high, rows_weight = bilinear_taps(maps.shape[1], height, maps.device)
+    cols_low, cols_high, cols_weight = bilinear_taps(maps.shape[2], width, maps.device)
+    band_rows = max(1, BAND_ELEMENTS // (maps.shape[0] * width))
+    for start in range(0, height, band_rows):
+        rows = slice(start, min(start + band_rows, height))
+        weight = rows_weight[rows]
+        band = maps[:, rows_low[rows]] * (1 - weight) + maps[:, rows_high[rows]] * weight
+        yield rows, band[..., cols_low] * (1 - cols_weight.T) + band[..., cols_high] * cols_weight.T
 
 
 @contextmanager
@@ -129,9 +183,11 @@ def segment(
     generator = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)  # the head's initialisation
 
+    height, width = image.shape[:2]
     report("superpixels", 0, 1)
     with _timed(timings, "superpixels"):
         labels = np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1)
+        image, labels = shrink(image, labels, working_size(height, width, options.max_pixels))
         expanded = expand_scribbles(
             image, labels, n_segments=options.superpixels, compactness=options.compactness
         )
@@ -140,27 +196,24 @@ def segment(
     report("features", 0, 1)
     with _timed(timings, "features"), torch.no_grad():
         stem = cached_stem(options.weights, str(device))
-        pixels = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
+        pixels = torch.tensor(image, device=device).permute(2, 0, 1)[None].float() / 255
         features = stem(pixels, stride=options.feature_stride)
         # Per-image standardisation puts every channel on the scale SGD at lr 0.01 expects.
         features = (features - features.mean((2, 3), keepdim=True)) / (features.std((2, 3), keepdim=True) + 1e-5)
     check_cancel()
 
     k = len(classes)
-    height, width = image.shape[:2]
     head = GDCHead(k, conv=options.conv, width=options.width, sigma=options.sigma, generator=generator, device=device)
-    targets_map = torch.from_numpy(expanded).to(device)
-    labelled = targets_map >= 0
-    targets = targets_map[labelled]
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(targets, k, options.class_weights))
+    counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
+    targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
+    targets /= targets.sum()
     optimiser = torch.optim.SGD(head.parameters(), lr=options.lr, momentum=options.momentum)
 
     with _timed(timings, "optimise"):
         head.train()
         for step in range(options.steps):
             report("optimise", step, options.steps)
-            logits = F.interpolate(head(features), size=(height, width), mode="bilinear", align_corners=False)
-            loss = loss_fn(logits[0].permute(1, 2, 0)[labelled], targets)
+            loss = -(targets * head(features)[0].log_softmax(0)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -177,15 +230,24 @@ def segment(
             mean += head(features, samples=chunk).softmax(1).sum(0)
             check_cancel()
         report("sample", samples, samples)
-        probabilities = F.interpolate((mean / samples)[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(0) / math.log(k)
-        winners = probabilities.argmax(0)
+        mean /= samples
 
+    # Full resolution, a band at a time: memory beyond the outputs stays bounded.
+    probabilities = np.empty((k, height, width), dtype=np.float32)
+    uncertainty = np.empty((height, width), dtype=np.float32)
+    labels = np.empty((height, width), dtype=np.uint8)
     class_values = torch.as_tensor(classes, device=device)
+    with _timed(timings, "upsample"):
+        for rows, band in upsample_bands(mean, height, width):
+            entropy = -(band * band.clamp(min=1e-12).log()).sum(0) / math.log(k)
+            probabilities[:, rows] = band.cpu().numpy()
+            uncertainty[rows] = entropy.clamp(0, 1).cpu().numpy()
+            labels[rows] = class_values[band.argmax(0)].to(torch.uint8).cpu().numpy()
+
     return SegmentResult(
-        labels=class_values[winners].to(torch.uint8).cpu().numpy(),
-        probabilities=probabilities.float().cpu().numpy(),
-        uncertainty=entropy.clamp(0, 1).float().cpu().numpy(),
+        labels=labels,
+        probabilities=probabilities,
+        uncertainty=uncertainty,
         classes=tuple(int(c) for c in classes),
         timings=timings,
     )

@@ -1,0 +1,82 @@
+"""The ``gdc segment`` and ``gdc eval`` commands, run as a user runs them."""
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gdc.cli import main
+
+FAST = ["--steps", "5", "--samples", "3"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, request):
+    image, truth, scribbles = request.getfixturevalue("scene3")
+    folder = tmp_path_factory.mktemp("cli")
+    Image.fromarray(image).save(folder / "photo.jpg")
+    Image.fromarray(scribbles).save(folder / "scribbles.png")
+    return folder
+
+
+def test_segment_writes_mask_probabilities_overlay_and_timings(files, capsys):
+    out = files / "out"
+    out.mkdir(exist_ok=True)
+    code = main(
+        ["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(out / "mask.png"),
+         "--probs", str(out / "p.npy"), "--overlay", str(out / "o.png"), "--uncertainty", str(out / "u.png"),
+         "--timings", *FAST]
+    )
+    assert code == 0
+    mask = np.array(Image.open(out / "mask.png"))
+    assert mask.shape == (120, 160) and set(np.unique(mask)) <= {1, 2, 3}
+    assert np.load(out / "p.npy").shape == (3, 120, 160)
+    with Image.open(out / "o.png") as overlay, Image.open(out / "u.png") as uncertainty:
+        assert overlay.size == (160, 120) and uncertainty.mode == "L"
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"total \d+\.\d\d s", lines[-1])
+    assert {line.split()[0] for line in lines[:-1]} == {"decode", "superpixels", "features", "optimise", "sample", "upsample", "encode"}
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda d: (d / "missing.jpg", d / "scribbles.png"), "image not found"),
+        (lambda d: ((d / "notes.txt"), d / "scribbles.png"), "is not a readable image"),
+        (lambda d: (d / "photo.jpg", d / "small.png"), "scribbles are 80x60 but the image is 160x120"),
+        (lambda d: (d / "photo.jpg", d / "one-class.png"), "at least two classes"),
+    ],
+)
+def test_bad_files_give_one_line_errors(files, make, message):
+    (files / "notes.txt").write_text("not an image")
+    Image.fromarray(np.ones((60, 80), dtype=np.uint8)).save(files / "small.png")
+    Image.fromarray(np.ones((120, 160), dtype=np.uint8)).save(files / "one-class.png")
+    image, scribbles = make(files)
+    run = subprocess.run(
+        [sys.executable, "-m", "gdc.cli", "segment", str(image), str(scribbles), "-o", str(files / "x.png")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 2
+    assert message in run.stderr and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def test_eval_scores_a_data_set_and_writes_json(tmp_path, scene2, scene3, capsys):
+    for folder in ("images", "gt", "marks"):
+        (tmp_path / folder).mkdir()
+    for name, (image, truth, scribbles) in {"a": scene2, "b": scene3}.items():
+        Image.fromarray(image).save(tmp_path / "images" / f"{name}.png")
+        Image.fromarray(truth - 1).save(tmp_path / "gt" / f"{name}.png")  # class index 0..K-1
+        Image.fromarray(scribbles).save(tmp_path / "marks" / f"{name}.png")  # k+1 = class k
+    report_path = tmp_path / "report.json"
+    code = main(["eval", str(tmp_path), "--scribbles", "marks", "--seeds", "0,1", "--json", str(report_path), *FAST])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["images"] == 2 and [run["seed"] for run in report["runs"]] == [0, 1]
+    assert [image["name"] for image in report["runs"][0]["images"]] == ["a", "b"]
+    per_image = [image["miou"] for run in report["runs"] for image in run["images"]]
+    assert report["summary"]["miou"]["mean"] == pytest.approx(np.mean(per_image))
+    assert all(0 <= miou <= 1 for miou in per_image)
+    assert "mIoU" in capsys.readouterr().out

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from gdc.errors import InputError
+from gdc.scribbles import expand_scribbles, scribble_classes
+
+
+def two_halves():
+    """A 40x60 image, dark left half and bright right half; SLIC will not cross the edge."""
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    image[:, 30:] = 220
+    return image
+
+
+def test_a_superpixel_touched_by_one_class_takes_it():
+    image = two_halves()
+    labels = np.full((40, 60), -1)
+    labels[20, 5:8] = 0
+    expanded = expand_scribbles(image, labels, n_segments=4, compactness=1)
+    assert (expanded[:, :30] == 0).mean() > 0.4, "the scribble grew over its superpixel"
+    assert (expanded[:, 30:] == -1).all(), "superpixels across the edge stay unlabeled"
+
+
+def test_a_superpixel_touched_by_two_classes_keeps_only_the_scribbles():
+    image = two_halves()
+    labels = np.full((40, 60), -1)
+    labels[5, 5:8] = 0
+    labels[6, 5:8] = 1
+    expanded = expand_scribbles(image, labels, n_segments=4, compactness=1)
+    assert (expanded[labels >= 0] == labels[labels >= 0]).all()
+    # The superpixel under both scribbles grows neither class.
+    assert np.count_nonzero(expanded[:, :30] >= 0) == 6
+
+
+def test_zero_segments_turns_expansion_off():
+    labels = np.full((40, 60), -1)
+    labels[3, 3] = 1
+    np.testing.assert_array_equal(expand_scribbles(two_halves(), labels, n_segments=0), labels)
+
+
+def test_scribble_classes_are_the_values_present():
+    scribbles = np.zeros((5, 6), dtype=np.uint8)
+    scribbles[0, 0], scribbles[1, 1], scribbles[2, 2] = 7, 3, 7
+    np.testing.assert_array_equal(scribble_classes(scribbles, (5, 6, 3)), [3, 7])
+
+
+@pytest.mark.parametrize(
+    "scribbles,message",
+    [
+        (np.zeros((5, 7), dtype=np.uint8), "scribbles are 7x5 but the image is 6x5"),
+        (np.zeros((5, 6), dtype=np.uint8), "found no labels"),
+        (np.ones((5, 6), dtype=np.uint8), "found only class 1"),
+        (np.ones((5, 6), dtype=np.float32), "integer labels"),
+        (np.ones((5, 6, 3), dtype=np.uint8), "single-channel"),
+        (np.full((5, 6), 256, dtype=np.int32), "at most 255"),
+    ],
+)
+def test_bad_scribbles_say_what_is_wrong(scribbles, message):
+    with pytest.raises(InputError, match=message):
+        scribble_classes(scribbles, (5, 6, 3))

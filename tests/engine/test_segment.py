@@ -1,0 +1,166 @@
+import numpy as np
+import pytest
+import torch
+
+from gdc.errors import Cancelled, InputError
+from gdc.evaluate import score
+from gdc.options import HEAD_CONVS, SegmentOptions
+from gdc.segment import block_counts, class_weights, segment, shrink, upsample_bands, working_size
+
+FAST = dict(steps=10, samples=4)
+
+
+@pytest.mark.parametrize("scene", ["scene2", "scene3"])
+def test_segments_a_scene_from_thin_scribbles(scene, request, device):
+    image, truth, scribbles = request.getfixturevalue(scene)
+    result = segment(image, scribbles, SegmentOptions(device=device))
+    miou, accuracy = score(result.labels, truth)
+    # Chance is about 1/K; the textures are photos, so a few thin legs are lost.
+    assert miou > 0.7 and accuracy > 0.85
+
+
+def test_result_contract(scene3, device):
+    image, truth, scribbles = scene3
+    # Any positive values name the classes; the result speaks in the same values.
+    relabelled = np.choose(scribbles, [0, 10, 20, 30]).astype(np.uint8)
+    result = segment(image, relabelled, SegmentOptions(device=device, **FAST))
+    height, width = truth.shape
+    assert result.classes == (10, 20, 30)
+    assert result.labels.shape == (height, width) and result.labels.dtype == np.uint8
+    assert set(np.unique(result.labels)) <= {10, 20, 30}
+    assert result.probabilities.shape == (3, height, width) and result.probabilities.dtype == np.float32
+    np.testing.assert_allclose(result.probabilities.sum(0), 1, atol=1e-5)
+    np.testing.assert_array_equal(result.labels, np.array([10, 20, 30])[result.probabilities.argmax(0)])
+    assert result.uncertainty.shape == (height, width)
+    assert 0 <= result.uncertainty.min() and result.uncertainty.max() <= 1
+    assert set(result.timings) == {"superpixels", "features", "optimise", "sample", "upsample"}
+
+
+def test_same_seed_same_result_other_seed_differs(scene2, device):
+    image, _, scribbles = scene2
+    a, b = (segment(image, scribbles, SegmentOptions(device=device, seed=5, **FAST)) for _ in range(2))
+    c = segment(image, scribbles, SegmentOptions(device=device, seed=6, **FAST))
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    assert not np.allclose(a.probabilities, c.probabilities)
+
+
+def test_uncertainty_is_highest_where_classes_meet(scene2, device):
+    image, truth, scribbles = scene2
+    result = segment(image, scribbles, SegmentOptions(device=device))
+    edge = np.zeros_like(truth, dtype=bool)
+    edge[:, 1:] |= truth[:, 1:] != truth[:, :-1]
+    edge[1:, :] |= truth[1:, :] != truth[:-1, :]
+    assert result.uncertainty[edge].mean() > 2 * result.uncertainty[~edge].mean()
+
+
+@pytest.mark.parametrize("conv", HEAD_CONVS)
+def test_every_head_conv_runs(conv, scene2, device):
+    image, truth, scribbles = scene2
+    result = segment(image, scribbles, SegmentOptions(device=device, conv=conv, samples=4))
+    assert score(result.labels, truth)[1] > 0.8
+
+
+def test_progress_reports_each_phase_in_order(scene2, device):
+    image, _, scribbles = scene2
+    calls = []
+    segment(image, scribbles, SegmentOptions(device=device, steps=3, samples=25), progress=lambda *a: calls.append(a))
+    phases = [phase for phase, _, _ in calls]
+    assert list(dict.fromkeys(phases)) == ["superpixels", "features", "optimise", "sample"]
+    assert ("optimise", 3, 3) in calls and ("sample", 25, 25) in calls
+    steps = [step for phase, step, _ in calls if phase == "optimise"]
+    assert steps == sorted(steps)
+
+
+def test_cancel_stops_between_steps(scene2, device):
+    image, _, scribbles = scene2
+    calls = []
+    with pytest.raises(Cancelled):
+        segment(
+            image,
+            scribbles,
+            SegmentOptions(device=device, steps=50),
+            progress=lambda *a: calls.append(a),
+            cancel=lambda: len(calls) > 5,
+        )
+    assert max(step for phase, step, _ in calls if phase == "optimise") < 10
+
+
+@pytest.mark.parametrize(
+    "image,message",
+    [
+        (np.zeros((20, 20, 4), dtype=np.uint8), "must be RGB"),
+        (np.zeros((20, 20, 3), dtype=np.float32), "must be uint8"),
+        (np.zeros((4, 20, 3), dtype=np.uint8), "at least 8 pixels"),
+    ],
+)
+def test_bad_images_say_what_is_wrong(image, message):
+    scribbles = np.zeros(image.shape[:2], dtype=np.uint8)
+    scribbles[0, 0], scribbles[1, 1] = 1, 2
+    with pytest.raises(InputError, match=message):
+        segment(image, scribbles)
+
+
+def test_grey_images_are_accepted(scene2, device):
+    image, truth, scribbles = scene2
+    result = segment(image.mean(2).astype(np.uint8), scribbles, SegmentOptions(device=device, **FAST))
+    assert result.labels.shape == truth.shape
+
+
+def test_large_images_run_at_a_working_size_and_come_back_full_size(scene2, device):
+    image, truth, scribbles = scene2
+    result = segment(image, scribbles, SegmentOptions(device=device, max_pixels=10_000))
+    assert result.labels.shape == truth.shape and result.probabilities.shape[1:] == truth.shape
+    assert score(result.labels, truth)[0] > 0.65
+
+
+def test_working_size_keeps_the_aspect_and_the_pixel_budget():
+    assert working_size(391, 625, 2_000_000) == (391, 625)
+    height, width = working_size(4000, 6000, 2_000_000)
+    assert height * width <= 2_000_000 and abs(width / height - 1.5) < 0.01
+
+
+def test_shrinking_keeps_one_pixel_scribbles():
+    image = np.zeros((400, 600, 3), dtype=np.uint8)
+    labels = np.full((400, 600), -1)
+    labels[100, 50:550] = 0  # a 1-pixel line: a plain resize would drop most of it
+    labels[300, 50:550] = 1
+    small_image, small_labels = shrink(image, labels, (100, 150))
+    assert small_image.shape == (100, 150, 3)
+    # Columns 50..549 fall in cells 50//4 = 12 to 549//4 = 137.
+    assert (small_labels[25, 12:138] == 0).all() and (small_labels[75, 12:138] == 1).all()
+    assert np.count_nonzero(small_labels >= 0) == 2 * 126
+
+
+@pytest.mark.parametrize("size", [(68, 92), (9, 10), (17, 23)])
+def test_banded_upsampling_equals_interpolate(size, monkeypatch):
+    import gdc.segment
+
+    maps = torch.rand(3, 17, 23)
+    monkeypatch.setattr(gdc.segment, "BAND_ELEMENTS", 3 * size[1] * 5)  # several bands
+    banded = torch.cat([band for _, band in upsample_bands(maps, *size)], dim=1)
+    expected = torch.nn.functional.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(banded, expected)
+
+
+def test_block_counts_add_up_to_the_labelled_pixels():
+    labels = np.full((8, 10), -1)
+    labels[0, 0] = labels[0, 1] = 0
+    labels[7, 9] = 1
+    counts = block_counts(labels, 2, (4, 5))
+    assert counts.shape == (2, 4, 5)
+    assert counts[0, 0, 0] == 2 and counts[1, 3, 4] == 1 and counts.sum() == 3
+
+
+@pytest.mark.parametrize(
+    "scheme,expected", [("paper", [0.75, 0.25]), ("inverse", [2 / 3, 2.0]), ("none", [1.0, 1.0])]
+)
+def test_class_weights(scheme, expected):
+    torch.testing.assert_close(class_weights(torch.tensor([30.0, 10.0]), scheme), torch.tensor(expected))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_agrees_with_cpu(scene2):
+    image, truth, scribbles = scene2
+    cpu = segment(image, scribbles, SegmentOptions(device="cpu"))
+    gpu = segment(image, scribbles, SegmentOptions(device="cuda"))
+    assert (cpu.labels == gpu.labels).mean() > 0.97
