@@ -1,0 +1,152 @@
+"""A small Python client for a gdc server (httpx; no torch).
+
+    from gdc.client import Client
+
+    client = Client("http://127.0.0.1:8000")
+    job_id = client.submit("photo.jpg", "scribbles.png", steps=50)
+    client.wait(job_id, timeout=120, on_progress=print)
+    labels = client.mask(job_id)            # (H, W) uint8 in the scribbles' values
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from .imageio import encode_png, read_labels
+
+# An image or label map given as a file path, the file's bytes, or an array.
+Source = str | Path | bytes | np.ndarray
+ENDED = ("succeeded", "failed", "canceled")
+
+
+class ApiError(RuntimeError):
+    """The server answered with an error; ``status_code`` and the server's ``detail``."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+class JobFailed(RuntimeError):
+    """The job ended without a result (failed or canceled); ``job`` is its last status."""
+
+    def __init__(self, job: dict) -> None:
+        error = job.get("error") or {}
+        super().__init__(f"job {job['id']} {job['status']}" + (f": {error['message']}" if error else ""))
+        self.job = job
+
+
+def _file(source: Source) -> bytes:
+    if isinstance(source, np.ndarray):
+        return encode_png(source)
+    if isinstance(source, bytes):
+        return source
+    return Path(source).read_bytes()
+
+
+class Client:
+    """Submit images with scribbles to a gdc server, follow the jobs, fetch the results."""
+
+    def __init__(self, server: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        if response.is_error:
+            try:
+                detail = response.json()["detail"]
+            except (ValueError, KeyError, TypeError):
+                detail = response.text
+            raise ApiError(response.status_code, str(detail))
+        return response
+
+    def submit(
+        self,
+        image: Source,
+        scribbles: Source | None = None,
+        *,
+        strokes: list[dict] | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+        **options,
+    ) -> str:
+        """Queue a segmentation; the job id.
+
+        Arguments:
+          image: the image file (path or bytes) or an (H, W, 3) uint8 array.
+          scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes.
+          strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
+          options: engine options the server accepts (steps, samples, sigma, conv, superpixels, seed).
+        """
+        if (scribbles is None) == (strokes is None):
+            raise ValueError("give scribbles or strokes, not both or neither")
+        files = {"image": ("image", _file(image))}
+        data = {name: str(value) for name, value in options.items() if value is not None}
+        if scribbles is not None:
+            files["scribbles"] = ("scribbles.png", _file(scribbles))
+        else:
+            data["strokes"] = json.dumps(strokes)
+        if callback_url:
+            data["callback_url"] = callback_url
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/segment", files=files, data=data, headers=headers).json()["id"]
+
+    def status(self, job_id: str) -> dict:
+        """The job's status body (see GET /jobs/{id})."""
+        return self._call("GET", f"/jobs/{job_id}").json()
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        poll: float = 0.5,
+    ) -> dict:
+        """Poll until the job succeeded and return its status; ``on_progress(phase, step, total)`` as it runs.
+
+        Raises:
+          JobFailed: the job failed or was canceled.
+          TimeoutError: it had not ended after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.status(job_id)
+            if on_progress is not None and job["status"] == "running":
+                progress = job["progress"]
+                on_progress(progress["phase"], progress["step"], progress["total"])
+            if job["status"] == "succeeded":
+                return job
+            if job["status"] in ENDED:
+                raise JobFailed(job)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
+            time.sleep(poll)
+
+    def result(self, job_id: str, kind: str = "mask", **params) -> bytes:
+        """A result file: ``mask`` (label PNG; ``format=rle`` or ``polygons`` for JSON), ``overlay``,
+        ``probabilities`` or ``uncertainty``."""
+        return self._call("GET", f"/jobs/{job_id}/{kind}", params=params).content
+
+    def mask(self, job_id: str) -> np.ndarray:
+        """The label map as (H, W) uint8 in the scribbles' class values."""
+        return read_labels(self.result(job_id, "mask"))
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a queued or running job (or delete an ended one); its status after that."""
+        return self._call("DELETE", f"/jobs/{job_id}").json()

@@ -1,0 +1,1 @@
+"""The gdc web service: a FastAPI front (``service.app``) over an RQ queue worked by ``worker``."""

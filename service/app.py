@@ -1,0 +1,97 @@
+"""The web API: builds the FastAPI app, its middleware and routers, and mounts the web page.
+
+Run it with ``uvicorn --factory service.app:create_app`` (settings from the environment)
+or ``gdc serve``. It never imports torch: jobs go to the workers through Redis.
+"""
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from redis import Redis
+
+from gdc.errors import InputError
+from worker.jobs import open_queue
+
+from .metrics import install_metrics
+from .middleware import BodySizeLimit
+from .routes import health, jobs, options, segment
+from .schemas import describe_errors
+from .settings import Settings
+from .uploads import UploadTooLarge
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+DESCRIPTION = """
+Scribbles in, full label maps out, with Gaussian dynamic convolution.
+
+**Flow.** `POST /segment` an image with scribbles (a label PNG, or strokes JSON) and get
+a job id; poll `GET /jobs/{id}` (or add `?wait=S` to the POST) until it `succeeded`; then
+fetch `/jobs/{id}/mask`, `/overlay`, `/probabilities`, `/uncertainty`.
+
+**Errors** are `{"detail": "..."}` naming the problem: 422 bad input, 413 too large,
+401 missing or wrong `X-API-Key` (when the server has keys), 404 unknown or expired job,
+409 results asked for before the job succeeded.
+
+**Results** live for `GDC_RESULT_TTL` seconds (default one hour), failed and canceled jobs
+for `GDC_FAILURE_TTL`. Per job Redis holds the image file plus about H*W*(K+2) bytes
+before PNG compression (K classes).
+
+**Callbacks.** With `callback_url`, the final job body is POSTed there when the job ends,
+retried with back-off. With a server secret it is signed: `X-GDC-Timestamp: t` and
+`X-GDC-Signature: sha256=<hex HMAC-SHA256(secret, t + "." + raw body)>`; recompute it over
+the raw body, compare in constant time, and refuse old timestamps.
+"""
+
+
+def _answer(status_code: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (read from the environment when None)."""
+    settings = settings or Settings()
+    if settings.redis_url is None:
+        raise RuntimeError("REDIS_URL is not set: point it at Redis, or run `gdc serve`, which starts one")
+    Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow refuses twice this before decoding anything
+
+    app = FastAPI(title="gdc", version=version("gdc"), description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.redis = Redis.from_url(settings.redis_url)
+    install_metrics(app, open_queue(app.state.redis, settings.queue))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(  # outermost, so error answers carry CORS headers too
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["*"],
+        expose_headers=["Location", "X-Classes", "Content-Disposition"],
+    )
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, error: InputError) -> JSONResponse:
+        return _answer(413 if isinstance(error, UploadTooLarge) else 422, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _answer(422, describe_errors(error.errors()))
+
+    for module in (segment, jobs, options, health):
+        app.include_router(module.router)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        page = STATIC_DIR / "index.html"
+        if not page.is_file():
+            raise HTTPException(status_code=404, detail="the web page is not installed")
+        return FileResponse(page)
+
+    return app

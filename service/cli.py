@@ -1,0 +1,99 @@
+"""``gdc serve``, ``gdc worker`` and ``gdc submit``, registered into ``gdc.cli``'s parser.
+
+Each handler imports what it needs when it runs, so ``gdc --help`` stays fast and only
+``gdc worker`` loads torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from gdc.options import HEAD_CONVS, SegmentOptions
+
+from .schemas import NUMERIC_OPTIONS
+from .settings import Settings
+
+
+def _settings(**overrides) -> Settings:
+    return Settings(**{name: value for name, value in overrides.items() if value is not None})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(_settings(), host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import run
+
+    settings = _settings(redis_url=args.redis, device=args.device)
+    if settings.redis_url is None:
+        print("gdc worker: error: give --redis URL or set REDIS_URL", file=sys.stderr)
+        return 2
+    queues = [name.strip() for name in (args.queues or settings.queue).split(",") if name.strip()]
+    return run(settings, queues, burst=args.burst)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from gdc.cli import ProgressBar
+    from gdc.client import ApiError, Client, JobFailed
+
+    scribbles = Path(args.scribbles)
+    given = {"strokes": json.loads(scribbles.read_text())} if scribbles.suffix.lower() == ".json" else {"scribbles": scribbles}
+    options = {name: getattr(args, name) for name in (*NUMERIC_OPTIONS, "conv")}
+    bar = ProgressBar(sys.stderr.isatty())
+    try:
+        with Client(args.server, api_key=args.api_key) as client:
+            job_id = client.submit(args.image, **given, **options)
+            client.wait(job_id, timeout=args.timeout, on_progress=bar)
+            Path(args.output).write_bytes(client.result(job_id, "mask"))
+            if args.overlay:
+                Path(args.overlay).write_bytes(client.result(job_id, "overlay"))
+    except (ApiError, JobFailed, TimeoutError) as error:
+        print(f"gdc submit: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    print(f"wrote {args.output} (job {job_id})")
+    return 0
+
+
+def register(commands) -> None:
+    """Add ``serve``, ``worker`` and ``submit`` to the ``gdc`` command's subparsers."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the web API; without REDIS_URL also an embedded Redis and workers",
+        description="Without REDIS_URL: an embedded Redis-protocol server, N worker processes and the API. "
+        "With REDIS_URL: the API alone (start workers with `gdc worker`). Settings: GDC_* variables.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes to start without REDIS_URL (default 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run a segmentation worker: load the engine once, then run jobs")
+    worker.add_argument("--redis", help="Redis URL (default: REDIS_URL)")
+    worker.add_argument("--device", help="torch device for the engine, e.g. cpu or cuda:0 (default: GDC_DEVICE or cpu)")
+    worker.add_argument("--queues", help="comma-separated queues to work, first first (default: GDC_QUEUE or gdc)")
+    worker.add_argument("--burst", action="store_true", help="stop once the queues are empty")
+    worker.set_defaults(func=cmd_worker)
+
+    submit = commands.add_parser("submit", help="segment an image on a gdc server and save the mask")
+    submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
+    submit.add_argument("scribbles", help="label PNG of the image's size (0 unlabeled, 1..K), or strokes as a .json file")
+    submit.add_argument("--server", default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
+                        help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)")
+    submit.add_argument("-o", "--output", required=True, help="label map PNG to write")
+    submit.add_argument("--overlay", help="also write the image tinted by class here")
+    submit.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")
+    submit.add_argument("--timeout", type=float, default=600, help="seconds to wait for the job (default 600)")
+    fields = SegmentOptions.model_fields
+    group = submit.add_argument_group("engine options (default: the server's)")
+    group.add_argument("--conv", choices=HEAD_CONVS, help=fields["conv"].description)
+    for name in NUMERIC_OPTIONS:
+        group.add_argument(f"--{name}", type=type(fields[name].default), help=fields[name].description)
+    submit.set_defaults(func=cmd_submit)

@@ -1,0 +1,55 @@
+"""What routes depend on: settings, Redis, the queue, the job in the path, the API key."""
+from __future__ import annotations
+
+from secrets import compare_digest
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+
+from worker.jobs import SEGMENT_TASK, fetch_job, open_queue
+
+from .settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+def get_queue(settings: SettingsDep, redis: RedisDep) -> Queue:
+    return open_queue(redis, settings.queue)
+
+
+QueueDep = Annotated[Queue, Depends(get_queue)]
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="needed when the server has API keys")
+
+
+def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Let the request through when no keys are configured or its X-API-Key is one of them."""
+    given = (key or "").encode()
+    if settings.api_keys and not any(compare_digest(given, accepted.encode()) for accepted in settings.api_keys):
+        raise HTTPException(status_code=401, detail="missing or invalid API key")
+
+
+def get_job(job_id: str, queue: QueueDep) -> Job:
+    job = fetch_job(queue, job_id)
+    if job is None or job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
+        raise HTTPException(status_code=404, detail=f"job {job_id} not found (unknown id, or it expired)")
+    return job
+
+
+JobDep = Annotated[Job, Depends(get_job)]

@@ -1,0 +1,1 @@
+"""One router per resource: segment (submit), jobs (status, results, cancel), options, health."""

@@ -1,0 +1,128 @@
+"""GET /jobs/{id} and its results; DELETE /jobs/{id}."""
+from __future__ import annotations
+
+import json
+import zlib
+from enum import Enum
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from rq.job import Job, JobStatus
+
+from gdc.imageio import encode_png, overlay, read_image, read_labels
+from worker import store
+from worker.jobs import ENDED, Status, cancel_job, public_status, sweep
+from worker.keys import Kind, key_for
+
+from ..deps import JobDep, QueueDep, RedisDep, SettingsDep, require_api_key
+from ..schemas import JobPublic
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
+
+_NOT_FOUND = {404: {"description": "unknown id, or the job or its results expired"}}
+_NOT_READY = {409: {"description": "the job has not succeeded (yet); `detail` gives its status"}}
+_PNG = {"content": {"image/png": {}}}
+
+
+class MaskFormat(str, Enum):
+    png = "png"
+    rle = "rle"
+    polygons = "polygons"
+
+
+def _result(redis, job: Job, field: str) -> bytes:
+    """A stored result field of a succeeded job; 409 before that, 404 once expired."""
+    status = public_status(job)
+    if status is not Status.SUCCEEDED:
+        raise HTTPException(status_code=409, detail=f"job {job.id} is {status.value}; results exist once it has succeeded")
+    data = store.load_result(redis, job.id, field)
+    if data is None:
+        raise HTTPException(status_code=404, detail=f"the results of job {job.id} expired")
+    return data
+
+
+def _png(data: bytes, job: Job, name: str, **headers: str) -> Response:
+    disposition = {"Content-Disposition": f'inline; filename="{job.id}-{name}.png"'}
+    return Response(data, media_type="image/png", headers=disposition | headers)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND, summary="A job's status and progress")
+def read_job(job: JobDep, queue: QueueDep, settings: SettingsDep) -> JobPublic:
+    if job.get_status() == JobStatus.STARTED:
+        sweep(queue, settings)  # the API notices a dead worker even when no worker is left to
+        job.refresh()
+    return JobPublic.from_job(job)
+
+
+@router.get(
+    "/{job_id}/mask",
+    responses={200: {"content": {"image/png": {}, "application/json": {}}}, **_NOT_FOUND, **_NOT_READY},
+    summary="The label map",
+)
+def read_mask(
+    job: JobDep,
+    redis: RedisDep,
+    format: Annotated[MaskFormat, Query(description=(
+        "`png`: label PNG in the scribbles' class values. `rle`: per class, COCO uncompressed RLE "
+        '(`{"size": [h, w], "counts": [...]}`, column-major, zeros first). `polygons`: per class, '
+        "closed rings of [x, y] points (pixel (x, y) spans [x, x+1] x [y, y+1]; holes included, fill even-odd)."
+    ))] = MaskFormat.png,
+) -> Response:
+    if format is MaskFormat.png:
+        return _png(_result(redis, job, "mask"), job, "mask")
+    if format is MaskFormat.rle:
+        labels = read_labels(_result(redis, job, "mask"))
+        classes = store.mask_rle(labels, job.meta["classes"])
+    else:
+        classes = json.loads(zlib.decompress(_result(redis, job, "polygons")))
+    body = {"width": job.meta["width"], "height": job.meta["height"], "classes": classes}
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+@router.get("/{job_id}/overlay", responses={200: _PNG, **_NOT_FOUND, **_NOT_READY}, summary="The image tinted by class")
+def read_overlay(job: JobDep, redis: RedisDep) -> Response:
+    labels = read_labels(_result(redis, job, "mask"))
+    image = store.load_image(redis, job.id)
+    if image is None:
+        raise HTTPException(status_code=404, detail=f"the image of job {job.id} expired")
+    return _png(encode_png(overlay(read_image(image), labels)), job, "overlay")
+
+
+@router.get(
+    "/{job_id}/probabilities",
+    responses={200: _PNG, **_NOT_FOUND, **_NOT_READY},
+    summary="Per-class probabilities as one grey PNG",
+)
+def read_probabilities(job: JobDep, redis: RedisDep) -> Response:
+    """A grey PNG K*H pixels tall: rows k*H to (k+1)*H-1 hold the probability of class
+    `classes[k]` times 255 (uint8). `X-Classes` lists the classes in that order."""
+    classes = ",".join(str(value) for value in job.meta["classes"])
+    return _png(_result(redis, job, "probabilities"), job, "probabilities", **{"X-Classes": classes})
+
+
+@router.get(
+    "/{job_id}/uncertainty",
+    responses={200: _PNG, **_NOT_FOUND, **_NOT_READY},
+    summary="Per-pixel uncertainty as a grey PNG",
+)
+def read_uncertainty(job: JobDep, redis: RedisDep) -> Response:
+    """Entropy of the mean prediction over log K, times 255: black is certain."""
+    return _png(_result(redis, job, "uncertainty"), job, "uncertainty")
+
+
+@router.delete("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND, summary="Cancel or delete a job")
+def delete_job(job: JobDep, queue: QueueDep, settings: SettingsDep) -> JobPublic:
+    """Cancel a queued or running job, or delete an ended one; its upload and results go either way.
+
+    Answers 200 with the job. A queued or running job answers `canceled` and stays
+    readable as such for GDC_FAILURE_TTL (a running one stops at the engine's next step);
+    an ended job is removed at once (later reads: 404) and the answer shows its last state.
+    """
+    if public_status(job) in ENDED:
+        last = JobPublic.from_job(job)
+        job.delete()
+        store.delete_job_data(queue.connection, job.id)
+        queue.connection.delete(key_for(Kind.CANCEL, job.id))
+        return last
+    cancel_job(queue, job, settings)
+    return JobPublic.from_job(job)

@@ -1,0 +1,184 @@
+"""POST /segment: check an image and its scribbles, store them, enqueue a job."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from rq import Queue
+
+from gdc.errors import InputError
+from gdc.imageio import encode_png
+from gdc.options import HeadConv, SegmentOptions
+from worker.callbacks import check_callback_url
+from worker.jobs import ENDED, enqueue_segment, fetch_job
+from worker.keys import Kind, key_for
+
+from ..deps import QueueDep, SettingsDep, require_api_key
+from ..schemas import JobCreated, JobPublic, Links, resolve_options
+from ..settings import Settings
+from ..uploads import draw_strokes, read_image_upload, read_scribbles_upload, scribble_classes
+
+router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
+
+_HELP = SegmentOptions.model_fields
+_STROKES_EXAMPLE = '[{"label": 1, "points": [[10, 12], [60, 14]], "width": 6}, {"label": 2, "points": [[30, 80]], "width": 12}]'
+_ERRORS = {
+    401: {"description": "missing or invalid API key"},
+    413: {"description": "the request or the image is larger than this server accepts"},
+    422: {"description": "bad input; `detail` names the problem, e.g. `scribbles are 100x80 but the image is 120x90`"},
+}
+
+
+class IdempotencyConflict(HTTPException):
+    def __init__(self, key: str) -> None:
+        super().__init__(422, f"Idempotency-Key {key!r} was already used with a different request; use a new key")
+
+
+def _remembered(redis, record: str, digest: str, key: str) -> str | None:
+    """The job id an Idempotency-Key already stands for, if any; raises if it stood for another request."""
+    found = redis.get(record)
+    if found is None:
+        return None
+    remembered = json.loads(found)
+    if remembered["digest"] != digest:
+        raise IdempotencyConflict(key)
+    return remembered["id"]
+
+
+def create_job(
+    queue: Queue,
+    settings: Settings,
+    *,
+    image: bytes,
+    scribbles: bytes | None,
+    strokes: str | None,
+    options: dict,
+    callback_url: str | None,
+    idempotency: tuple[str, str] | None,
+) -> str:
+    """Check the request, store its upload and enqueue its job; the job id.
+
+    ``idempotency`` is (Idempotency-Key, the caller's API key): the same pair with the
+    same body gives the same job, without decoding or running anything again.
+    """
+    redis = queue.connection
+    record = digest = None
+    if idempotency is not None:
+        key, api_key = idempotency
+        record = key_for(Kind.IDEMPOTENCY, hashlib.sha256(f"{api_key}\0{key}".encode()).hexdigest())
+        body = hashlib.sha256(image + b"\0" + (scribbles or b"") + b"\0" + (strokes or "").encode())
+        body.update(json.dumps([options, callback_url], sort_keys=True).encode())
+        digest = body.hexdigest()
+        if (job_id := _remembered(redis, record, digest, key)) is not None:
+            return job_id
+
+    try:
+        resolved = resolve_options(options, settings)
+        if callback_url:
+            check_callback_url(callback_url, settings.allow_private_callbacks)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if (scribbles is None) == (strokes is None):
+        raise InputError(
+            "send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON"
+            + (", not both" if strokes is not None else "; neither was given")
+        )
+    pixels = read_image_upload(image, settings.max_pixels)
+    height, width = pixels.shape[:2]
+    labels = draw_strokes(strokes, width, height) if strokes is not None else read_scribbles_upload(scribbles, width, height)
+    classes = scribble_classes(labels, settings.max_classes)
+
+    new_id = secrets.token_urlsafe(16)
+    meta = {"width": width, "height": height, "classes": classes, "callback_url": callback_url}
+
+    def enqueue(pipeline) -> str:
+        if record is not None:
+            if (job_id := _remembered(pipeline, record, digest, key)) is not None:
+                return job_id
+        pipeline.multi()
+        if record is not None:
+            pipeline.set(record, json.dumps({"id": new_id, "digest": digest}), ex=settings.result_ttl)
+        enqueue_segment(
+            pipeline, queue, settings, job_id=new_id, image=image, scribbles_png=encode_png(labels), options=resolved, meta=meta
+        )
+        return new_id
+
+    return redis.transaction(enqueue, *([record] if record else []), value_from_callable=True)
+
+
+def _describe(queue: Queue, job_id: str) -> JobPublic | None:
+    job = fetch_job(queue, job_id)
+    return None if job is None else JobPublic.from_job(job)
+
+
+async def _wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic | None:
+    """The job once it ended, or as it is after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job = await run_in_threadpool(_describe, queue, job_id)
+        left = deadline - time.monotonic()
+        if job is None or job.status in ENDED or left <= 0:
+            return job
+        await asyncio.sleep(min(0.2, left))
+
+
+@router.post(
+    "/segment",
+    status_code=202,
+    response_model=JobCreated,
+    summary="Segment an image from its scribbles",
+    responses={200: {"model": JobPublic, "description": "with `?wait`: the job ended in time"}, **_ERRORS},
+)
+async def submit_segmentation(
+    settings: SettingsDep,
+    queue: QueueDep,
+    image: Annotated[UploadFile | None, File(description="PNG, JPEG, WebP, TIFF or BMP (sniffed from the bytes); EXIF orientation applied")] = None,
+    scribbles: Annotated[UploadFile | None, File(description="label PNG the image's size: 0 unlabeled, 1..K classes")] = None,
+    strokes: Annotated[str | None, Form(description="instead of `scribbles`: strokes JSON, drawn with round caps and joins", examples=[_STROKES_EXAMPLE])] = None,
+    steps: Annotated[int | None, Form(description=_HELP["steps"].description)] = None,
+    samples: Annotated[int | None, Form(description=_HELP["samples"].description)] = None,
+    sigma: Annotated[float | None, Form(description=_HELP["sigma"].description)] = None,
+    conv: Annotated[HeadConv | None, Form(description=_HELP["conv"].description)] = None,
+    superpixels: Annotated[int | None, Form(description=_HELP["superpixels"].description)] = None,
+    seed: Annotated[int | None, Form(description=_HELP["seed"].description)] = None,
+    callback_url: Annotated[str | None, Form(description=(
+        "POSTed the final job body (as GET /jobs/{id}) when the job ends; retried with back-off. "
+        "Signed when the server has a callback secret: `X-GDC-Timestamp: t` and "
+        "`X-GDC-Signature: sha256=HMAC-SHA256(secret, t + '.' + raw body)` in hex."
+    ), examples=["https://example.org/hooks/gdc"])] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255, description="same key and body: the same job, run once")] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    wait: Annotated[float | None, Query(gt=0, le=60, description="hold the answer up to this many seconds for the job to end")] = None,
+) -> JSONResponse:
+    """Store the image and scribbles and queue a job; answer 202 with its id and links.
+
+    Engine options left out take the server's defaults (GET /options). With `?wait=S`
+    the answer waits up to S seconds and, if the job ended, is 200 with the full job.
+    """
+    if image is None:
+        raise InputError("image is missing: send the image file in the multipart field 'image'")
+    job_id = await run_in_threadpool(
+        create_job,
+        queue,
+        settings,
+        image=await image.read(),
+        scribbles=await scribbles.read() if scribbles is not None else None,
+        strokes=strokes,
+        options={"steps": steps, "samples": samples, "sigma": sigma, "conv": conv, "superpixels": superpixels, "seed": seed},
+        callback_url=callback_url,
+        idempotency=(idempotency_key, x_api_key or "") if idempotency_key else None,
+    )
+    headers = {"Location": f"/jobs/{job_id}"}
+    job = await (_wait_for_end(queue, job_id, wait) if wait else run_in_threadpool(_describe, queue, job_id))
+    if job is not None and wait and job.status in ENDED:
+        return JSONResponse(job.model_dump(mode="json"), status_code=200, headers=headers)
+    # A repeated Idempotency-Key may name a job that has moved on (or been deleted since).
+    created = JobCreated(id=job_id, status=job.status if job else "queued", links=Links.for_job(job_id))
+    return JSONResponse(created.model_dump(mode="json"), status_code=202, headers=headers)

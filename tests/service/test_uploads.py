@@ -1,0 +1,93 @@
+"""Uploads are checked from their headers before decoding; strokes are drawn like a round brush."""
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gdc.errors import InputError
+from gdc.imageio import encode_png
+from service.uploads import (
+    UploadTooLarge,
+    draw_strokes,
+    read_image_upload,
+    read_scribbles_upload,
+    scribble_classes,
+)
+from tests.service.conftest import png_claiming
+
+
+def test_round_caps_and_joins():
+    strokes = json.dumps([{"label": 3, "points": [[10, 10], [30, 10], [30, 30]], "width": 6}])
+    labels = draw_strokes(strokes, 50, 40)
+    assert labels.shape == (40, 50)
+    assert set(np.unique(labels)) == {0, 3}
+    assert labels[10, 20] == 3 and labels[20, 30] == 3  # along both segments
+    assert labels[10, 8] == 3  # the round cap reaches past the first point
+    assert labels[10, 5] == 0  # but not further than half the width
+    assert labels[2, 30] == 0  # nothing far off the stroke
+
+
+def test_a_single_point_is_a_dot_and_later_strokes_paint_over():
+    strokes = json.dumps([
+        {"label": 1, "points": [[20, 20]], "width": 10},
+        {"label": 2, "points": [[20, 20]], "width": 4},
+    ])
+    labels = draw_strokes(strokes, 40, 40)
+    assert labels[20, 20] == 2
+    assert labels[20, 16] == 1
+    assert labels[20, 27] == 0
+
+
+@pytest.mark.parametrize(
+    "strokes, message",
+    [
+        ("not json", "strokes are malformed: Invalid JSON"),
+        ('{"label": 1}', "strokes are malformed: Input should be a valid array"),
+        ('[{"label": 1, "points": [], "width": 3}]', "0.points: List should have at least 1 item"),
+        ('[{"label": 0, "points": [[1, 1]], "width": 3}]', "0.label: Input should be greater than or equal to 1"),
+        ('[{"label": 1, "points": [[1, 1]]}]', "0.width: Field required"),
+        ('[{"label": 1, "points": [["a", 1]], "width": 3}]', "0.points.0.0: Input should be a valid number"),
+    ],
+)
+def test_malformed_strokes_are_named(strokes, message):
+    with pytest.raises(InputError, match="^strokes are malformed") as error:
+        draw_strokes(strokes, 10, 10)
+    assert message in str(error.value)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**9)  # below Pillow's own guard
+    with pytest.raises(UploadTooLarge, match="image is 5000x4000 = 20000000 pixels; this server accepts at most 1000000"):
+        read_image_upload(png_claiming(5000, 4000), max_pixels=1_000_000)
+
+
+def test_a_decompression_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(UploadTooLarge, match="image is too large"):
+        read_image_upload(png_claiming(100, 100), max_pixels=10**9)
+
+
+def test_only_the_listed_formats_are_accepted():
+    gif = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(gif, format="GIF")
+    with pytest.raises(InputError, match="image format GIF is not accepted"):
+        read_image_upload(gif.getvalue(), max_pixels=10**6)
+
+
+def test_scribbles_must_be_a_png_of_the_image_size():
+    with pytest.raises(InputError, match="scribbles are 20x10 but the image is 30x10"):
+        read_scribbles_upload(encode_png(np.zeros((10, 20), np.uint8)), 30, 10)
+    jpeg = io.BytesIO()
+    Image.new("L", (30, 10)).save(jpeg, format="JPEG")
+    with pytest.raises(InputError, match="scribbles must be a PNG label map, got JPEG"):
+        read_scribbles_upload(jpeg.getvalue(), 30, 10)
+
+
+def test_scribble_classes_are_counted():
+    labels = np.zeros((5, 5), np.uint8)
+    labels[0, :4] = [1, 2, 3, 9]
+    assert scribble_classes(labels, max_classes=4) == [1, 2, 3, 9]
+    with pytest.raises(InputError, match="scribbles have 4 classes; this server accepts at most 3"):
+        scribble_classes(labels, max_classes=3)

@@ -1,0 +1,198 @@
+"""Segmentation jobs on RQ as the service sees them; no torch, so the API uses it too.
+
+The queue uses RQ's JSON serializer; jobs are enqueued by dotted path. Public statuses
+are RQ's job states folded into five (``queued``, ``running``, ``succeeded``, ``failed``,
+``canceled``). Work whose worker died is found by :func:`sweep` from the heartbeats in
+RQ's StartedJobRegistry, then retried with back-off or failed, and its callback sent.
+"""
+from __future__ import annotations
+
+from contextlib import suppress
+from enum import Enum
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.utils import current_timestamp
+
+from service.settings import Settings
+
+from . import store
+from .keys import Kind, key_for
+
+SEGMENT_TASK = "worker.tasks.run_segment"
+CALLBACK_TASK = "worker.tasks.send_callback"
+
+
+class Status(str, Enum):
+    """What clients see of a job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+ENDED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+_FROM_RQ = {
+    JobStatus.CREATED: Status.QUEUED,
+    JobStatus.QUEUED: Status.QUEUED,
+    JobStatus.DEFERRED: Status.QUEUED,
+    JobStatus.SCHEDULED: Status.QUEUED,  # waiting out a retry back-off
+    JobStatus.RATE_LIMITED: Status.QUEUED,
+    JobStatus.READY_TO_ENQUEUE: Status.QUEUED,
+    JobStatus.STARTED: Status.RUNNING,
+    JobStatus.FINISHED: Status.SUCCEEDED,
+    JobStatus.FAILED: Status.FAILED,
+    JobStatus.STOPPED: Status.FAILED,
+    JobStatus.CANCELED: Status.CANCELED,
+}
+
+
+class ErrorCode(str, Enum):
+    """``error.code`` of a failed job."""
+
+    INVALID_INPUT = "invalid_input"  # the engine refused the image or scribbles
+    TIMEOUT = "timeout"  # ran longer than GDC_JOB_TIMEOUT
+    WORKER_LOST = "worker_lost"  # its worker died or stopped mid-job, and no retries were left
+    UPLOAD_EXPIRED = "upload_expired"  # waited in the queue longer than GDC_QUEUED_TTL
+    INTERNAL = "internal"  # anything else: a bug or the device (message says what)
+
+
+def open_queue(connection: Redis, name: str) -> Queue:
+    """The job queue ``name``, with JSON job arguments and results (no pickle)."""
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def fetch_job(queue: Queue, job_id: str) -> Job | None:
+    """The job with this id, or None when unknown or expired."""
+    try:
+        return Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+    except (NoSuchJobError, ValueError):
+        return None
+
+
+def public_status(job: Job) -> Status:
+    """The job's status as clients see it; a cancel request wins over what RQ recorded."""
+    if job.connection.exists(key_for(Kind.CANCEL, job.id)):
+        return Status.CANCELED
+    return _FROM_RQ[job.get_status(refresh=True)]
+
+
+def _retry(times: int, backoff: list[int]) -> Retry | None:
+    return Retry(max=times, interval=backoff) if times > 0 else None
+
+
+def enqueue_segment(
+    pipeline,
+    queue: Queue,
+    settings: Settings,
+    *,
+    job_id: str,
+    image: bytes,
+    scribbles_png: bytes,
+    options: dict,
+    meta: dict,
+) -> None:
+    """Add storing the upload and enqueueing its job to ``pipeline`` (the caller executes it).
+
+    The job's arguments are JSON: the upload's Redis key and the engine options.
+    """
+    store.save_upload(pipeline, job_id, image, scribbles_png, settings.queued_ttl)
+    queue.enqueue_call(
+        SEGMENT_TASK,
+        kwargs={"upload": key_for(Kind.UPLOAD, job_id), "options": options},
+        job_id=job_id,
+        timeout=settings.job_timeout,
+        ttl=settings.queued_ttl,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        retry=_retry(settings.job_retries, settings.retry_backoff),
+        meta=meta,
+        description=f"segment {meta['width']}x{meta['height']}, {len(meta['classes'])} classes",
+        pipeline=pipeline,
+    )
+
+
+def set_error(job: Job, code: ErrorCode | None, message: str = "") -> None:
+    """Record why the job failed (or, while it waits for a retry, why it was retried)."""
+    job.meta["error"] = None if code is None else {"code": ErrorCode(code).value, "message": message}
+    job.save_meta()
+
+
+def cancel_job(queue: Queue, job: Job, settings: Settings) -> None:
+    """Stop a queued or running job for good and drop its upload and results.
+
+    The cancel flag outlives the job record, so the job reads ``canceled`` until it expires;
+    a running job's worker sees the flag at the engine's next step.
+    """
+    connection = queue.connection
+    connection.set(key_for(Kind.CANCEL, job.id), 1, ex=settings.failure_ttl)
+    if _FROM_RQ[job.get_status(refresh=True)] is Status.QUEUED:
+        with suppress(InvalidJobOperation):
+            job.cancel()
+        connection.expire(job.key, settings.failure_ttl)
+        notify(queue, job, settings)
+    store.delete_job_data(connection, job.id)
+
+
+def notify(queue: Queue, job: Job, settings: Settings) -> None:
+    """Enqueue the delivery of the job's final status to its callback URL, once."""
+    url = job.get_meta(refresh=True).get("callback_url")
+    if not url or public_status(job) not in ENDED:
+        return
+    if not queue.connection.set(key_for(Kind.NOTIFIED, job.id), 1, nx=True, ex=settings.failure_ttl):
+        return
+    queue.enqueue_call(
+        CALLBACK_TASK,
+        kwargs={"job_id": job.id, "url": url},
+        at_front=True,  # a receiver should not wait behind queued segmentations
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        retry=_retry(settings.callback_retries, settings.callback_backoff),
+        description=f"callback for {job.id}",
+    )
+
+
+def sweep(queue: Queue, settings: Settings) -> None:
+    """Settle jobs whose worker stopped beating, and enqueue retries whose back-off is over.
+
+    RQ's StartedJobRegistry scores each running job with its worker's next heartbeat
+    deadline; past it, the worker is gone. RQ's cleanup then retries the job (with
+    back-off) or fails it; here we also record why and send the callback. Live workers
+    run this every few seconds and the API on reads of running jobs, under a lock so
+    two sweeps never retry the same job twice.
+    """
+    connection = queue.connection
+    lock = key_for(Kind.SWEEP, queue.name)
+    if not connection.set(lock, 1, nx=True, px=10_000):
+        return
+    try:
+        started = queue.started_job_registry
+        abandoned = started.get_expired_job_ids()
+        if abandoned:
+            started.cleanup()
+        for job in Job.fetch_many(abandoned, connection=connection, serializer=queue.serializer):
+            if job is not None:
+                _record_abandoned(queue, job, settings)
+        scheduled = queue.scheduled_job_registry
+        for job_id in scheduled.get_jobs_to_schedule(current_timestamp()):
+            with suppress(InvalidJobOperation, NoSuchJobError):
+                scheduled.requeue(job_id)
+    finally:
+        connection.delete(lock)
+
+
+def _record_abandoned(queue: Queue, job: Job, settings: Settings) -> None:
+    status = job.get_status(refresh=True)
+    if status == JobStatus.FAILED:
+        set_error(job, ErrorCode.WORKER_LOST, "the worker running this job stopped and no retries were left")
+        store.delete_job_data(queue.connection, job.id)
+        notify(queue, job, settings)
+    elif _FROM_RQ[status] is Status.QUEUED:
+        job.meta["progress"] = None
+        set_error(job, ErrorCode.WORKER_LOST, f"the worker running this job stopped; retrying ({job.retries_left} left)")

@@ -1,0 +1,22 @@
+"""Our own Redis keys, all under ``gdc:`` and all named here (RQ keeps its own under ``rq:``)."""
+from __future__ import annotations
+
+from enum import Enum
+
+PREFIX = "gdc"
+
+
+class Kind(str, Enum):
+    """What a key holds; each is written with a TTL."""
+
+    UPLOAD = "upload"  # hash: the image bytes and the scribbles PNG of a job
+    RESULT = "result"  # hash: mask, probabilities, uncertainty, polygons of a finished job
+    CANCEL = "cancel"  # flag: the job was canceled by request
+    IDEMPOTENCY = "idempotency"  # JSON: job id and request digest behind an Idempotency-Key
+    NOTIFIED = "notified"  # flag: the job's callback delivery has been enqueued once
+    SWEEP = "sweep"  # lock, per queue: one sweep for abandoned jobs at a time
+
+
+def key_for(kind: Kind, name: str) -> str:
+    """The Redis key of ``kind`` for a job id (an idempotency digest, a queue name for SWEEP)."""
+    return f"{PREFIX}:{Kind(kind).value}:{name}"

@@ -1,0 +1,117 @@
+"""The warm worker: load the engine once, then run jobs in-process with RQ's SimpleWorker.
+
+RQ's "Performance Notes" advise importing heavy modules before ``work()``; SimpleWorker
+runs each job in this process (no ``fork()``, which CUDA does not survive), so torch, the
+device and the stem stay loaded between jobs.
+
+SimpleWorker does not beat while a job runs. A pulse thread does: every third of
+``GDC_HEARTBEAT_TTL`` it extends the running job's entry in RQ's StartedJobRegistry and
+sweeps the queue (:func:`worker.jobs.sweep`). A worker killed mid-job stops beating; within
+``GDC_HEARTBEAT_TTL`` its job is past its deadline and the next sweep, by any live worker
+or by the API, retries it with back-off or fails it. The pulse gives up a job that ran
+past its timeout, so a wedged worker cannot hold a job forever either.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from redis import Redis
+from rq.job import Job
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
+
+from service.settings import Settings
+
+from .jobs import ENDED, notify, public_status, sweep
+from .tasks import WorkerContext, current_worker
+
+log = logging.getLogger(__name__)
+
+
+def preload(weights: str, device: str) -> None:
+    """Import the engine, start the device and load the stem, before the first job."""
+    import torch
+
+    from gdc.segment import cached_stem
+
+    torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
+    cached_stem(weights, device)
+
+
+class SegmentWorker(SimpleWorker):
+    """SimpleWorker with heartbeats during jobs, sweeps of abandoned jobs, and callbacks."""
+
+    def __init__(self, queues, *, settings: Settings, **kwargs) -> None:
+        kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("worker_ttl", settings.heartbeat_ttl + 15)  # idle: dequeue blocks heartbeat_ttl s
+        super().__init__(queues, **kwargs)
+        self.context = WorkerContext(settings)
+        self.pulse_every = settings.heartbeat_ttl / 3
+        self._running: tuple[Job, object] | None = None
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # RQ adds a minute of slack to the job timeout; the pulse beats often, so a short TTL finds dead workers fast.
+        return self.context.settings.heartbeat_ttl
+
+    def perform_job(self, job: Job, queue: Queue, execution) -> bool:
+        token = current_worker.set(self.context)
+        self._running = (job, execution)
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            self._running = None
+            current_worker.reset(token)
+            if public_status(job) in ENDED:
+                notify(queue, job, self.context.settings)
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()
+        self.context.stopping.set()  # the running job stops at the engine's next step and is retried
+
+    def clean_registries(self) -> None:
+        for queue in self.queues:  # ours first: it records why and sends callbacks, RQ's alone would not
+            sweep(queue, self.context.settings)
+        super().clean_registries()
+
+    def bootstrap(self, *args, **kwargs) -> None:
+        super().bootstrap(*args, **kwargs)
+        threading.Thread(target=self._pulse, name="gdc-pulse", daemon=True).start()
+
+    def _pulse(self) -> None:
+        while True:
+            time.sleep(self.pulse_every)
+            try:
+                self._beat()
+                for queue in self.queues:
+                    sweep(queue, self.context.settings)
+            except Exception:  # a Redis hiccup must not end the thread that keeps jobs alive
+                log.exception("worker pulse failed; trying again in %.1f s", self.pulse_every)
+
+    def _beat(self) -> None:
+        running = self._running
+        if running is None:
+            return
+        job, execution = running
+        working = time.time() - job.started_at.timestamp() if job.started_at else 0.0
+        if working <= (job.timeout or self.context.settings.job_timeout) + self.context.settings.heartbeat_ttl:
+            self.maintain_heartbeats(job, execution)
+
+
+def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
+    """Preload the engine on ``settings.device`` and work ``queues`` until stopped."""
+    from gdc.options import SegmentOptions
+
+    started = time.perf_counter()
+    preload(SegmentOptions().weights, settings.device)
+    connection = Redis.from_url(settings.redis_url)
+    worker = SegmentWorker(queues, connection=connection, settings=settings)
+    print(
+        f"gdc worker {worker.name}: engine ready on {settings.device} in {time.perf_counter() - started:.1f} s; "
+        f"listening on {', '.join(queues)} at {settings.redis_url}",
+        flush=True,
+    )
+    worker.work(burst=burst, logging_level="INFO")
+    return 0

@@ -1,0 +1,158 @@
+"""The jobs a worker runs: segment an upload, deliver a callback.
+
+Module-level functions enqueued by dotted path (``worker.tasks.run_segment``), so only
+workers import this module and, with it, torch.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import httpx
+from rq import get_current_job
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from gdc.errors import Cancelled, InputError
+from gdc.imageio import read_image, read_labels
+from gdc.options import SegmentOptions
+from gdc.segment import segment
+from service.schemas import JobPublic
+from service.settings import Settings
+
+from . import store
+from .callbacks import check_callback_url, signature_headers
+from .jobs import ErrorCode, fetch_job, open_queue, set_error
+from .keys import Kind, key_for
+
+
+@dataclass
+class WorkerContext:
+    """What a task needs from the worker running it."""
+
+    settings: Settings
+    stopping: threading.Event = field(default_factory=threading.Event)  # set on a warm shutdown
+
+
+current_worker: ContextVar[WorkerContext] = ContextVar("current_worker")
+
+
+class UploadExpired(LookupError):
+    """The job's upload was gone when a worker picked the job up."""
+
+
+class ProgressWriter:
+    """The engine's progress hook: phase/step/total into ``job.meta``, at most every ``interval`` s.
+
+    A new phase and a phase's last step are always written, so clients see every phase.
+    """
+
+    def __init__(self, job: Job, interval: float) -> None:
+        self.job = job
+        self.interval = interval
+        self.phase = None
+        self.written = 0.0
+
+    def __call__(self, phase: str, step: int, total: int) -> None:
+        now = time.monotonic()
+        if phase == self.phase and step < total and now - self.written < self.interval:
+            return
+        self.phase, self.written = phase, now
+        self.job.meta["progress"] = {"phase": phase, "step": step, "total": total}
+        self.job.save_meta()
+
+
+def run_segment(upload: str, options: dict) -> dict:
+    """Segment the image and scribbles stored under ``upload``; store the result under the job id.
+
+    Returns the phase timings (seconds). Failures are recorded in ``job.meta["error"]``;
+    only a worker shutdown leaves the job its retries (the same input would fail again).
+    """
+    job = get_current_job()
+    context = current_worker.get()
+    settings = context.settings
+    redis = job.connection
+    cancel_key = key_for(Kind.CANCEL, job.id)
+
+    def stop_requested() -> bool:
+        return context.stopping.is_set() or bool(redis.exists(cancel_key))
+
+    set_error(job, None)  # a retried job starts clean
+    try:
+        if stop_requested():
+            raise Cancelled("stopped before it started")
+        files = store.load_upload(redis, upload)
+        if files is None:
+            raise UploadExpired(f"the upload expired after {settings.queued_ttl} s in the queue; submit it again")
+        redis.expire(upload, settings.job_timeout + settings.result_ttl)
+        started = time.perf_counter()
+        image, scribbles = read_image(files[0]), read_labels(files[1])
+        decoded = time.perf_counter()
+        result = segment(
+            image,
+            scribbles,
+            SegmentOptions(**options, device=settings.device),
+            progress=ProgressWriter(job, settings.progress_interval),
+            cancel=stop_requested,
+        )
+        encoding = time.perf_counter()
+        fields = store.encode_result(result.labels, result.probabilities, result.uncertainty, result.classes)
+
+        def save_unless_canceled(pipeline) -> None:
+            if pipeline.exists(cancel_key):
+                raise Cancelled("canceled while storing the result")
+            pipeline.multi()
+            store.save_result(pipeline, job.id, fields, settings.result_ttl)
+            pipeline.expire(upload, settings.result_ttl)  # the overlay is drawn from it
+
+        redis.transaction(save_unless_canceled, cancel_key)
+        return {"timings": {"decode": decoded - started, **result.timings, "encode": time.perf_counter() - encoding}}
+    except Exception as error:
+        if not _record_failure(job, error, context):
+            job.retries_left = 0  # read by RQ when it handles this failure
+            store.delete_job_data(redis, job.id)
+        raise
+
+
+def _record_failure(job: Job, error: Exception, context: WorkerContext) -> bool:
+    """Write the failure's code and message to the job; True when it should be retried."""
+    if isinstance(error, Cancelled):
+        if context.stopping.is_set():
+            set_error(job, ErrorCode.WORKER_LOST, "the worker was shut down during the job")
+            return True
+        return False  # canceled by request: the cancel flag is the status, no error
+    if isinstance(error, UploadExpired):
+        set_error(job, ErrorCode.UPLOAD_EXPIRED, str(error))
+    elif isinstance(error, InputError):
+        set_error(job, ErrorCode.INVALID_INPUT, str(error))
+    elif isinstance(error, JobTimeoutException):
+        set_error(job, ErrorCode.TIMEOUT, f"the job ran longer than {context.settings.job_timeout} s")
+    else:
+        set_error(job, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
+    return False
+
+
+def send_callback(job_id: str, url: str) -> dict:
+    """POST the final status of job ``job_id`` to ``url``, signed when a secret is set.
+
+    Raises on a network error or a non-2xx answer, so RQ retries with back-off.
+    """
+    settings = current_worker.get().settings
+    this = get_current_job()
+    target = fetch_job(open_queue(this.connection, this.origin), job_id)
+    if target is None:
+        return {"delivered": False, "reason": "the job expired"}
+    try:
+        check_callback_url(url, settings.allow_private_callbacks)  # again: DNS may have changed
+    except ValueError:
+        this.retries_left = 0
+        raise
+    body = JobPublic.from_job(target).model_dump_json().encode()
+    headers = {"Content-Type": "application/json"}
+    if settings.callback_secret is not None:
+        headers |= signature_headers(body, settings.callback_secret.get_secret_value())
+    response = httpx.post(url, content=body, headers=headers, timeout=settings.callback_timeout)
+    response.raise_for_status()
+    return {"delivered": True, "status_code": response.status_code}
