@@ -1,0 +1,491 @@
+/**
+ * The scribble page: open an image, paint a few strokes per class, segment through
+ * POST /segment, follow the job, then show, refine and download the result.
+ *
+ * Scribbles travel as a grey label PNG (png.js), not as strokes JSON: the label map painted
+ * here (erasing, undo and clear included) is then exactly the one the server reads, pixel for
+ * pixel, with no second rasteriser on the server that would have to agree with this one.
+ */
+import { ApiError, apiKey, follow, getJson, request } from "./api.js";
+import { LabelMap } from "./labelmap.js";
+import { decodeGreyPng, encodeGreyPng } from "./png.js";
+
+// Colours handed out as classes are added; each can be changed with its colour input.
+const COLOURS = ["#3b6ef5", "#f5a623", "#19b27b", "#e5484d", "#8e4ec6", "#e93d82", "#12a594", "#8db600", "#f76b15", "#0090ff"];
+const FIRST_CLASSES = ["background", "foreground"];
+const ZOOM_STEP = 1.25;
+
+const $ = (id) => document.getElementById(id);
+const stage = $("stage");
+const layers = $("layers");
+const imageLayer = $("image-layer");
+const resultLayer = $("result-layer");
+const scribbleLayer = $("scribble-layer");
+
+const state = {
+  file: null, // the image as chosen; sent as is, so the server reads it (and its EXIF) itself
+  labels: null, // LabelMap of the scribbles
+  classes: FIRST_CLASSES.map((name, i) => ({ value: i + 1, name, colour: COLOURS[i] })),
+  active: 1,
+  zoom: 1,
+  fitted: true, // keep fitting the image to the stage as the window changes
+  lastPoint: null,
+  options: null, // GET /options: the server's defaults and limits
+  running: null, // the job being followed
+  stopped: false,
+  job: null, // the last succeeded job
+  result: null, // its mask values
+  uncertainty: null, // its uncertainty map, fetched when first shown
+};
+
+// ---- messages ----------------------------------------------------------------------------
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+/** Show an error in the API's own words; a 401 also points at the key field. */
+function showError(error) {
+  $("error").textContent = error.message ?? String(error);
+  if (error instanceof ApiError && error.status === 401) {
+    $("api-key").classList.add("needed");
+    $("api-key").focus();
+  }
+}
+
+function clearError() {
+  $("error").textContent = "";
+}
+
+// ---- drawing label maps --------------------------------------------------------------------
+
+function rgb(hex) {
+  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+}
+
+/** RGBA of each label value as one 32-bit word, so a pixel is one store; 0 stays transparent. */
+function colourTable() {
+  const bytes = new Uint8ClampedArray(256 * 4);
+  for (const { value, colour } of state.classes) bytes.set([...rgb(colour), 255], 4 * value);
+  return new Uint32Array(bytes.buffer);
+}
+
+/** Draw `values` (one label per pixel of `canvas`) in the class colours, within `region`. */
+function drawLabels(canvas, values, region = { x0: 0, y0: 0, x1: canvas.width, y1: canvas.height }) {
+  const table = colourTable();
+  const [width, height] = [region.x1 - region.x0, region.y1 - region.y0];
+  const pixels = new ImageData(width, height);
+  const words = new Uint32Array(pixels.data.buffer);
+  for (let y = 0; y < height; y++) {
+    const row = (region.y0 + y) * canvas.width + region.x0;
+    for (let x = 0; x < width; x++) words[y * width + x] = table[values[row + x]];
+  }
+  canvas.getContext("2d").putImageData(pixels, region.x0, region.y0);
+}
+
+function drawResult() {
+  const context = resultLayer.getContext("2d");
+  context.clearRect(0, 0, resultLayer.width, resultLayer.height);
+  const uncertain = $("show-uncertainty").checked && state.uncertainty;
+  if (uncertain) context.drawImage(state.uncertainty, 0, 0);
+  else if (state.result) drawLabels(resultLayer, state.result);
+  const shown = uncertain ? "uncertainty, brighter where less sure" : state.result ? "the class of every pixel" : "none yet";
+  resultLayer.setAttribute("aria-label", `Result: ${shown}`);
+}
+
+function redraw() {
+  if (!state.labels) return;
+  drawLabels(scribbleLayer, state.labels.values);
+  drawResult();
+}
+
+// ---- controls ------------------------------------------------------------------------------
+
+function updateControls() {
+  const { labels, running, result, options } = state;
+  $("segment").disabled = !labels || Boolean(running);
+  $("cancel").hidden = !running?.links; // cancelable once the service has accepted the job
+  $("progress").hidden = !running;
+  $("undo").disabled = !labels?.canUndo;
+  $("redo").disabled = !labels?.canRedo;
+  $("clear").disabled = !labels;
+  $("add-class").disabled = !options || state.classes.length >= options.max_classes;
+  for (const id of ["download-mask", "download-overlay", "show-uncertainty"]) $(id).disabled = !result;
+  stage.classList.toggle("loaded", Boolean(labels));
+}
+
+function renderClasses() {
+  const rows = state.classes.map((cls) => {
+    const row = $("class-row").content.firstElementChild.cloneNode(true);
+    const [pick, key, colour, name] = ["class-pick", "class-key", "class-colour", "class-name"].map((c) =>
+      row.querySelector(`.${c}`),
+    );
+    const label = () => {
+      pick.setAttribute("aria-label", `Paint ${cls.name}`);
+      colour.setAttribute("aria-label", `Colour of ${cls.name}`);
+    };
+    pick.value = cls.value;
+    pick.checked = cls.value === state.active;
+    pick.addEventListener("change", () => (state.active = cls.value));
+    key.textContent = cls.value <= 9 ? cls.value : "";
+    colour.value = cls.colour;
+    colour.addEventListener("input", () => {
+      cls.colour = colour.value;
+      redraw();
+    });
+    name.value = cls.name;
+    name.setAttribute("aria-label", `Name of class ${cls.value}`);
+    name.addEventListener("input", () => {
+      cls.name = name.value;
+      label();
+    });
+    label();
+    return row;
+  });
+  $("classes").replaceChildren(...rows);
+  updateControls();
+}
+
+function pickClass(value) {
+  if (value > state.classes.length) return;
+  state.active = value;
+  document.querySelector(`.class-pick[value="${value}"]`).checked = true;
+}
+
+function addClass() {
+  const value = state.classes.length + 1;
+  state.classes.push({ value, name: `class ${value}`, colour: COLOURS[(value - 1) % COLOURS.length] });
+  state.active = value;
+  renderClasses();
+  document.querySelector(`.class-pick[value="${value}"]`).focus();
+}
+
+/** The options form, built from the server's defaults and limits (GET /options). */
+function renderOptions() {
+  const { fields, conv } = state.options;
+  const rows = Object.entries(fields).map(([name, field]) => {
+    const input = Object.assign(document.createElement("input"), { id: `option-${name}`, name, type: "number" });
+    input.value = field.default ?? "";
+    input.step = "any"; // /options does not say which fields are whole numbers; the server checks
+    if (field.minimum != null) input.min = field.minimum;
+    if (field.maximum != null) input.max = field.maximum;
+    return optionRow(name, input);
+  });
+  const select = Object.assign(document.createElement("select"), { id: "option-conv", name: "conv" });
+  select.append(...conv.choices.map((choice) => new Option(choice, choice, false, choice === conv.default)));
+  rows.push(optionRow("conv", select));
+  $("option-fields").replaceChildren(...rows);
+}
+
+function optionRow(name, control) {
+  const label = Object.assign(document.createElement("label"), { htmlFor: control.id, textContent: name });
+  const row = document.createElement("div");
+  row.append(label, control);
+  return row;
+}
+
+async function loadOptions() {
+  try {
+    state.options = await getJson("options");
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  clearError();
+  $("api-key").classList.toggle("needed", state.options.auth_required && !apiKey.get());
+  renderOptions();
+  updateControls();
+}
+
+// ---- image and view --------------------------------------------------------------------------
+
+async function openImage(file) {
+  if (!file) return;
+  let image;
+  try {
+    image = await createImageBitmap(file);
+  } catch {
+    showError(`this browser cannot display ${file.name || "the pasted image"}; open a PNG, JPEG or WebP image`);
+    return;
+  }
+  clearError();
+  const { width, height } = image;
+  Object.assign(state, { file, labels: new LabelMap(width, height) });
+  clearResult();
+  for (const canvas of [imageLayer, resultLayer, scribbleLayer]) Object.assign(canvas, { width, height });
+  imageLayer.getContext("2d").drawImage(image, 0, 0);
+  image.close();
+  setBrushSize(Math.round(Math.min(width, height) / 40));
+  setStatus(`${file.name || "Pasted image"}: ${width}×${height}`);
+  updateControls();
+  fit();
+}
+
+function setZoom(zoom, fitted = false) {
+  if (!state.labels) return;
+  Object.assign(state, { zoom: Math.min(Math.max(zoom, 0.05), 32), fitted });
+  layers.style.width = `${state.labels.width * state.zoom}px`;
+  layers.style.height = `${state.labels.height * state.zoom}px`;
+  $("zoom-value").value = `${Math.round(state.zoom * 100)}%`;
+}
+
+function fit() {
+  if (!state.labels) return;
+  const margin = 32;
+  const { clientWidth, clientHeight } = stage;
+  setZoom(Math.min((clientWidth - margin) / state.labels.width, (clientHeight - margin) / state.labels.height), true);
+}
+
+// ---- painting ----------------------------------------------------------------------------
+
+function brushSize() {
+  return Number($("brush-size").value);
+}
+
+function setBrushSize(size) {
+  $("brush-size").value = size;
+  $("brush-size-value").value = $("brush-size").value; // as clamped by the slider
+}
+
+function tool() {
+  return document.querySelector('input[name="tool"]:checked').value;
+}
+
+/** A pointer position in image pixels: canvases keep the image's size, CSS only scales them. */
+function imagePoint(event) {
+  const box = scribbleLayer.getBoundingClientRect();
+  return [
+    ((event.clientX - box.left) * state.labels.width) / box.width,
+    ((event.clientY - box.top) * state.labels.height) / box.height,
+  ];
+}
+
+function paintTo(point) {
+  const region = state.labels.line(state.lastPoint, point, brushSize());
+  if (region) drawLabels(scribbleLayer, state.labels.values, region);
+  state.lastPoint = point;
+}
+
+function moveCursor(event) {
+  const cursor = $("brush-cursor");
+  const [x, y] = imagePoint(event);
+  const diameter = brushSize() * state.zoom;
+  cursor.hidden = false;
+  cursor.style.width = cursor.style.height = `${diameter}px`;
+  cursor.style.left = `${(Math.floor(x) + 0.5) * state.zoom - diameter / 2}px`;
+  cursor.style.top = `${(Math.floor(y) + 0.5) * state.zoom - diameter / 2}px`;
+}
+
+scribbleLayer.addEventListener("pointerdown", (event) => {
+  if (!state.labels || event.button !== 0) return;
+  scribbleLayer.setPointerCapture(event.pointerId);
+  state.labels.begin(tool() === "eraser" ? 0 : state.active);
+  state.lastPoint = imagePoint(event);
+  paintTo(state.lastPoint);
+});
+
+scribbleLayer.addEventListener("pointermove", (event) => {
+  if (!state.labels) return;
+  moveCursor(event);
+  if (!state.labels.stroke) return;
+  const coalesced = event.getCoalescedEvents?.() ?? [];
+  for (const each of coalesced.length ? coalesced : [event]) paintTo(imagePoint(each));
+});
+
+for (const type of ["pointerup", "pointercancel"]) {
+  scribbleLayer.addEventListener(type, () => {
+    if (!state.labels?.stroke) return;
+    state.labels.end();
+    updateControls();
+  });
+}
+scribbleLayer.addEventListener("pointerleave", () => ($("brush-cursor").hidden = true));
+
+function edit(change) {
+  if (state.labels && change(state.labels)) {
+    drawLabels(scribbleLayer, state.labels.values);
+    updateControls();
+  }
+}
+
+const undo = () => edit((labels) => labels.undo());
+const redo = () => edit((labels) => labels.redo());
+
+// ---- segmenting --------------------------------------------------------------------------
+
+function clearResult() {
+  Object.assign(state, { job: null, result: null, uncertainty: null });
+  $("show-uncertainty").checked = false;
+  drawResult();
+}
+
+function showProgress(job) {
+  const { phase, step, total, fraction } = job.progress ?? {};
+  $("progress").value = fraction ?? 0;
+  if (job.status === "queued") setStatus(job.position ? `Queued, ${job.position} ahead` : "Queued");
+  else if (job.status === "running") setStatus(phase ? `Running: ${phase} ${step}/${total}` : "Running");
+}
+
+async function segment() {
+  clearError();
+  Object.assign(state, { running: {}, stopped: false });
+  updateControls();
+  setStatus("Uploading");
+  try {
+    const { width, height, values } = state.labels;
+    const form = new FormData();
+    form.append("image", state.file, state.file.name || "pasted.png");
+    form.append("scribbles", await encodeGreyPng(width, height, values), "scribbles.png");
+    for (const control of $("option-fields").querySelectorAll("input, select")) {
+      if (control.value !== "") form.append(control.name, control.value);
+    }
+    state.running = await (await request("segment", { method: "POST", body: form })).json();
+    updateControls();
+    const job = await follow(state.running, showProgress, () => state.stopped);
+    if (job) await showJob(job);
+  } catch (error) {
+    setStatus("");
+    showError(error);
+  } finally {
+    state.running = null;
+    updateControls();
+  }
+}
+
+async function showJob(job) {
+  if (job.status === "failed") {
+    setStatus("");
+    showError(job.error?.message ?? "the segmentation failed");
+  } else if (job.status === "canceled") {
+    setStatus("Canceled");
+  } else {
+    const mask = await decodeGreyPng(await (await request(job.links.mask)).blob());
+    Object.assign(state, { job, result: mask.values, uncertainty: null });
+    await showUncertainty();
+    const seconds = Object.values(job.timings ?? {}).reduce((sum, t) => sum + t, 0);
+    setStatus(`Done: ${job.classes?.length ?? "?"} classes in ${seconds.toFixed(1)} s. Add strokes and segment again to refine.`);
+  }
+}
+
+async function cancel() {
+  state.stopped = true;
+  const job = await (await request(state.running.links.self, { method: "DELETE" })).json();
+  setStatus(job.status === "canceled" ? "Canceled" : `The job had already ${job.status}; canceling deleted it`);
+}
+
+/** Draw the result, fetching the uncertainty map the first time it is asked for. */
+async function showUncertainty() {
+  if ($("show-uncertainty").checked && !state.uncertainty) {
+    const blob = await (await request(state.job.links.uncertainty)).blob();
+    state.uncertainty = await createImageBitmap(blob);
+  }
+  drawResult();
+}
+
+// ---- downloads ---------------------------------------------------------------------------
+
+function save(blob, filename) {
+  const link = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: filename });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+function stem() {
+  return (state.file.name || "pasted").replace(/\.[^.]*$/, "");
+}
+
+async function downloadMask() {
+  save(await (await request(state.job.links.mask)).blob(), `${stem()}-mask.png`);
+}
+
+/** The overlay as shown: the image with the result layer at the chosen opacity. */
+async function downloadOverlay() {
+  const canvas = new OffscreenCanvas(imageLayer.width, imageLayer.height);
+  const context = canvas.getContext("2d");
+  context.drawImage(imageLayer, 0, 0);
+  context.globalAlpha = Number($("opacity").value);
+  context.drawImage(resultLayer, 0, 0);
+  save(await canvas.convertToBlob({ type: "image/png" }), `${stem()}-overlay.png`);
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+
+/** Run an async handler from an event, showing whatever it throws. */
+const guarded = (handler) => (event) => handler(event).catch(showError);
+
+$("open-image").addEventListener("click", () => $("image-file").click());
+$("image-file").addEventListener("change", guarded(async (event) => openImage(event.target.files[0])));
+stage.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  stage.classList.add("dropping");
+});
+stage.addEventListener("dragleave", () => stage.classList.remove("dropping"));
+stage.addEventListener(
+  "drop",
+  guarded(async (event) => {
+    event.preventDefault();
+    stage.classList.remove("dropping");
+    await openImage(event.dataTransfer.files[0]);
+  }),
+);
+document.addEventListener(
+  "paste",
+  guarded(async (event) => {
+    const file = [...event.clipboardData.files].find((f) => f.type.startsWith("image/"));
+    if (file) await openImage(file);
+  }),
+);
+
+$("add-class").addEventListener("click", addClass);
+$("brush-size").addEventListener("input", () => setBrushSize(brushSize()));
+$("undo").addEventListener("click", undo);
+$("redo").addEventListener("click", redo);
+$("clear").addEventListener("click", () => edit((labels) => labels.clear()));
+$("segment").addEventListener("click", guarded(segment));
+$("cancel").addEventListener("click", guarded(cancel));
+const showOpacity = () => (resultLayer.style.opacity = $("opacity").value);
+$("opacity").addEventListener("input", showOpacity);
+$("show-uncertainty").addEventListener("change", guarded(showUncertainty));
+// Hidden by opacity, not visibility, so the layer still takes the pointer.
+$("show-scribbles").addEventListener("change", () => (scribbleLayer.style.opacity = $("show-scribbles").checked ? "" : "0"));
+$("download-mask").addEventListener("click", guarded(downloadMask));
+$("download-overlay").addEventListener("click", guarded(downloadOverlay));
+$("zoom-in").addEventListener("click", () => setZoom(state.zoom * ZOOM_STEP));
+$("zoom-out").addEventListener("click", () => setZoom(state.zoom / ZOOM_STEP));
+$("zoom-fit").addEventListener("click", fit);
+stage.addEventListener(
+  "wheel",
+  (event) => {
+    if (!event.ctrlKey || !state.labels) return;
+    event.preventDefault();
+    setZoom(state.zoom * (event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP));
+  },
+  { passive: false },
+);
+window.addEventListener("resize", () => state.fitted && fit());
+
+$("api-key").value = apiKey.get();
+$("api-key").addEventListener("change", () => {
+  apiKey.set($("api-key").value.trim());
+  $("api-key").classList.remove("needed");
+  loadOptions();
+});
+
+// Shortcuts, except while typing in a field (where Ctrl+Z is the field's own undo).
+document.addEventListener("keydown", (event) => {
+  if (event.target.matches('input[type="text"], input[type="password"], input[type="number"], select')) return;
+  const key = event.key.toLowerCase();
+  const command = event.ctrlKey || event.metaKey;
+  if (command && key === "z") (event.shiftKey ? redo : undo)();
+  else if (command && key === "y") redo();
+  else if (command || event.altKey) return;
+  else if (key === "b" || key === "e") document.querySelector(`input[name="tool"][value="${key === "b" ? "brush" : "eraser"}"]`).checked = true;
+  else if (key === "[" || key === "]") setBrushSize(brushSize() + (key === "]" ? 1 : -1));
+  else if (/^[1-9]$/.test(key)) pickClass(Number(key));
+  else return;
+  event.preventDefault();
+});
+
+showOpacity();
+renderClasses();
+loadOptions();
