@@ -22,8 +22,8 @@ _SERVER_MAXIMA = {"steps": "max_steps", "samples": "max_samples"}
 
 
 class Progress(BaseModel):
-    phase: str = Field(description='"queued" before a worker starts, then the engine\'s phases: '
-                       '"superpixels", "features", "optimise", "sample"')
+    phase: str = Field(description='"queued" until a worker takes the job, "starting" while it reads the upload, '
+                       'then the engine\'s phases: "superpixels", "features", "optimise", "sample"')
     step: int
     total: int
     fraction: float = Field(description="step / total within the phase; 1 once the job succeeded")

@@ -118,9 +118,9 @@ def enqueue_segment(
     )
 
 
-def set_error(job: Job, code: ErrorCode | None, message: str = "") -> None:
+def set_error(job: Job, code: ErrorCode, message: str) -> None:
     """Record why the job failed (or, while it waits for a retry, why it was retried)."""
-    job.meta["error"] = None if code is None else {"code": ErrorCode(code).value, "message": message}
+    job.meta["error"] = {"code": ErrorCode(code).value, "message": message}
     job.save_meta()
 
 

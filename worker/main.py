@@ -50,6 +50,7 @@ class SegmentWorker(SimpleWorker):
         super().__init__(queues, **kwargs)
         self.context = WorkerContext(settings)
         self.pulse_every = settings.heartbeat_ttl / 3
+        self._stopped = threading.Event()
         self._running: tuple[Job, object] | None = None
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -80,9 +81,12 @@ class SegmentWorker(SimpleWorker):
         super().bootstrap(*args, **kwargs)
         threading.Thread(target=self._pulse, name="gdc-pulse", daemon=True).start()
 
+    def teardown(self) -> None:
+        self._stopped.set()
+        super().teardown()
+
     def _pulse(self) -> None:
-        while True:
-            time.sleep(self.pulse_every)
+        while not self._stopped.wait(self.pulse_every):
             try:
                 self._beat()
                 for queue in self.queues:

@@ -79,7 +79,8 @@ def run_segment(upload: str, options: dict) -> dict:
     def stop_requested() -> bool:
         return context.stopping.is_set() or bool(redis.exists(cancel_key))
 
-    set_error(job, None)  # a retried job starts clean
+    job.meta.update(progress={"phase": "starting", "step": 0, "total": 0}, error=None)  # a retry starts clean
+    job.save_meta()
     try:
         if stop_requested():
             raise Cancelled("stopped before it started")

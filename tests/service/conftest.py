@@ -29,7 +29,9 @@ from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 # Small engine options keep each job to a second or two on a laptop CPU.
-FAST = {"steps": 10, "samples": 2, "superpixels": 100}
+FAST = {"steps": 3, "samples": 2, "superpixels": 100}
+# A few more steps, so that every one of three classes shows up in the mask.
+MULTI = {"steps": 10, "samples": 2, "superpixels": 100}
 # Enough steps to still be running when a test cancels or kills its worker.
 SLOW = {"steps": 500, "samples": 2, "superpixels": 100}
 

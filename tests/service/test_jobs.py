@@ -1,0 +1,177 @@
+"""The job path in one process: the app enqueues, ``SegmentWorker.work(burst=True)`` runs it."""
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from redis import Redis
+from rq.job import Job
+
+from gdc.imageio import encode_png, overlay, read_image, read_labels
+from service.settings import Settings
+from tests.service.conftest import FAST
+from tests.service.test_store import even_odd_fill, rle_decode
+from worker.jobs import open_queue
+from worker.keys import Kind, key_for
+from worker.tasks import ProgressWriter
+
+ENGINE_PHASES = {"superpixels", "features", "optimise", "sample"}
+
+
+def submit(client, files, data=FAST, **kwargs) -> str:
+    response = client.post("/segment", files=files, data=data, **kwargs)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/jobs/{response.json()['id']}"
+    return response.json()["id"]
+
+
+def png(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def test_a_job_runs_and_every_result_reads_back(client, upload, run_queued, coffee, redis_url):
+    job_id = submit(client, upload(2))
+    queued = client.get(f"/jobs/{job_id}").json()
+    assert queued["status"] == "queued" and queued["position"] == 0
+    assert queued["progress"] == {"phase": "queued", "step": 0, "total": 0, "fraction": 0.0}
+    assert (queued["width"], queued["height"], queued["classes"]) == (180, 120, [1, 2])
+
+    run_queued()
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job
+    assert job["error"] is None and job["position"] is None
+    assert job["progress"]["fraction"] == 1.0 and job["progress"]["phase"] in ENGINE_PHASES
+    assert ENGINE_PHASES <= set(job["timings"])
+    assert job["created_at"] <= job["started_at"] <= job["ended_at"]
+
+    mask = png(client.get(f"/jobs/{job_id}/mask"))
+    assert mask.shape == (120, 180) and set(np.unique(mask)) <= {1, 2}
+
+    rle = client.get(f"/jobs/{job_id}/mask", params={"format": "rle"}).json()
+    assert (rle["width"], rle["height"]) == (180, 120)
+    for item in rle["classes"]:
+        np.testing.assert_array_equal(rle_decode(item), mask == item["class"])
+
+    polygons = client.get(f"/jobs/{job_id}/mask", params={"format": "polygons"}).json()
+    for item in polygons["classes"]:
+        filled, truth = even_odd_fill(item["polygons"], mask.shape), mask == item["class"]
+        if truth.any():
+            assert (filled & truth).sum() / (filled | truth).sum() > 0.9
+
+    np.testing.assert_array_equal(png(client.get(f"/jobs/{job_id}/overlay")), overlay(coffee, mask))
+
+    response = client.get(f"/jobs/{job_id}/probabilities")
+    bands = png(response).reshape(2, 120, 180)
+    assert response.headers["x-classes"] == "1,2"
+    winners = np.array([1, 2])[bands.argmax(0)]
+    assert (winners == mask).mean() > 0.99  # ties after rounding to uint8 may differ
+    assert np.abs(bands.astype(int).sum(0) - 255).max() <= 1
+
+    assert png(client.get(f"/jobs/{job_id}/uncertainty")).shape == (120, 180)
+
+    redis = Redis.from_url(redis_url)
+    rq_job = Job.fetch(job_id, connection=redis, serializer=open_queue(redis, "gdc").serializer)
+    assert rq_job.kwargs["upload"] == key_for(Kind.UPLOAD, job_id)  # arguments carry the key, not pixels
+    assert set(rq_job.kwargs["options"]) == {"steps", "samples", "sigma", "conv", "superpixels", "seed"}
+    for kind in (Kind.UPLOAD, Kind.RESULT):
+        assert 0 < redis.ttl(key_for(kind, job_id)) <= Settings().result_ttl
+    assert all(key.startswith((b"gdc:", b"rq:")) for key in redis.keys("*"))
+
+    deleted = client.delete(f"/jobs/{job_id}")  # an ended job is removed with its data
+    assert deleted.status_code == 200 and deleted.json()["status"] == "succeeded"
+    assert client.get(f"/jobs/{job_id}").status_code == 404
+    assert not redis.keys(f"gdc:*{job_id}*")
+
+
+def test_strokes_become_the_scribbles(client, upload, redis_url):
+    strokes = '[{"label": 4, "points": [[75, 40], [100, 42]], "width": 8}, {"label": 9, "points": [[10, 10], [30, 20]], "width": 8}]'
+    job_id = submit(client, {"image": upload()["image"]}, {**FAST, "strokes": strokes})
+    assert client.get(f"/jobs/{job_id}").json()["classes"] == [4, 9]
+    stored = Redis.from_url(redis_url).hget(key_for(Kind.UPLOAD, job_id), "scribbles")
+    labels = read_labels(stored)
+    assert labels.shape == (120, 180) and labels[41, 90] == 4 and labels[15, 20] == 9
+
+
+def test_progress_is_written_per_phase_and_throttled(redis_url):
+    redis = Redis.from_url(redis_url)
+    job = open_queue(redis, "gdc").enqueue_call("worker.tasks.run_segment", kwargs={})
+    progress = ProgressWriter(job, interval=60)
+
+    def stored() -> dict:
+        return Job.fetch(job.id, connection=redis, serializer=job.serializer).meta["progress"]
+
+    progress("optimise", 0, 10)
+    progress("optimise", 1, 10)  # within the interval: not written
+    assert stored() == {"phase": "optimise", "step": 0, "total": 10}
+    progress("optimise", 10, 10)  # a phase's last step always is
+    assert stored()["step"] == 10
+    progress("sample", 0, 2)  # and so is a new phase
+    assert stored()["phase"] == "sample"
+
+
+def test_same_idempotency_key_and_body_is_the_same_job(client, upload, redis_url):
+    key = {"Idempotency-Key": "batch-42"}
+    first = submit(client, upload(2), headers=key)
+    assert submit(client, upload(2), headers=key) == first
+    assert submit(client, upload(2)) != first  # no key: a new job
+    assert submit(client, upload(2), headers={**key, "X-API-Key": "other tenant"}) != first
+    assert open_queue(Redis.from_url(redis_url), "gdc").count == 3
+
+
+def test_cancel_a_queued_job(client, upload, run_queued, redis_url):
+    job_id = submit(client, upload(2))
+    canceled = client.delete(f"/jobs/{job_id}")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert not Redis.from_url(redis_url).exists(key_for(Kind.UPLOAD, job_id))
+    run_queued()
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "canceled" and job["error"] is None
+    assert client.get(f"/jobs/{job_id}/mask").status_code == 409
+
+
+def test_results_expire_after_the_result_ttl(make_client, upload, run_queued):
+    client = make_client(result_ttl=3)
+    job_id = submit(client, upload(2))
+    run_queued(result_ttl=3)
+    assert client.get(f"/jobs/{job_id}/mask").status_code == 200
+    time.sleep(3.5)
+    assert client.get(f"/jobs/{job_id}").status_code == 404
+    assert client.get(f"/jobs/{job_id}/mask").status_code == 404
+
+
+def test_an_input_the_engine_refuses_fails_the_job_with_its_message(client, run_queued):
+    tiny = np.zeros((6, 6, 3), np.uint8)
+    scribbles = np.zeros((6, 6), np.uint8)
+    scribbles[0, 0], scribbles[5, 5] = 1, 2
+    job_id = submit(client, {"image": ("t.png", encode_png(tiny)), "scribbles": ("s.png", encode_png(scribbles))})
+    run_queued()
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "invalid_input" and "at least 8 pixels" in job["error"]["message"]
+    response = client.get(f"/jobs/{job_id}/mask")
+    assert response.status_code == 409 and "is failed" in response.json()["detail"]
+
+
+def test_wait_returns_202_when_the_job_is_still_queued(client, upload):
+    started = time.monotonic()
+    response = client.post("/segment", files=upload(2), data=FAST, params={"wait": 0.5})
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+    assert 0.5 <= time.monotonic() - started < 5
+
+
+def test_exif_orientation_is_applied(client, coffee):
+    """A photo stored sideways with an EXIF rotation is segmented as it is shown."""
+    sideways = Image.fromarray(np.rot90(coffee).copy())  # stored 120 wide, 180 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    sideways.save(buffer, format="JPEG", exif=exif)
+    assert read_image(buffer.getvalue()).shape == coffee.shape
+    scribbles = np.zeros(coffee.shape[:2], np.uint8)
+    scribbles[35:48, 70:105], scribbles[5:25, 5:35] = 1, 2
+    job_id = submit(client, {"image": ("p.jpg", buffer.getvalue()), "scribbles": ("s.png", encode_png(scribbles))})
+    job = client.get(f"/jobs/{job_id}").json()  # the scribbles matched the displayed size
+    assert (job["width"], job["height"]) == (180, 120)

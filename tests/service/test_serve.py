@@ -1,0 +1,81 @@
+"""``gdc serve`` starts what it says and stops all of it on Ctrl-C or SIGTERM."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.conftest import REPO, _env, free_port, wait_for
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from /proc (Linux)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        for child in map(int, children):
+            found |= {child} | descendants(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has exited
+
+
+def start_serve(port: int, **settings) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", "1"]
+    return subprocess.Popen(command, env=_env(**settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def answers(url: str) -> int | None:
+    """The status code ``url`` answers with, or None while nothing listens."""
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_starts_redis_workers_and_api_then_stops_them_all(stop):
+    port = free_port()
+    serve = start_serve(port)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") == 200 or serve.poll() is not None, 90, "gdc serve")
+        assert serve.poll() is None, serve.stdout.read()
+        children = descendants(serve.pid)
+        assert len(children) >= 2  # the Valkey server and a worker
+        serve.send_signal(stop)
+        output, _ = serve.communicate(timeout=60)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.communicate()
+    assert serve.returncode == 0, output
+    assert "embedded Redis-protocol server" in output
+    assert "worker process" in output
+    assert f"API at http://127.0.0.1:{port}/" in output
+    assert "gdc serve: stopped" in output
+    assert not [pid for pid in children if alive(pid)], output
+
+
+def test_serve_with_redis_url_starts_the_api_alone(valkey_server):
+    port = free_port()
+    serve = start_serve(port, redis_url=f"{valkey_server.connection_url}/9")
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz") == 200 or serve.poll() is not None, 30, "the API")
+        assert not descendants(serve.pid)
+        os.kill(serve.pid, signal.SIGTERM)
+        output, _ = serve.communicate(timeout=30)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.communicate()
+    assert serve.returncode == 0, output
+    assert "API alone" in output
