@@ -1,11 +1,11 @@
 """A small Python client for a gdc server (httpx; no torch).
 
-    from gdc.client import Client
+from gdc.client import Client
 
-    client = Client("http://127.0.0.1:8000")
-    job_id = client.submit("photo.jpg", "scribbles.png", steps=50)
-    client.wait(job_id, timeout=120, on_progress=print)
-    labels = client.mask(job_id)            # (H, W) uint8 in the scribbles' values
+client = Client("http://127.0.0.1:8000")
+job_id = client.submit("photo.jpg", "scribbles.png", steps=50)
+client.wait(job_id, timeout=120, on_progress=print)
+labels = client.mask(job_id)            # (H, W) uint8 in the scribbles' values
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from worker.store import unstack_probabilities
 
 from .imageio import encode_png, read_labels
 
@@ -146,6 +148,12 @@ class Client:
     def mask(self, job_id: str) -> np.ndarray:
         """The label map as (H, W) uint8 in the scribbles' class values."""
         return read_labels(self.result(job_id, "mask"))
+
+    def probabilities(self, job_id: str) -> tuple[list[int], np.ndarray]:
+        """The class values and their probabilities, (K, H, W) float32 (quantised to 1/255)."""
+        response = self._call("GET", f"/jobs/{job_id}/probabilities")
+        classes = [int(value) for value in response.headers["X-Classes"].split(",")]
+        return classes, unstack_probabilities(read_labels(response.content), len(classes))
 
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued or running job (or delete an ended one); its status after that."""

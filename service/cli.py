@@ -43,7 +43,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from gdc.client import ApiError, Client, JobFailed
 
     scribbles = Path(args.scribbles)
-    given = {"strokes": json.loads(scribbles.read_text())} if scribbles.suffix.lower() == ".json" else {"scribbles": scribbles}
+    given = (
+        {"strokes": json.loads(scribbles.read_text())}
+        if scribbles.suffix.lower() == ".json"
+        else {"scribbles": scribbles}
+    )
     options = {name: getattr(args, name) for name in (*NUMERIC_OPTIONS, "conv")}
     bar = ProgressBar(sys.stderr.isatty())
     try:
@@ -84,9 +88,14 @@ def register(commands) -> None:
 
     submit = commands.add_parser("submit", help="segment an image on a gdc server and save the mask")
     submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
-    submit.add_argument("scribbles", help="label PNG of the image's size (0 unlabeled, 1..K), or strokes as a .json file")
-    submit.add_argument("--server", default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
-                        help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)")
+    submit.add_argument(
+        "scribbles", help="label PNG of the image's size (0 unlabeled, 1..K), or strokes as a .json file"
+    )
+    submit.add_argument(
+        "--server",
+        default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
+        help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)",
+    )
     submit.add_argument("-o", "--output", required=True, help="label map PNG to write")
     submit.add_argument("--overlay", help="also write the image tinted by class here")
     submit.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")

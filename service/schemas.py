@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from rq.job import Job
 
 from gdc.options import HEAD_CONVS, SegmentOptions
@@ -22,8 +22,10 @@ _SERVER_MAXIMA = {"steps": "max_steps", "samples": "max_samples"}
 
 
 class Progress(BaseModel):
-    phase: str = Field(description='"queued" until a worker takes the job, "starting" while it reads the upload, '
-                       'then the engine\'s phases: "superpixels", "features", "optimise", "sample"')
+    phase: str = Field(
+        description='"queued" until a worker takes the job, "starting" while it reads the upload, '
+        'then the engine\'s phases: "superpixels", "features", "optimise", "sample"'
+    )
     step: int
     total: int
     fraction: float = Field(description="step / total within the phase; 1 once the job succeeded")
@@ -44,11 +46,23 @@ class Links(BaseModel):
     @classmethod
     def for_job(cls, job_id: str) -> Links:
         base = f"/jobs/{job_id}"
-        return cls(self=base, **{name: f"{base}/{name}" for name in ("mask", "overlay", "probabilities", "uncertainty")})
+        return cls(
+            self=base, **{name: f"{base}/{name}" for name in ("mask", "overlay", "probabilities", "uncertainty")}
+        )
+
+
+_EXAMPLE_ID = "Jk3v9cQ2sLw0bXr4T1uYpA"
+_EXAMPLE = {
+    "id": _EXAMPLE_ID,
+    "status": "running",
+    "links": Links.for_job(_EXAMPLE_ID).model_dump(),
+}
 
 
 class JobCreated(BaseModel):
     """The answer to a submission that has not ended yet."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{**_EXAMPLE, "status": "queued"}]})
 
     id: str
     status: Status
@@ -57,6 +71,26 @@ class JobCreated(BaseModel):
 
 class JobPublic(JobCreated):
     """Everything about a job."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **_EXAMPLE,
+                    "progress": {"phase": "optimise", "step": 20, "total": 50, "fraction": 0.4},
+                    "position": None,
+                    "created_at": "2025-01-01T12:00:00Z",
+                    "started_at": "2025-01-01T12:00:01Z",
+                    "ended_at": None,
+                    "timings": {},
+                    "error": None,
+                    "width": 640,
+                    "height": 480,
+                    "classes": [1, 2, 3],
+                }
+            ]
+        }
+    )
 
     progress: Progress
     position: int | None = Field(description="jobs ahead in the queue while queued, else null")
@@ -74,7 +108,9 @@ class JobPublic(JobCreated):
         status = public_status(job)
         meta = job.meta
         reported = meta.get("progress") or {"phase": "queued", "step": 0, "total": 0}
-        fraction = 1.0 if status is Status.SUCCEEDED else reported["step"] / reported["total"] if reported["total"] else 0.0
+        fraction = (
+            1.0 if status is Status.SUCCEEDED else reported["step"] / reported["total"] if reported["total"] else 0.0
+        )
         error = meta.get("error")
         if status is Status.FAILED and error is None:
             error = {"code": "internal", "message": "the job failed without a recorded reason"}

@@ -195,4 +195,6 @@ def _record_abandoned(queue: Queue, job: Job, settings: Settings) -> None:
         notify(queue, job, settings)
     elif _FROM_RQ[status] is Status.QUEUED:
         job.meta["progress"] = None
-        set_error(job, ErrorCode.WORKER_LOST, f"the worker running this job stopped; retrying ({job.retries_left} left)")
+        set_error(
+            job, ErrorCode.WORKER_LOST, f"the worker running this job stopped; retrying ({job.retries_left} left)"
+        )

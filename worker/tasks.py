@@ -129,7 +129,7 @@ def _record_failure(job: Job, error: Exception, context: WorkerContext) -> bool:
     elif isinstance(error, InputError):
         set_error(job, ErrorCode.INVALID_INPUT, str(error))
     elif isinstance(error, JobTimeoutException):
-        set_error(job, ErrorCode.TIMEOUT, f"the job ran longer than {context.settings.job_timeout} s")
+        set_error(job, ErrorCode.TIMEOUT, f"the job ran longer than its {job.timeout} s limit")
     else:
         set_error(job, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
     return False

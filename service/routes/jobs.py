@@ -34,7 +34,9 @@ def _result(redis, job: Job, field: str) -> bytes:
     """A stored result field of a succeeded job; 409 before that, 404 once expired."""
     status = public_status(job)
     if status is not Status.SUCCEEDED:
-        raise HTTPException(status_code=409, detail=f"job {job.id} is {status.value}; results exist once it has succeeded")
+        raise HTTPException(
+            status_code=409, detail=f"job {job.id} is {status.value}; results exist once it has succeeded"
+        )
     data = store.load_result(redis, job.id, field)
     if data is None:
         raise HTTPException(status_code=404, detail=f"the results of job {job.id} expired")
@@ -62,11 +64,16 @@ def read_job(job: JobDep, queue: QueueDep, settings: SettingsDep) -> JobPublic:
 def read_mask(
     job: JobDep,
     redis: RedisDep,
-    format: Annotated[MaskFormat, Query(description=(
-        "`png`: label PNG in the scribbles' class values. `rle`: per class, COCO uncompressed RLE "
-        '(`{"size": [h, w], "counts": [...]}`, column-major, zeros first). `polygons`: per class, '
-        "closed rings of [x, y] points (pixel (x, y) spans [x, x+1] x [y, y+1]; holes included, fill even-odd)."
-    ))] = MaskFormat.png,
+    format: Annotated[
+        MaskFormat,
+        Query(
+            description=(
+                "`png`: label PNG in the scribbles' class values. `rle`: per class, COCO uncompressed RLE "
+                '(`{"size": [h, w], "counts": [...]}`, column-major, zeros first). `polygons`: per class, '
+                "closed rings of [x, y] points (pixel (x, y) spans [x, x+1] x [y, y+1]; holes included, fill even-odd)."
+            )
+        ),
+    ] = MaskFormat.png,
 ) -> Response:
     if format is MaskFormat.png:
         return _png(_result(redis, job, "mask"), job, "mask")

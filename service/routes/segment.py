@@ -28,7 +28,9 @@ from ..uploads import draw_strokes, read_image_upload, read_scribbles_upload, sc
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
 _HELP = SegmentOptions.model_fields
-_STROKES_EXAMPLE = '[{"label": 1, "points": [[10, 12], [60, 14]], "width": 6}, {"label": 2, "points": [[30, 80]], "width": 12}]'
+_STROKES_EXAMPLE = (
+    '[{"label": 1, "points": [[10, 12], [60, 14]], "width": 6}, {"label": 2, "points": [[30, 80]], "width": 12}]'
+)
 _ERRORS = {
     401: {"description": "missing or invalid API key"},
     413: {"description": "the request or the image is larger than this server accepts"},
@@ -92,7 +94,9 @@ def create_job(
         )
     pixels = read_image_upload(image, settings.max_pixels)
     height, width = pixels.shape[:2]
-    labels = draw_strokes(strokes, width, height) if strokes is not None else read_scribbles_upload(scribbles, width, height)
+    labels = (
+        draw_strokes(strokes, width, height) if strokes is not None else read_scribbles_upload(scribbles, width, height)
+    )
     classes = scribble_classes(labels, settings.max_classes)
 
     new_id = secrets.token_urlsafe(16)
@@ -106,7 +110,14 @@ def create_job(
         if record is not None:
             pipeline.set(record, json.dumps({"id": new_id, "digest": digest}), ex=settings.result_ttl)
         enqueue_segment(
-            pipeline, queue, settings, job_id=new_id, image=image, scribbles_png=encode_png(labels), options=resolved, meta=meta
+            pipeline,
+            queue,
+            settings,
+            job_id=new_id,
+            image=image,
+            scribbles_png=encode_png(labels),
+            options=resolved,
+            meta=meta,
         )
         return new_id
 
@@ -139,23 +150,44 @@ async def _wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic 
 async def submit_segmentation(
     settings: SettingsDep,
     queue: QueueDep,
-    image: Annotated[UploadFile | None, File(description="PNG, JPEG, WebP, TIFF or BMP (sniffed from the bytes); EXIF orientation applied")] = None,
-    scribbles: Annotated[UploadFile | None, File(description="label PNG the image's size: 0 unlabeled, 1..K classes")] = None,
-    strokes: Annotated[str | None, Form(description="instead of `scribbles`: strokes JSON, drawn with round caps and joins", examples=[_STROKES_EXAMPLE])] = None,
+    image: Annotated[
+        UploadFile | None,
+        File(description="PNG, JPEG, WebP, TIFF or BMP (sniffed from the bytes); EXIF orientation applied"),
+    ] = None,
+    scribbles: Annotated[
+        UploadFile | None, File(description="label PNG the image's size: 0 unlabeled, 1..K classes")
+    ] = None,
+    strokes: Annotated[
+        str | None,
+        Form(
+            description="instead of `scribbles`: strokes JSON, drawn with round caps and joins",
+            examples=[_STROKES_EXAMPLE],
+        ),
+    ] = None,
     steps: Annotated[int | None, Form(description=_HELP["steps"].description)] = None,
     samples: Annotated[int | None, Form(description=_HELP["samples"].description)] = None,
     sigma: Annotated[float | None, Form(description=_HELP["sigma"].description)] = None,
     conv: Annotated[HeadConv | None, Form(description=_HELP["conv"].description)] = None,
     superpixels: Annotated[int | None, Form(description=_HELP["superpixels"].description)] = None,
     seed: Annotated[int | None, Form(description=_HELP["seed"].description)] = None,
-    callback_url: Annotated[str | None, Form(description=(
-        "POSTed the final job body (as GET /jobs/{id}) when the job ends; retried with back-off. "
-        "Signed when the server has a callback secret: `X-GDC-Timestamp: t` and "
-        "`X-GDC-Signature: sha256=HMAC-SHA256(secret, t + '.' + raw body)` in hex."
-    ), examples=["https://example.org/hooks/gdc"])] = None,
-    idempotency_key: Annotated[str | None, Header(max_length=255, description="same key and body: the same job, run once")] = None,
+    callback_url: Annotated[
+        str | None,
+        Form(
+            description=(
+                "POSTed the final job body (as GET /jobs/{id}) when the job ends; retried with back-off. "
+                "Signed when the server has a callback secret: `X-GDC-Timestamp: t` and "
+                "`X-GDC-Signature: sha256=HMAC-SHA256(secret, t + '.' + raw body)` in hex."
+            ),
+            examples=["https://example.org/hooks/gdc"],
+        ),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=255, description="same key and body: the same job, run once")
+    ] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-    wait: Annotated[float | None, Query(gt=0, le=60, description="hold the answer up to this many seconds for the job to end")] = None,
+    wait: Annotated[
+        float | None, Query(gt=0, le=60, description="hold the answer up to this many seconds for the job to end")
+    ] = None,
 ) -> JSONResponse:
     """Store the image and scribbles and queue a job; answer 202 with its id and links.
 
@@ -171,7 +203,14 @@ async def submit_segmentation(
         image=await image.read(),
         scribbles=await scribbles.read() if scribbles is not None else None,
         strokes=strokes,
-        options={"steps": steps, "samples": samples, "sigma": sigma, "conv": conv, "superpixels": superpixels, "seed": seed},
+        options={
+            "steps": steps,
+            "samples": samples,
+            "sigma": sigma,
+            "conv": conv,
+            "superpixels": superpixels,
+            "seed": seed,
+        },
         callback_url=callback_url,
         idempotency=(idempotency_key, x_api_key or "") if idempotency_key else None,
     )

@@ -56,6 +56,7 @@ def free_port() -> int:
 
 # --- images and scribbles -------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def coffee() -> np.ndarray:
     """scikit-image's coffee cup at 180x120, (H, W, 3) uint8."""
@@ -82,7 +83,10 @@ def upload(coffee) -> Callable[..., dict]:
 
     def make(classes: int = 2, scribbles: np.ndarray | None = None) -> dict:
         labels = draw_scribbles(coffee.shape[:2], classes) if scribbles is None else scribbles
-        return {"image": ("coffee.png", encode_png(coffee), "image/png"), "scribbles": ("s.png", encode_png(labels), "image/png")}
+        return {
+            "image": ("coffee.png", encode_png(coffee), "image/png"),
+            "scribbles": ("s.png", encode_png(labels), "image/png"),
+        }
 
     return make
 
@@ -98,6 +102,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 # --- Redis -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def valkey_server():
@@ -165,6 +170,7 @@ def run_queued(make_settings) -> Callable[..., None]:
 
 # --- live processes --------------------------------------------------------------------
 
+
 def _env(**settings: object) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("GDC_") and key != "REDIS_URL"}
     env.update({f"GDC_{name.upper()}": str(value) for name, value in settings.items()})
@@ -189,7 +195,9 @@ class LiveStack:
 
     def start_api(self) -> None:
         port = free_port()
-        self._spawn("-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port), "--log-level", "warning")
+        self._spawn(
+            "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port), "--log-level", "warning"
+        )
         self.url = f"http://127.0.0.1:{port}"
         wait_for(lambda: self._answers("/healthz"), 30, "the API to start")
 

@@ -62,7 +62,9 @@ def test_scribbles_need_two_classes(api, upload, painted, message):
 def test_more_classes_than_allowed(api, upload):
     scribbles = np.zeros((120, 180), np.uint8)
     scribbles[0, :4] = [1, 2, 3, 4]
-    assert_error(post(api, upload(scribbles=scribbles)), 422, f"4 classes; this server accepts at most {LIMITS['max_classes']}")
+    assert_error(
+        post(api, upload(scribbles=scribbles)), 422, f"4 classes; this server accepts at most {LIMITS['max_classes']}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,9 @@ def test_options_out_of_range(api, upload, options, message):
 
 def test_malformed_strokes(api, upload):
     files = {"image": upload()["image"]}
-    assert_error(post(api, files, {"strokes": '[{"label": 1, "points": [[1, 2]'}), 422, "strokes are malformed: Invalid JSON")
+    assert_error(
+        post(api, files, {"strokes": '[{"label": 1, "points": [[1, 2]'}), 422, "strokes are malformed: Invalid JSON"
+    )
 
 
 @pytest.mark.parametrize("strokes, message", [(None, "neither was given"), ("[]", "not both")])
@@ -164,7 +168,14 @@ def test_options_come_from_the_engine_and_the_settings(make_client):
 
 @pytest.mark.parametrize(
     "method, path",
-    [("POST", "/segment"), ("GET", "/jobs/x"), ("DELETE", "/jobs/x"), ("GET", "/jobs/x/mask"), ("GET", "/options"), ("GET", "/metrics")],
+    [
+        ("POST", "/segment"),
+        ("GET", "/jobs/x"),
+        ("DELETE", "/jobs/x"),
+        ("GET", "/jobs/x/mask"),
+        ("GET", "/options"),
+        ("GET", "/metrics"),
+    ],
 )
 @pytest.mark.parametrize("key", [None, "wrong"])
 def test_api_keys_guard_every_endpoint(make_client, method, path, key):
@@ -198,7 +209,9 @@ def test_cors_for_configured_origins_only(make_client):
 def test_openapi_documents_the_contract(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
-    assert {"/segment", "/jobs/{job_id}", "/jobs/{job_id}/mask", "/options", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    assert {"/segment", "/jobs/{job_id}", "/jobs/{job_id}/mask", "/options", "/healthz", "/readyz", "/metrics"} <= set(
+        spec["paths"]
+    )
     form = spec["components"]["schemas"]["Body_submit_segmentation_segment_post"]["properties"]
     assert json.loads(form["strokes"]["examples"][0])[0]["label"] == 1
     assert "X-GDC-Signature" in spec["info"]["description"]
@@ -218,7 +231,8 @@ def test_the_api_process_never_imports_torch(redis_url):
         "from fastapi.testclient import TestClient\n"
         "from service.app import create_app\n"
         "from service.settings import Settings\n"
-        "import gdc.client, service.cli\n"
+        "import gdc.cli, gdc.client\n"
+        "gdc.cli.build_parser()  # registers serve, worker and submit\n"
         f"client = TestClient(create_app(Settings(redis_url={redis_url!r})))\n"
         "assert client.get('/options').status_code == 200\n"
         "assert client.post('/segment', files={'image': ('a', b'x')}).status_code == 422\n"

@@ -1,16 +1,16 @@
 """The job path in one process: the app enqueues, ``SegmentWorker.work(burst=True)`` runs it."""
 import io
+import json
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 from redis import Redis
 from rq.job import Job
 
 from gdc.imageio import encode_png, overlay, read_image, read_labels
 from service.settings import Settings
-from tests.service.conftest import FAST
+from tests.service.conftest import FAST, SLOW
 from tests.service.test_store import even_odd_fill, rle_decode
 from worker.jobs import open_queue
 from worker.keys import Kind, key_for
@@ -87,7 +87,10 @@ def test_a_job_runs_and_every_result_reads_back(client, upload, run_queued, coff
 
 
 def test_strokes_become_the_scribbles(client, upload, redis_url):
-    strokes = '[{"label": 4, "points": [[75, 40], [100, 42]], "width": 8}, {"label": 9, "points": [[10, 10], [30, 20]], "width": 8}]'
+    strokes = json.dumps([
+        {"label": 4, "points": [[75, 40], [100, 42]], "width": 8},
+        {"label": 9, "points": [[10, 10], [30, 20]], "width": 8},
+    ])
     job_id = submit(client, {"image": upload()["image"]}, {**FAST, "strokes": strokes})
     assert client.get(f"/jobs/{job_id}").json()["classes"] == [4, 9]
     stored = Redis.from_url(redis_url).hget(key_for(Kind.UPLOAD, job_id), "scribbles")
@@ -153,6 +156,15 @@ def test_an_input_the_engine_refuses_fails_the_job_with_its_message(client, run_
     assert job["error"]["code"] == "invalid_input" and "at least 8 pixels" in job["error"]["message"]
     response = client.get(f"/jobs/{job_id}/mask")
     assert response.status_code == 409 and "is failed" in response.json()["detail"]
+
+
+def test_a_job_over_its_timeout_fails_as_such(make_client, upload, run_queued):
+    client = make_client(job_timeout=1)
+    job_id = submit(client, upload(2), SLOW)
+    run_queued()
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert job["error"] == {"code": "timeout", "message": "the job ran longer than its 1 s limit"}
 
 
 def test_wait_returns_202_when_the_job_is_still_queued(client, upload):

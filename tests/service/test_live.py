@@ -76,7 +76,10 @@ def test_strokes_json(http, upload):
         {"label": 2, "points": [[165, 60], [165, 95]], "width": 10},
     ]
     response = http.post(
-        "/segment", files={"image": upload()["image"]}, data={**FAST, "strokes": json.dumps(strokes)}, params={"wait": 60}
+        "/segment",
+        files={"image": upload()["image"]},
+        data={**FAST, "strokes": json.dumps(strokes)},
+        params={"wait": 60},
     )
     assert response.status_code == 200 and response.json()["classes"] == [1, 2]
     assert set(np.unique(read_labels(http.get(response.json()["links"]["mask"]).content))) <= {1, 2}
@@ -111,7 +114,9 @@ def test_cancel_a_running_job_frees_the_worker(http, upload):
 def test_results_expire(http, upload):
     job = http.post("/segment", files=upload(2), data=FAST, params={"wait": 60}).json()
     assert http.get(job["links"]["mask"]).status_code == 200
-    wait_for(lambda: http.get(job["links"]["self"]).status_code == 404, 15, "the job to expire (GDC_RESULT_TTL=6)", every=0.5)
+    wait_for(
+        lambda: http.get(job["links"]["self"]).status_code == 404, 15, "the job to expire (GDC_RESULT_TTL=6)", every=0.5
+    )
     assert http.get(job["links"]["mask"]).status_code == 404
 
 
@@ -164,7 +169,11 @@ def test_python_client(live, coffee):
         job_id = client.submit(coffee, draw_scribbles(coffee.shape[:2], 2), **FAST)
         job = client.wait(job_id, timeout=60, on_progress=lambda *report: progress.append(report), poll=0.05)
         assert job["status"] == "succeeded"
-        assert client.mask(job_id).shape == (120, 180)
+        mask = client.mask(job_id)
+        assert mask.shape == (120, 180)
+        classes, probabilities = client.probabilities(job_id)
+        assert classes == [1, 2] and probabilities.shape == (2, 120, 180)
+        assert (np.array(classes)[probabilities.argmax(0)] == mask).mean() > 0.99
         assert client.result(job_id, "overlay")[:8] == b"\x89PNG\r\n\x1a\n"
         assert progress and all(phase in RUNNING_PHASES and 0 <= step <= total for phase, step, total in progress)
 
@@ -182,7 +191,18 @@ def test_gdc_submit_command(live, coffee, tmp_path):
 
     Image.fromarray(coffee).save(image)
     scribbles.write_bytes(encode_png(draw_scribbles(coffee.shape[:2], 2)))
-    command = [sys.executable, "-m", "gdc.cli", "submit", str(image), str(scribbles), "--server", live.url, "-o", str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "gdc.cli",
+        "submit",
+        str(image),
+        str(scribbles),
+        "--server",
+        live.url,
+        "-o",
+        str(output),
+    ]
     options = [f"--{name}={value}" for name, value in FAST.items()]
     done = subprocess.run(command + options, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -212,7 +232,10 @@ def test_a_killed_worker_is_retried_then_failed(live_stacks, upload):
         wait_until_running(http, job_id)
         os.kill(replacement.pid, signal.SIGKILL)
         failed = wait_for(lambda: (job := status(http, job_id))["status"] == "failed" and job, 30, "the failure")
-        assert failed["error"] == {"code": "worker_lost", "message": "the worker running this job stopped and no retries were left"}
+        assert failed["error"] == {
+            "code": "worker_lost",
+            "message": "the worker running this job stopped and no retries were left",
+        }
         assert http.get(f"/jobs/{job_id}/mask").status_code == 409
 
 

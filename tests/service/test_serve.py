@@ -31,7 +31,9 @@ def alive(pid: int) -> bool:
 
 def start_serve(port: int, **settings) -> subprocess.Popen:
     command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", "1"]
-    return subprocess.Popen(command, env=_env(**settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, env=_env(**settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def answers(url: str) -> int | None:
@@ -71,6 +73,7 @@ def test_serve_with_redis_url_starts_the_api_alone(valkey_server):
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz") == 200 or serve.poll() is not None, 30, "the API")
         assert not descendants(serve.pid)
+        assert "libtorch" not in Path(f"/proc/{serve.pid}/maps").read_text(), "the API process loaded torch"
         os.kill(serve.pid, signal.SIGTERM)
         output, _ = serve.communicate(timeout=30)
     finally:

@@ -30,10 +30,12 @@ def test_round_caps_and_joins():
 
 
 def test_a_single_point_is_a_dot_and_later_strokes_paint_over():
-    strokes = json.dumps([
-        {"label": 1, "points": [[20, 20]], "width": 10},
-        {"label": 2, "points": [[20, 20]], "width": 4},
-    ])
+    strokes = json.dumps(
+        [
+            {"label": 1, "points": [[20, 20]], "width": 10},
+            {"label": 2, "points": [[20, 20]], "width": 4},
+        ]
+    )
     labels = draw_strokes(strokes, 40, 40)
     assert labels[20, 20] == 2
     assert labels[20, 16] == 1
@@ -59,7 +61,9 @@ def test_malformed_strokes_are_named(strokes, message):
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**9)  # below Pillow's own guard
-    with pytest.raises(UploadTooLarge, match="image is 5000x4000 = 20000000 pixels; this server accepts at most 1000000"):
+    with pytest.raises(
+        UploadTooLarge, match="image is 5000x4000 = 20000000 pixels; this server accepts at most 1000000"
+    ):
         read_image_upload(png_claiming(5000, 4000), max_pixels=1_000_000)
 
 
