@@ -14,10 +14,12 @@ past its timeout, so a wedged worker cannot hold a job forever either.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
@@ -105,11 +107,15 @@ class SegmentWorker(SimpleWorker):
 
 
 def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
-    """Preload the engine on ``settings.device`` and work ``queues`` until stopped."""
+    """Preload the engine on ``settings.device`` and work ``queues`` until stopped; the exit code."""
     from gdc.options import SegmentOptions
 
     started = time.perf_counter()
-    preload(SegmentOptions().weights, settings.device)
+    try:
+        preload(SegmentOptions().weights, settings.device)
+    except (RuntimeError, AssertionError) as error:  # torch reports a missing device with either
+        print(f"gdc worker: error: cannot use device {settings.device!r}: {error}", file=sys.stderr)
+        return 2
     connection = Redis.from_url(settings.redis_url)
     worker = SegmentWorker(queues, connection=connection, settings=settings)
     print(
@@ -117,5 +123,11 @@ def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
         f"listening on {', '.join(queues)} at {settings.redis_url}",
         flush=True,
     )
-    worker.work(burst=burst, logging_level="INFO")
+    try:
+        worker.work(burst=burst, logging_level="INFO")
+    except RedisConnectionError:
+        if not worker.context.stopping.is_set():
+            raise
+        # Ctrl-C on `gdc serve` reaches the embedded server too, which may be gone before we deregister.
+        print(f"gdc worker {worker.name}: stopped; Redis was already gone", flush=True)
     return 0

@@ -1,4 +1,4 @@
-"""``gdc serve`` starts what it says and stops all of it on Ctrl-C or SIGTERM."""
+"""The commands: ``gdc serve`` starts what it says and stops all of it; ``gdc worker`` fails fast."""
 import os
 import signal
 import subprocess
@@ -82,3 +82,10 @@ def test_serve_with_redis_url_starts_the_api_alone(valkey_server):
             serve.communicate()
     assert serve.returncode == 0, output
     assert "API alone" in output
+
+
+def test_worker_refuses_a_device_it_cannot_use(redis_url):
+    command = [sys.executable, "-m", "gdc.cli", "worker", "--redis", redis_url, "--device", "cuda:99", "--burst"]
+    done = subprocess.run(command, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "gdc worker: error: cannot use device 'cuda:99'" in done.stderr
