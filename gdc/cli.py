@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .bench import ablation, peers, speed
 from .errors import InputError
 from .options import HEAD_CONVS, SegmentOptions
 
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write per-image and mean scores here")
     add_engine_options(ev)
     ev.set_defaults(func=cmd_eval)
+
+    bench = commands.add_parser("bench", help="benchmarks: speed, and quality and time against other tools")
+    bench_commands = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    speed.add_parser(bench_commands)
+    peers.add_parser(bench_commands)
+    ablation.add_parser(bench_commands)
 
     try:
         from service.cli import register

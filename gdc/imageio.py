@@ -33,8 +33,8 @@ def _open(source: Source, what: str) -> Image.Image:
     except FileNotFoundError:
         raise InputError(f"{what} not found: {source}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        name = "the upload" if isinstance(source, bytes) else str(source)
-        raise InputError(f"{what} {name} is not a readable image ({error})") from None
+        name = f"the uploaded {what}" if isinstance(source, bytes) else f"{what} {source}"
+        raise InputError(f"{name} is not a readable image ({error})") from None
     return image
 
 

@@ -1,42 +1,13 @@
-"""Scribbles: checking a label map and growing it over SLIC superpixels (Sec. V-A, Fig. 6).
+"""Growing scribbles over SLIC superpixels (Sec. V-A, Fig. 6).
 
 Achanta et al., "SLIC Superpixels Compared to State-of-the-Art Superpixel Methods"
-(TPAMI 2012), as implemented by scikit-image. Scribble maps hold 0 for unlabeled
-pixels and a positive value per class; this module knows nothing of training.
+(TPAMI 2012), as implemented by scikit-image. This module knows nothing of training.
 """
 from __future__ import annotations
 
 import numpy as np
 from skimage.segmentation import slic
 
-from .errors import InputError
-
-
-def scribble_classes(scribbles: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
-    """The sorted class values present in ``scribbles``, after checking it fits the image.
-
-    Arguments:
-      scribbles: (H, W) integer label map, 0 unlabeled.
-      image_shape: the image's shape, (H, W, 3).
-
-    Raises:
-      InputError: wrong size or type, labels outside 0..255, or fewer than two classes.
-    """
-    if scribbles.ndim != 2:
-        raise InputError(f"scribbles must be a single-channel label map, got shape {scribbles.shape}")
-    if scribbles.shape != tuple(image_shape[:2]):
-        h, w = image_shape[:2]
-        sh, sw = scribbles.shape
-        raise InputError(f"scribbles are {sw}x{sh} but the image is {w}x{h}; they must be the same size")
-    if not np.issubdtype(scribbles.dtype, np.integer):
-        raise InputError(f"scribbles must hold integer labels, got {scribbles.dtype}")
-    if scribbles.min() < 0 or scribbles.max() > 255:
-        raise InputError("scribble labels must be 0 (unlabeled) or classes 1 to at most 255")
-    classes = np.unique(scribbles[scribbles > 0])
-    if classes.size < 2:
-        found = "no labels" if classes.size == 0 else f"only class {classes[0]}"
-        raise InputError(f"scribbles need at least two classes (0 is unlabeled, 1..K are classes); found {found}")
-    return classes
 
 
 def expand_scribbles(

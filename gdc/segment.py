@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import Cancelled, InputError
+from .errors import Cancelled
+from .inputs import check_image, scribble_classes
 from .net import GDCHead
 from .options import SegmentOptions
-from .scribbles import expand_scribbles, scribble_classes
+from .scribbles import expand_scribbles
 from .stem import MobileNetV2Stem, load_stem
 
 # progress(phase, step, total): phases are "superpixels", "features", "optimise", "sample".
@@ -54,19 +55,6 @@ class SegmentResult:
 def cached_stem(weights: str, device: str) -> MobileNetV2Stem:
     """The frozen stem, loaded once per process and device (workers keep it warm)."""
     return load_stem(weights, device)
-
-
-def check_image(image: np.ndarray) -> np.ndarray:
-    """The image as (H, W, 3) uint8 RGB; grey (H, W) images are stacked to three channels."""
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"image must be RGB (H, W, 3), got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise InputError(f"image must be uint8 in [0, 255], got {image.dtype}")
-    if min(image.shape[:2]) < 8:
-        raise InputError(f"image is {image.shape[1]}x{image.shape[0]}; both sides must be at least 8 pixels")
-    return image
 
 
 def block_counts(labels: np.ndarray, classes: int, size: tuple[int, int]) -> np.ndarray:

@@ -80,14 +80,3 @@ def draw_strokes(strokes_json: str, width: int, height: int) -> np.ndarray:
         for x, y in (points[0], points[-1]):  # round caps
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=stroke.label)
     return np.asarray(canvas)
-
-
-def scribble_classes(scribbles: np.ndarray, max_classes: int) -> list[int]:
-    """The class values in ``scribbles``: at least two, at most ``max_classes``."""
-    classes = np.unique(scribbles[scribbles > 0])
-    if classes.size < 2:
-        found = "no labels" if classes.size == 0 else f"only class {classes[0]}"
-        raise InputError(f"scribbles need at least two classes (0 is unlabeled, 1..K are classes); found {found}")
-    if classes.size > max_classes:
-        raise InputError(f"scribbles have {classes.size} classes; this server accepts at most {max_classes}")
-    return classes.tolist()

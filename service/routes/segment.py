@@ -15,6 +15,7 @@ from rq import Queue
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png
+from gdc.inputs import check_image, scribble_classes
 from gdc.options import HeadConv, SegmentOptions
 from worker.callbacks import check_callback_url
 from worker.jobs import ENDED, enqueue_segment, fetch_job
@@ -23,7 +24,7 @@ from worker.keys import Kind, key_for
 from ..deps import QueueDep, SettingsDep, require_api_key
 from ..schemas import JobCreated, JobPublic, Links, resolve_options
 from ..settings import Settings
-from ..uploads import draw_strokes, read_image_upload, read_scribbles_upload, scribble_classes
+from ..uploads import draw_strokes, read_image_upload, read_scribbles_upload
 
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
@@ -92,12 +93,12 @@ def create_job(
             "send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON"
             + (", not both" if strokes is not None else "; neither was given")
         )
-    pixels = read_image_upload(image, settings.max_pixels)
+    pixels = check_image(read_image_upload(image, settings.max_pixels))
     height, width = pixels.shape[:2]
     labels = (
         draw_strokes(strokes, width, height) if strokes is not None else read_scribbles_upload(scribbles, width, height)
     )
-    classes = scribble_classes(labels, settings.max_classes)
+    classes = scribble_classes(labels, pixels.shape, settings.max_classes).tolist()
 
     new_id = secrets.token_urlsafe(16)
     meta = {"width": width, "height": height, "classes": classes, "callback_url": callback_url}

@@ -52,6 +52,21 @@ def scene3():
     return make_scene(3)
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, scene2, scene3):
+    """A data set in the ../shared/data layout: images/, gt/ (class index) and marks/ (k+1 = class k)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("dataset")
+    for folder in ("images", "gt", "marks"):
+        (root / folder).mkdir()
+    for name, (image, truth, scribbles) in {"a": scene2, "b": scene3}.items():
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray(truth - 1).save(root / "gt" / f"{name}.png")
+        Image.fromarray(scribbles).save(root / "marks" / f"{name}.png")
+    return root
+
+
 @pytest.fixture
 def device():
     return DEVICE

@@ -63,15 +63,9 @@ def test_bad_files_give_one_line_errors(files, make, message):
     assert message in run.stderr and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
 
 
-def test_eval_scores_a_data_set_and_writes_json(tmp_path, scene2, scene3, capsys):
-    for folder in ("images", "gt", "marks"):
-        (tmp_path / folder).mkdir()
-    for name, (image, truth, scribbles) in {"a": scene2, "b": scene3}.items():
-        Image.fromarray(image).save(tmp_path / "images" / f"{name}.png")
-        Image.fromarray(truth - 1).save(tmp_path / "gt" / f"{name}.png")  # class index 0..K-1
-        Image.fromarray(scribbles).save(tmp_path / "marks" / f"{name}.png")  # k+1 = class k
+def test_eval_scores_a_data_set_and_writes_json(tiny_dataset, tmp_path, capsys):
     report_path = tmp_path / "report.json"
-    code = main(["eval", str(tmp_path), "--scribbles", "marks", "--seeds", "0,1", "--json", str(report_path), *FAST])
+    code = main(["eval", str(tiny_dataset), "--scribbles", "marks", "--seeds", "0,1", "--json", str(report_path), *FAST])
     assert code == 0
     report = json.loads(report_path.read_text())
     assert report["images"] == 2 and [run["seed"] for run in report["runs"]] == [0, 1]

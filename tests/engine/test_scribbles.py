@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from gdc.errors import InputError
-from gdc.scribbles import expand_scribbles, scribble_classes
+from gdc.inputs import scribble_classes
+from gdc.scribbles import expand_scribbles
 
 
 def two_halves():
@@ -53,8 +54,9 @@ def test_scribble_classes_are_the_values_present():
         (np.ones((5, 6), dtype=np.float32), "integer labels"),
         (np.ones((5, 6, 3), dtype=np.uint8), "single-channel"),
         (np.full((5, 6), 256, dtype=np.int32), "at most 255"),
+        (np.arange(30, dtype=np.uint8).reshape(5, 6), "29 classes; at most 8 are accepted"),
     ],
 )
 def test_bad_scribbles_say_what_is_wrong(scribbles, message):
     with pytest.raises(InputError, match=message):
-        scribble_classes(scribbles, (5, 6, 3))
+        scribble_classes(scribbles, (5, 6, 3), max_classes=8)

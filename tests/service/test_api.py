@@ -63,7 +63,7 @@ def test_more_classes_than_allowed(api, upload):
     scribbles = np.zeros((120, 180), np.uint8)
     scribbles[0, :4] = [1, 2, 3, 4]
     assert_error(
-        post(api, upload(scribbles=scribbles)), 422, f"4 classes; this server accepts at most {LIMITS['max_classes']}"
+        post(api, upload(scribbles=scribbles)), 422, f"4 classes; at most {LIMITS['max_classes']} are accepted"
     )
 
 

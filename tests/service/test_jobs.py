@@ -12,11 +12,11 @@ from gdc.imageio import encode_png, overlay, read_image, read_labels
 from service.settings import Settings
 from tests.service.conftest import FAST, SLOW
 from tests.service.test_store import even_odd_fill, rle_decode
-from worker.jobs import open_queue
+from worker.jobs import enqueue_segment, open_queue
 from worker.keys import Kind, key_for
 from worker.tasks import ProgressWriter
 
-ENGINE_PHASES = {"superpixels", "features", "optimise", "sample"}
+ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "upsample"}
 
 
 def submit(client, files, data=FAST, **kwargs) -> str:
@@ -145,16 +145,27 @@ def test_results_expire_after_the_result_ttl(make_client, upload, run_queued):
     assert client.get(f"/jobs/{job_id}/mask").status_code == 404
 
 
-def test_an_input_the_engine_refuses_fails_the_job_with_its_message(client, run_queued):
+def test_an_input_the_engine_refuses_fails_the_job_with_its_message(client, make_settings, run_queued):
     tiny = np.zeros((6, 6, 3), np.uint8)
     scribbles = np.zeros((6, 6), np.uint8)
     scribbles[0, 0], scribbles[5, 5] = 1, 2
-    job_id = submit(client, {"image": ("t.png", encode_png(tiny)), "scribbles": ("s.png", encode_png(scribbles))})
+    files = {"image": ("t.png", encode_png(tiny)), "scribbles": ("s.png", encode_png(scribbles))}
+    refused = client.post("/segment", files=files, data=FAST)
+    assert refused.status_code == 422 and "at least 8 pixels" in refused.json()["detail"]
+    # Enqueued around the API's checks, the job still ends failed in the engine's words.
+    settings = make_settings()
+    queue = open_queue(Redis.from_url(settings.redis_url), settings.queue)
+    meta = {"width": 6, "height": 6, "classes": [1, 2], "callback_url": None}
+    with queue.connection.pipeline() as pipeline:
+        pipeline.multi()
+        enqueue_segment(pipeline, queue, settings, job_id="tiny-job", image=encode_png(tiny),
+                        scribbles_png=encode_png(scribbles), options=FAST, meta=meta)
+        pipeline.execute()
     run_queued()
-    job = client.get(f"/jobs/{job_id}").json()
+    job = client.get("/jobs/tiny-job").json()
     assert job["status"] == "failed"
     assert job["error"]["code"] == "invalid_input" and "at least 8 pixels" in job["error"]["message"]
-    response = client.get(f"/jobs/{job_id}/mask")
+    response = client.get("/jobs/tiny-job/mask")
     assert response.status_code == 409 and "is failed" in response.json()["detail"]
 
 

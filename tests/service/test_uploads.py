@@ -13,7 +13,6 @@ from service.uploads import (
     draw_strokes,
     read_image_upload,
     read_scribbles_upload,
-    scribble_classes,
 )
 from tests.service.conftest import png_claiming
 
@@ -87,11 +86,3 @@ def test_scribbles_must_be_a_png_of_the_image_size():
     Image.new("L", (30, 10)).save(jpeg, format="JPEG")
     with pytest.raises(InputError, match="scribbles must be a PNG label map, got JPEG"):
         read_scribbles_upload(jpeg.getvalue(), 30, 10)
-
-
-def test_scribble_classes_are_counted():
-    labels = np.zeros((5, 5), np.uint8)
-    labels[0, :4] = [1, 2, 3, 9]
-    assert scribble_classes(labels, max_classes=4) == [1, 2, 3, 9]
-    with pytest.raises(InputError, match="scribbles have 4 classes; this server accepts at most 3"):
-        scribble_classes(labels, max_classes=3)
