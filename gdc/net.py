@@ -22,7 +22,8 @@ class GDCHead(nn.Module):
       conv: the context branch's conv, a name of :func:`gdc.convs.create_conv`.
       width: channels of every hidden layer.
       sigma: Σ of the random-offset convs.
-      generator: drives their offsets, so runs repeat.
+      generator: drives the initialisation and the random offsets, so runs repeat
+        whatever else uses torch's global random state.
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class GDCHead(nn.Module):
             raise ValueError(f"the head's context conv must be one of {', '.join(HEAD_CONVS)}, got {conv!r}")
         random_kwargs = dict(sigma=sigma, generator=generator) if conv in RANDOM_CONVS else {}
         self.stochastic = conv in RANDOM_CONVS
+        self.generator = generator
         self.fuse = nn.Conv2d(in_channels, width, 1, **factory)
         self.local = nn.Conv2d(width, width, 3, padding=1, **factory)
         self.context = create_conv(conv, width, width, **random_kwargs, **factory)
@@ -65,7 +67,7 @@ class GDCHead(nn.Module):
         for module in self.modules():
             weight = getattr(module, "weight", None)
             if weight is not None and weight.dim() == 4 and module is not getattr(self.context, "offset", None):
-                nn.init.kaiming_normal_(weight, nonlinearity="relu")
+                nn.init.kaiming_normal_(weight, nonlinearity="relu", generator=self.generator)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 

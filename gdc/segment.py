@@ -6,6 +6,7 @@ It knows nothing of files, HTTP or queues; the CLI and the worker call it.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -167,9 +168,8 @@ def segment(
             raise Cancelled("segmentation cancelled")
 
     device = torch.device(options.device)
-    seed = options.seed if options.seed is not None else int(torch.seed() % 2**63)
+    seed = options.seed if options.seed is not None else secrets.randbits(63)
     generator = torch.Generator(device=device).manual_seed(seed)
-    torch.manual_seed(seed)  # the head's initialisation
 
     height, width = image.shape[:2]
     report("superpixels", 0, 1)

@@ -5,7 +5,7 @@ import torch
 from gdc.errors import Cancelled, InputError
 from gdc.evaluate import score
 from gdc.options import HEAD_CONVS, SegmentOptions
-from gdc.segment import block_counts, class_weights, segment, shrink, upsample_bands, working_size
+from gdc.segment import block_counts, cached_stem, class_weights, segment, shrink, upsample_bands, working_size
 
 FAST = dict(steps=10, samples=4)
 
@@ -38,6 +38,8 @@ def test_result_contract(scene3, device):
 
 def test_same_seed_same_result_other_seed_differs(scene2, device):
     image, _, scribbles = scene2
+    cached_stem.cache_clear()  # the first call loads the stem: it must not shift the draws
+    torch.manual_seed(123)  # nor may torch's global random state matter
     a, b = (segment(image, scribbles, SegmentOptions(device=device, seed=5, **FAST)) for _ in range(2))
     c = segment(image, scribbles, SegmentOptions(device=device, seed=6, **FAST))
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
