@@ -11,7 +11,8 @@ import pytest
 
 from gdc.imageio import encode_png
 from gdc.options import HEAD_CONVS, SegmentOptions
-from tests.service.conftest import LIMITS, REPO, SLOW, png_claiming
+from tests.conftest import REPO
+from tests.service.conftest import LIMITS, SLOW, png_claiming
 
 
 def post(api, files, data=None, **kwargs):

@@ -14,7 +14,8 @@ from redis import Redis
 
 from gdc.client import Client, JobFailed
 from gdc.imageio import encode_png, read_labels
-from tests.service.conftest import CALLBACK_SECRET, FAST, MULTI, REPO, SLOW, free_port, wait_for
+from tests.conftest import REPO, free_port, wait_for
+from tests.service.conftest import CALLBACK_SECRET, FAST, MULTI, SLOW
 from worker.callbacks import verify_signature
 from worker.jobs import open_queue
 

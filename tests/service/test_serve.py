@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import REPO, _env, free_port, wait_for
+from tests.conftest import REPO, free_port, process_env, wait_for
 
 
 def descendants(pid: int) -> set[int]:
@@ -32,7 +32,7 @@ def alive(pid: int) -> bool:
 def start_serve(port: int, **settings) -> subprocess.Popen:
     command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", "1"]
     return subprocess.Popen(
-        command, env=_env(**settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, env=process_env(**settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -86,6 +86,6 @@ def test_serve_with_redis_url_starts_the_api_alone(valkey_server):
 
 def test_worker_refuses_a_device_it_cannot_use(redis_url):
     command = [sys.executable, "-m", "gdc.cli", "worker", "--redis", redis_url, "--device", "cuda:99", "--burst"]
-    done = subprocess.run(command, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, env=process_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "gdc worker: error: cannot use device 'cuda:99'" in done.stderr
