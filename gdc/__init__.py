@@ -6,8 +6,8 @@ Public names load lazily (PEP 562) so that torch-free parts, ``gdc.options`` and
 from importlib import import_module
 
 _EXPORTS = {
-    "segment": "gdc.segment",
-    "SegmentResult": "gdc.segment",
+    "segment": "gdc.engine",
+    "SegmentResult": "gdc.engine",
     "SegmentOptions": "gdc.options",
     "InputError": "gdc.errors",
     "Cancelled": "gdc.errors",

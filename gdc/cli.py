@@ -65,7 +65,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .imageio import encode_png, overlay, read_image, read_labels
-    from .segment import segment
+    from .engine import segment
 
     options = engine_options(args, seed=args.seed)
     started = time.perf_counter()

@@ -85,7 +85,7 @@ def evaluate(
     and per seed and overall means (mean ± std over seeds).
     """
     from .options import SegmentOptions
-    from .segment import segment
+    from .engine import segment
 
     options = options or SegmentOptions()
     samples = list(load_dataset(root, scribbles))[:limit]

@@ -35,6 +35,9 @@ class SegmentOptions(BaseModel):
     max_pixels: int = Field(
         2_000_000, ge=10_000, le=100_000_000, description="larger images are segmented at this many pixels and upsampled"
     )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="head arithmetic: bfloat16 where the device has it natively (auto), or fixed"
+    )
     seed: int | None = Field(0, ge=0, description="seed for offsets and initialisation; None draws a fresh one")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     weights: str = Field("efficientnet-lite0", description="stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file")

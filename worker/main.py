@@ -37,7 +37,7 @@ def preload(weights: str, device: str) -> None:
     """Import the engine, start the device and load the stem, before the first job."""
     import torch
 
-    from gdc.segment import cached_stem
+    from gdc.engine import cached_stem
 
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
     cached_stem(weights, device)

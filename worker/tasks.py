@@ -18,7 +18,7 @@ from rq.timeouts import JobTimeoutException
 from gdc.errors import Cancelled, InputError
 from gdc.imageio import read_image, read_labels
 from gdc.options import SegmentOptions
-from gdc.segment import segment
+from gdc.engine import segment
 from service.schemas import JobPublic
 from service.settings import Settings
 

@@ -41,7 +41,7 @@ def scribble_values(scribbles: np.ndarray) -> np.ndarray:
 
 def gdc_labels(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
     """gdc with its default options."""
-    from ..segment import segment
+    from ..engine import segment
 
     return segment(image, scribbles).labels
 

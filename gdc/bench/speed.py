@@ -53,7 +53,7 @@ def test_scene(megapixels: float) -> tuple[bytes, np.ndarray]:
 def run_once(encoded: bytes, scribbles: np.ndarray, options) -> dict[str, float]:
     """Seconds per phase for one image, bytes in and PNG bytes out."""
     from ..imageio import encode_png, read_image
-    from ..segment import segment
+    from ..engine import segment
 
     started = time.perf_counter()
     image = read_image(encoded)

@@ -5,7 +5,16 @@ import torch
 from gdc.errors import Cancelled, InputError
 from gdc.evaluate import score
 from gdc.options import HEAD_CONVS, SegmentOptions
-from gdc.segment import block_counts, cached_stem, class_weights, segment, shrink, upsample_bands, working_size
+from gdc.engine import (
+    block_counts,
+    cached_stem,
+    class_weights,
+    head_dtype,
+    segment,
+    shrink,
+    upsample_bands,
+    working_size,
+)
 
 FAST = dict(steps=10, samples=4)
 
@@ -135,10 +144,10 @@ def test_shrinking_keeps_one_pixel_scribbles():
 
 @pytest.mark.parametrize("size", [(68, 92), (9, 10), (17, 23)])
 def test_banded_upsampling_equals_interpolate(size, monkeypatch):
-    import gdc.segment
+    import gdc.engine
 
     maps = torch.rand(3, 17, 23)
-    monkeypatch.setattr(gdc.segment, "BAND_ELEMENTS", 3 * size[1] * 5)  # several bands
+    monkeypatch.setattr(gdc.engine, "BAND_ELEMENTS", 3 * size[1] * 5)  # several bands
     banded = torch.cat([band for _, band in upsample_bands(maps, *size)], dim=1)
     expected = torch.nn.functional.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(banded, expected)
@@ -158,6 +167,24 @@ def test_block_counts_add_up_to_the_labelled_pixels():
 )
 def test_class_weights(scheme, expected):
     torch.testing.assert_close(class_weights(torch.tensor([30.0, 10.0]), scheme), torch.tensor(expected))
+
+
+@pytest.mark.parametrize(
+    "capabilities,expected",
+    [({"avx512_bf16": True}, torch.bfloat16), ({"amx_bf16": True}, torch.bfloat16), ({}, torch.float32)],
+)
+def test_auto_precision_uses_bfloat16_only_where_the_cpu_has_it(capabilities, expected, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert head_dtype("auto", torch.device("cpu")) == expected
+    assert head_dtype("float32", torch.device("cpu")) == torch.float32
+
+
+def test_bfloat16_and_float32_agree(scene2, device):
+    image, truth, scribbles = scene2
+    full, half = (segment(image, scribbles, SegmentOptions(device=device, precision=p)) for p in ("float32", "bfloat16"))
+    assert (full.labels == half.labels).mean() > 0.95
+    assert half.probabilities.dtype == np.float32
+    assert abs(score(full.labels, truth)[0] - score(half.labels, truth)[0]) < 0.03
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -124,6 +124,18 @@ def upsample_bands(maps: torch.Tensor, height: int, width: int):
         yield rows, band[..., cols_low] * (1 - cols_weight.T) + band[..., cols_high] * cols_weight.T
 
 
+def head_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The head's compute type: bfloat16 where the device runs it natively, when ``precision`` is auto."""
+    if precision != "auto":
+        return getattr(torch, precision)
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        capabilities = torch.cpu.get_capabilities()
+        native = capabilities.get("avx512_bf16", False) or capabilities.get("amx_bf16", False)
+    return torch.bfloat16 if native else torch.float32
+
+
 @contextmanager
 def _timed(timings: dict[str, float], phase: str):
     start = time.perf_counter()
@@ -196,12 +208,17 @@ def segment(
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
     optimiser = torch.optim.SGD(head.parameters(), lr=options.lr, momentum=options.momentum)
+    # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
+    dtype = head_dtype(options.precision, device)
+    mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     with _timed(timings, "optimise"):
         head.train()
         for step in range(options.steps):
             report("optimise", step, options.steps)
-            loss = -(targets * head(features)[0].log_softmax(0)).sum()
+            with torch.autocast(**mixed):
+                logits = head(features)
+            loss = -(targets * logits[0].float().log_softmax(0)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -215,7 +232,9 @@ def segment(
         for done in range(0, samples, SAMPLE_CHUNK):
             report("sample", done, samples)
             chunk = min(SAMPLE_CHUNK, samples - done)
-            mean += head(features, samples=chunk).softmax(1).sum(0)
+            with torch.autocast(**mixed):
+                logits = head(features, samples=chunk)
+            mean += logits.float().softmax(1).sum(0)
             check_cancel()
         report("sample", samples, samples)
         mean /= samples
