@@ -69,7 +69,9 @@ def gather_conv2d(
     offsets = offsets.expand(max(offsets.shape[0], batch), -1, -1, -1, -1)
     draws, out_channels = offsets.shape[0], weight.shape[0]
     index = tap_index(offsets.to(x.device), batch, height, width)
-    pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, channels)
+    # Rows must be contiguous: for one image reshape alone would give a column-major view,
+    # and gathering its rows would touch every channel's cache line (20x slower).
+    pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous().view(-1, channels)
     if draws == batch:
         # One draw per image (training): gather the inputs, then one matmul.
         taps = pixels.index_select(0, index.reshape(-1)).view(-1, 9 * channels)
