@@ -32,20 +32,28 @@ DIRECTIONS = torch.tensor([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 HALF_GAUSSIAN_MEAN = math.sqrt(2 / math.pi)  # E|N(0, 1)|
 
 
-def tap_index(offsets: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+def tap_index(offsets: torch.Tensor, batch: int, height: int, width: int, taps_apart: int = 1) -> torch.Tensor:
     """Rows to read for each pixel's 9 taps ``c + offsets ⊙ e``, as (N * H * W, 9) indices.
 
-    The rows number the pixels of ``batch`` maps of (H+2) x (W+2): each map bordered by
-    one ring of zeros. Output n of the N = offsets.shape[0] reads map ``n % batch``.
+    The rows number the pixels of ``batch`` maps of (H+2) x (W+2), each bordered by one
+    ring of zeros, ``taps_apart`` rows per pixel with tap t at row ``pixel * taps_apart + t``
+    when ``taps_apart`` > 1. Output n of the N = offsets.shape[0] reads map ``n % batch``.
     """
     n = offsets.shape[0]
     device = offsets.device
-    shift = (offsets * DIRECTIONS.to(device).view(1, 9, 2, 1, 1)).expand(n, 9, 2, height, width)
+    rows_total = batch * (height + 2) * (width + 2) * taps_apart
+    kind = torch.int32 if rows_total < 2**31 else torch.int64  # half the memory traffic when it fits
+    shift = offsets.to(kind) * DIRECTIONS.to(device, kind).view(1, 9, 2, 1, 1)
     # Clamping onto the zero border is exact: any tap beyond it would read zero too.
-    rows = (torch.arange(height, device=device).view(1, 1, height, 1) + shift[:, :, 0]).clamp_(-1, height) + 1
-    cols = (torch.arange(width, device=device).view(1, 1, 1, width) + shift[:, :, 1]).clamp_(-1, width) + 1
-    image = torch.arange(n, device=device).view(n, 1, 1, 1) % batch
-    return ((image * (height + 2) + rows) * (width + 2) + cols).permute(0, 2, 3, 1).reshape(-1, 9)
+    rows = (shift[:, :, 0] + torch.arange(height, device=device, dtype=kind).view(1, 1, height, 1)).clamp_(-1, height)
+    cols = (shift[:, :, 1] + torch.arange(width, device=device, dtype=kind).view(1, 1, 1, width)).clamp_(-1, width)
+    index = (rows + 1) * (width + 2) + (cols + 1)
+    if batch > 1:
+        image = torch.arange(n, device=device, dtype=kind).view(n, 1, 1, 1) % batch
+        index = index + image * ((height + 2) * (width + 2))
+    if taps_apart > 1:
+        index = index * taps_apart + torch.arange(9, device=device, dtype=kind).view(1, 9, 1, 1)
+    return index.expand(n, 9, height, width).permute(0, 2, 3, 1).reshape(-1, 9)
 
 
 def gather_conv2d(
@@ -68,21 +76,21 @@ def gather_conv2d(
     batch, channels, height, width = x.shape
     offsets = offsets.expand(max(offsets.shape[0], batch), -1, -1, -1, -1)
     draws, out_channels = offsets.shape[0], weight.shape[0]
-    index = tap_index(offsets.to(x.device), batch, height, width)
     # Rows must be contiguous: for one image reshape alone would give a column-major view,
     # and gathering its rows would touch every channel's cache line (20x slower).
     pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous().view(-1, channels)
     if draws == batch:
         # One draw per image (training): gather the inputs, then one matmul.
+        index = tap_index(offsets.to(x.device), batch, height, width)
         taps = pixels.index_select(0, index.reshape(-1)).view(-1, 9 * channels)
         out = taps @ weight.permute(2, 3, 1, 0).reshape(9 * channels, out_channels)
     else:
         # Many draws (sampling): multiply every pixel by every tap's weights once, then
         # each draw only sums 9 rows of that table.
         products = (pixels @ weight.permute(1, 2, 3, 0).reshape(channels, 9 * out_channels)).view(-1, out_channels)
-        out = F.embedding_bag(index * 9 + torch.arange(9, device=x.device), products, mode="sum")
+        out = F.embedding_bag(tap_index(offsets.to(x.device), batch, height, width, taps_apart=9), products, mode="sum")
     if bias is not None:
-        out = out + bias
+        out = out + bias.to(out.dtype)  # under autocast: stay in the matmul's type, no promotion
     return out.view(draws, height, width, out_channels).permute(0, 3, 1, 2)
 
 
@@ -156,7 +164,7 @@ class GaussianDynamicConv2d(RandomOffsetConv2d):
 
     def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
         normal = self._standard_draw((batch, 9, 2, height, width), "normal")
-        return (normal.abs() * self.offset_scale(height, width)).floor_().long()
+        return normal.abs_().mul_(self.offset_scale(height, width)).to(torch.int32)  # truncation: ⌊·⌋ as ≥ 0
 
 
 class UniformRandomConv2d(RandomOffsetConv2d):
@@ -169,7 +177,7 @@ class UniformRandomConv2d(RandomOffsetConv2d):
     def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
         high = math.floor(2 * HALF_GAUSSIAN_MEAN * self.offset_scale(height, width)) + 1
         uniform = self._standard_draw((batch, 9, 2, height, width), "uniform")
-        return (uniform * high).floor_().long()
+        return uniform.mul_(high).to(torch.int32)
 
 
 class VariantGaussianDynamicConv2d(nn.Conv2d):

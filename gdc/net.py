@@ -73,9 +73,11 @@ class GDCHead(nn.Module):
 
     def forward(self, features: torch.Tensor, samples: int = 1) -> torch.Tensor:
         """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample."""
-        fused = self.fuse(features)
+        # Channels-last throughout: the GDC's output already is, and mixed layouts add slowly.
+        fused = self.fuse(features.contiguous(memory_format=torch.channels_last))
         local = self.local(fused)
         if not self.stochastic:
-            return self.classifier(local + self.context(fused)).repeat(samples, 1, 1, 1)
+            logits = self.classifier(local + self.context(fused))
+            return logits.repeat(samples, 1, 1, 1) if samples > 1 else logits
         context = self.context(fused, samples=samples)
-        return self.classifier(local.repeat(samples, 1, 1, 1) + context)
+        return self.classifier((context.unflatten(0, (samples, -1)) + local).flatten(0, 1))
