@@ -8,17 +8,21 @@ from __future__ import annotations
 from importlib.metadata import version
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gdc.errors import InputError
-from worker.jobs import open_queue
+from worker.jobs import connect, open_queue
 
+from .deps import require_api_key
 from .metrics import install_metrics
 from .middleware import BodySizeLimit
 from .routes import health, jobs, options, segment
@@ -37,7 +41,17 @@ fetch `/jobs/{id}/mask`, `/overlay`, `/probabilities`, `/uncertainty`.
 
 **Errors** are `{"detail": "..."}` naming the problem: 422 bad input, 413 too large,
 401 missing or wrong `X-API-Key` (when the server has keys), 404 unknown or expired job,
-409 results asked for before the job succeeded.
+409 results asked for before the job succeeded, 503 the job store (Redis) is unreachable
+or full (nothing was stored; send it again later).
+
+**Images** are PNG, JPEG, WebP, TIFF or BMP, recognised from their bytes. Grey, palette,
+16-bit and CMYK images are converted to 8-bit RGB and alpha is dropped; of an animated
+PNG or WebP, or a multi-page TIFF, the first frame is segmented. GIF and floating-point
+images are refused.
+
+**Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key`, these docs and
+`/openapi.json` included, except `/healthz`, `/readyz` and the web page (`/`, `/static/*`),
+which hold no data. Job ids are 128-bit random: a job is readable by whoever holds its id.
 
 **Results** live for `GDC_RESULT_TTL` seconds (default one hour), failed and canceled jobs
 for `GDC_FAILURE_TTL`. Per job Redis holds the image file plus about H*W*(K+2) bytes
@@ -50,8 +64,17 @@ the raw body, compare in constant time, and refuse old timestamps.
 """
 
 
-def _answer(status_code: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code)
+def _answer(status_code: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def _store_trouble(error: RedisError) -> str:
+    """What a Redis error means for the caller."""
+    if isinstance(error, OutOfMemoryError):
+        return "the job store (Redis) is full, so nothing new can be stored; try again once results expire"
+    if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+        return f"the job store (Redis) is unreachable ({error}); try again shortly"
+    return f"the job store (Redis) failed: {error}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,9 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise RuntimeError("REDIS_URL is not set: point it at Redis, or run `gdc serve`, which starts one")
     Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow refuses twice this before decoding anything
 
-    app = FastAPI(title="gdc", version=version("gdc"), description=DESCRIPTION)
+    # The docs are added below behind the API key, like every route that shows more than health.
+    app = FastAPI(
+        title="gdc", version=version("gdc"), description=DESCRIPTION, openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
-    app.state.redis = Redis.from_url(settings.redis_url)
+    app.state.redis = connect(settings)
     install_metrics(app, open_queue(app.state.redis, settings.queue))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(  # outermost, so error answers carry CORS headers too
@@ -82,8 +108,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         return _answer(422, describe_errors(error.errors()))
 
+    @app.exception_handler(RedisError)
+    async def store_unavailable(request: Request, error: RedisError) -> JSONResponse:
+        return _answer(503, _store_trouble(error), **{"Retry-After": "5"})
+
     for module in (segment, jobs, options, health):
         app.include_router(module.router)
+
+    keyed = [Depends(require_api_key)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=keyed)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=keyed)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="gdc API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=keyed)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="gdc API")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 

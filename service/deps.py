@@ -4,13 +4,13 @@ from __future__ import annotations
 from secrets import compare_digest
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader
 from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from worker.jobs import SEGMENT_TASK, fetch_job, open_queue
+from worker.jobs import JOB_ID_PATTERN, SEGMENT_TASK, fetch_job, open_queue
 
 from .settings import Settings
 
@@ -45,7 +45,10 @@ def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(a
         raise HTTPException(status_code=401, detail="missing or invalid API key")
 
 
-def get_job(job_id: str, queue: QueueDep) -> Job:
+def get_job(
+    job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the id POST /segment answered")],
+    queue: QueueDep,
+) -> Job:
     job = fetch_job(queue, job_id)
     if job is None or job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
         raise HTTPException(status_code=404, detail=f"job {job_id} not found (unknown id, or it expired)")

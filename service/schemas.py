@@ -6,9 +6,9 @@ by the server's settings; nothing here repeats a number from either.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from rq.job import Job
 
 from gdc.options import HEAD_CONVS, SegmentOptions
@@ -19,6 +19,23 @@ from .settings import Settings
 # The engine options a request may set; the worker decides the rest (device, weights, ...).
 NUMERIC_OPTIONS = ("steps", "samples", "sigma", "superpixels", "seed")
 _SERVER_MAXIMA = {"steps": "max_steps", "samples": "max_samples"}
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    detail: str = Field(description="the problem in one sentence, e.g. `scribbles are 100x80 but the image is 120x90`")
+
+
+# Errors several routers answer with, by status.
+KEY_REFUSED = {401: "missing or invalid `X-API-Key` (the server has keys)"}
+BAD_INPUT = {422: "bad input; `detail` names the problem"}
+STORE_DOWN = {503: "the job store (Redis) is unreachable or full; nothing was stored, send it again later"}
+
+
+def error_responses(*described: dict[int, str]) -> dict[int, dict]:
+    """OpenAPI ``responses`` for error statuses, each answering an :class:`ErrorBody`."""
+    return {status: {"model": ErrorBody, "description": text} for group in described for status, text in group.items()}
 
 
 class Progress(BaseModel):
@@ -32,7 +49,7 @@ class Progress(BaseModel):
 
 
 class JobError(BaseModel):
-    code: str = Field(description="invalid_input, timeout, worker_lost, upload_expired or internal")
+    code: str = Field(description="invalid_input, timeout, worker_lost, upload_expired, store_unreachable or internal")
     message: str
 
 
@@ -172,7 +189,18 @@ class Stroke(BaseModel):
     width: float = Field(gt=0, le=1000, description="stroke width in pixels")
 
 
-STROKES = TypeAdapter(list[Stroke])
+# Drawing costs up to about 12 µs a point (1000 px wide), so this keeps one request near a second.
+MAX_STROKE_POINTS = 100_000
+
+
+def _bounded_points(strokes: list[Stroke]) -> list[Stroke]:
+    points = sum(len(stroke.points) for stroke in strokes)
+    if points > MAX_STROKE_POINTS:
+        raise ValueError(f"the strokes have {points} points; at most {MAX_STROKE_POINTS} are accepted")
+    return strokes
+
+
+STROKES = TypeAdapter(Annotated[list[Stroke], AfterValidator(_bounded_points)])
 
 
 def _bound(field, *names: str) -> Any:

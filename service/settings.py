@@ -24,8 +24,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "GDC_REDIS_URL", "redis_url"),
         description="Redis URL shared by the API and the workers; unset: `gdc serve` starts an embedded server",
     )
+    redis_timeout: float = Field(
+        2.0, gt=0, description="seconds to wait for Redis to connect or answer; past it the API answers 503"
+    )
     queue: str = Field("gdc", description="RQ queue the API enqueues to and workers listen on")
     device: str = Field("cpu", description="torch device of a worker (`gdc worker --device` overrides it)")
+    worker_threads: int = Field(
+        0, ge=0, description="torch CPU threads per worker; 0: torch's default (all cores), 1 when workers share cores"
+    )
 
     max_upload_bytes: int = Field(20 * 2**20, gt=0, description="largest request body in bytes (larger: 413)")
     max_pixels: int = Field(

@@ -31,8 +31,10 @@ def _header(data: bytes, what: str) -> Image.Image:
         return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:  # over 2 x Image.MAX_IMAGE_PIXELS
         raise UploadTooLarge(f"{what} is too large: {error}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except UnidentifiedImageError:
         raise InputError(f"{what} is not an image file (send {', '.join(ACCEPTED_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError) as error:  # e.g. a compressed text chunk that inflates too far
+        raise InputError(f"{what} is a damaged image file ({error})") from None
 
 
 def read_image_upload(data: bytes, max_pixels: int) -> np.ndarray:
@@ -40,6 +42,8 @@ def read_image_upload(data: bytes, max_pixels: int) -> np.ndarray:
     header = _header(data, "image")
     if header.format not in ACCEPTED_FORMATS:
         raise InputError(f"image format {header.format} is not accepted; send {', '.join(ACCEPTED_FORMATS)}")
+    if header.mode == "F":  # no range to scale from: 0..1, 0..255 and raw measurements all occur
+        raise InputError("image has floating-point pixels; send 8- or 16-bit integer images")
     width, height = header.size
     if width * height > max_pixels:
         raise UploadTooLarge(

@@ -7,12 +7,16 @@ RQ's StartedJobRegistry, then retried with back-off or failed, and its callback 
 """
 from __future__ import annotations
 
+import secrets
 from contextlib import suppress
 from enum import Enum
 
 from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
@@ -24,6 +28,13 @@ from .keys import Kind, key_for
 
 SEGMENT_TASK = "worker.tasks.run_segment"
 CALLBACK_TASK = "worker.tasks.send_callback"
+# What new_job_id() makes; the API refuses anything else before it reaches Redis.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+
+
+def new_job_id() -> str:
+    """A fresh job id: 128 random bits, URL-safe, unguessable (whoever holds it can read the job)."""
+    return secrets.token_urlsafe(16)
 
 
 class Status(str, Enum):
@@ -60,7 +71,22 @@ class ErrorCode(str, Enum):
     TIMEOUT = "timeout"  # ran longer than GDC_JOB_TIMEOUT
     WORKER_LOST = "worker_lost"  # its worker died or stopped mid-job, and no retries were left
     UPLOAD_EXPIRED = "upload_expired"  # waited in the queue longer than GDC_QUEUED_TTL
+    STORE_UNREACHABLE = "store_unreachable"  # Redis failed mid-job, and no retries were left
     INTERNAL = "internal"  # anything else: a bug or the device (message says what)
+
+
+def connect(settings: Settings) -> Redis:
+    """A Redis client that gives up after ``settings.redis_timeout`` s (then callers answer 503).
+
+    A refused or dropped connection is retried a few times within about a second, which
+    rides over a Redis restart; a timeout is not retried, so no request hangs.
+    """
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        retry=RedisRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3, (RedisConnectionError,)),
+    )
 
 
 def open_queue(connection: Redis, name: str) -> Queue:
@@ -69,11 +95,13 @@ def open_queue(connection: Redis, name: str) -> Queue:
 
 
 def fetch_job(queue: Queue, job_id: str) -> Job | None:
-    """The job with this id, or None when unknown or expired."""
+    """The job with this id, or None when unknown, expired, or not JSON (nothing is ever unpickled)."""
     try:
-        return Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
-    except (NoSuchJobError, ValueError):
+        job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+        job.func_name  # noqa: B018 - decodes the JSON payload now, so a foreign (e.g. pickled) job is unknown
+    except (NoSuchJobError, DeserializationError, ValueError):
         return None
+    return job
 
 
 def public_status(job: Job) -> Status:

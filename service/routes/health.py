@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 from rq.worker import Worker
 from rq.worker_registration import clean_worker_registry
 
 from ..deps import QueueDep, RedisDep, require_api_key
+from ..schemas import KEY_REFUSED, STORE_DOWN, error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -20,15 +20,12 @@ def healthz() -> dict:
 @router.get(
     "/readyz",
     summary="Redis answers and at least one worker listens",
-    responses={503: {"description": "Redis is unreachable or no worker is alive"}},
+    responses=error_responses({503: "Redis is unreachable or no worker is alive"}),
 )
 def readyz(redis: RedisDep, queue: QueueDep) -> dict:
-    try:
-        redis.ping()
-        clean_worker_registry(queue)  # drop workers whose heartbeat key expired
-        workers = Worker.count(queue=queue)
-    except RedisError as error:
-        raise HTTPException(status_code=503, detail=f"Redis is unreachable: {error}") from None
+    redis.ping()  # a Redis error answers 503 (service.app)
+    clean_worker_registry(queue)  # drop workers whose heartbeat key expired
+    workers = Worker.count(queue=queue)
     if workers == 0:
         raise HTTPException(status_code=503, detail=f"no live worker listens on queue {queue.name!r}")
     return {"status": "ready", "workers": workers, "queued": queue.count}
@@ -39,7 +36,7 @@ def readyz(redis: RedisDep, queue: QueueDep) -> dict:
     summary="Prometheus metrics",
     dependencies=[Depends(require_api_key)],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(KEY_REFUSED, STORE_DOWN)},
 )
 def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -15,12 +15,17 @@ from worker.jobs import ENDED, Status, cancel_job, public_status, sweep
 from worker.keys import Kind, key_for
 
 from ..deps import JobDep, QueueDep, RedisDep, SettingsDep, require_api_key
-from ..schemas import JobPublic
+from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, JobPublic, error_responses
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(KEY_REFUSED, BAD_INPUT, STORE_DOWN),
+)
 
-_NOT_FOUND = {404: {"description": "unknown id, or the job or its results expired"}}
-_NOT_READY = {409: {"description": "the job has not succeeded (yet); `detail` gives its status"}}
+_NOT_FOUND = error_responses({404: "unknown id, or the job or its results expired"})
+_NOT_READY = error_responses({409: "the job has not succeeded (yet); `detail` gives its status"})
 _PNG = {"content": {"image/png": {}}}
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..deps import SettingsDep, require_api_key
-from ..schemas import ServerOptions
+from ..schemas import KEY_REFUSED, ServerOptions, error_responses
 
-router = APIRouter(tags=["options"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["options"], dependencies=[Depends(require_api_key)], responses=error_responses(KEY_REFUSED))
 
 
 @router.get("/options", response_model=ServerOptions, summary="Defaults and limits of this server")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import secrets
 import time
 from typing import Annotated
 
@@ -18,25 +17,39 @@ from gdc.imageio import encode_png
 from gdc.inputs import check_image, scribble_classes
 from gdc.options import HeadConv, SegmentOptions
 from worker.callbacks import check_callback_url
-from worker.jobs import ENDED, enqueue_segment, fetch_job
+from worker.jobs import ENDED, enqueue_segment, fetch_job, new_job_id
 from worker.keys import Kind, key_for
 
 from ..deps import QueueDep, SettingsDep, require_api_key
-from ..schemas import JobCreated, JobPublic, Links, resolve_options
+from ..schemas import (
+    BAD_INPUT,
+    KEY_REFUSED,
+    MAX_STROKE_POINTS,
+    STORE_DOWN,
+    JobCreated,
+    JobPublic,
+    Links,
+    error_responses,
+    resolve_options,
+)
 from ..settings import Settings
 from ..uploads import draw_strokes, read_image_upload, read_scribbles_upload
 
-router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
+_ERRORS = error_responses(
+    KEY_REFUSED,
+    BAD_INPUT,
+    STORE_DOWN,
+    {
+        400: "the body is not multipart form data",
+        413: "the request or the image is larger than this server accepts",
+    },
+)
+router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)], responses=_ERRORS)
 
 _HELP = SegmentOptions.model_fields
 _STROKES_EXAMPLE = (
     '[{"label": 1, "points": [[10, 12], [60, 14]], "width": 6}, {"label": 2, "points": [[30, 80]], "width": 12}]'
 )
-_ERRORS = {
-    401: {"description": "missing or invalid API key"},
-    413: {"description": "the request or the image is larger than this server accepts"},
-    422: {"description": "bad input; `detail` names the problem, e.g. `scribbles are 100x80 but the image is 120x90`"},
-}
 
 
 class IdempotencyConflict(HTTPException):
@@ -100,7 +113,7 @@ def create_job(
     )
     classes = scribble_classes(labels, pixels.shape, settings.max_classes).tolist()
 
-    new_id = secrets.token_urlsafe(16)
+    new_id = new_job_id()
     meta = {"width": width, "height": height, "classes": classes, "callback_url": callback_url}
 
     def enqueue(pipeline) -> str:
@@ -146,22 +159,26 @@ async def _wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic 
     status_code=202,
     response_model=JobCreated,
     summary="Segment an image from its scribbles",
-    responses={200: {"model": JobPublic, "description": "with `?wait`: the job ended in time"}, **_ERRORS},
+    responses={200: {"model": JobPublic, "description": "with `?wait`: the job ended in time"}},
 )
 async def submit_segmentation(
     settings: SettingsDep,
     queue: QueueDep,
     image: Annotated[
-        UploadFile | None,
-        File(description="PNG, JPEG, WebP, TIFF or BMP (sniffed from the bytes); EXIF orientation applied"),
-    ] = None,
+        UploadFile,
+        File(
+            description="PNG, JPEG, WebP, TIFF or BMP (sniffed from the bytes); EXIF orientation applied; "
+            "converted to 8-bit RGB; of an animated or multi-page image the first frame"
+        ),
+    ],
     scribbles: Annotated[
         UploadFile | None, File(description="label PNG the image's size: 0 unlabeled, 1..K classes")
     ] = None,
     strokes: Annotated[
         str | None,
         Form(
-            description="instead of `scribbles`: strokes JSON, drawn with round caps and joins",
+            description="instead of `scribbles`: strokes JSON, drawn with round caps and joins "
+            f"(at most {MAX_STROKE_POINTS} points in all)",
             examples=[_STROKES_EXAMPLE],
         ),
     ] = None,
@@ -195,8 +212,6 @@ async def submit_segmentation(
     Engine options left out take the server's defaults (GET /options). With `?wait=S`
     the answer waits up to S seconds and, if the job ended, is 200 with the full job.
     """
-    if image is None:
-        raise InputError("image is missing: send the image file in the multipart field 'image'")
     job_id = await run_in_threadpool(
         create_job,
         queue,

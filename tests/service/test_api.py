@@ -30,7 +30,7 @@ def assert_error(response, status: int, *fragments: str) -> None:
 def test_missing_image(api, upload):
     files = upload()
     del files["image"]
-    assert_error(post(api, files), 422, "image is missing")
+    assert_error(post(api, files), 422, "image: Field required")
 
 
 def test_not_an_image(api, upload):
@@ -112,10 +112,18 @@ def test_wait_out_of_range(api, upload, wait):
     assert_error(post(api, upload(), params={"wait": wait}), 422, "wait:")
 
 
-@pytest.mark.parametrize("path", ["/jobs/no-such-job", "/jobs/no-such-job/mask", "/jobs/no-such-job/overlay"])
-def test_unknown_job(api, path):
-    assert_error(api.get(path), 404, "job no-such-job not found")
-    assert_error(api.delete("/jobs/no-such-job"), 404, "not found")
+UNKNOWN_ID = "NoSuchJobNoSuchJob0000"  # shaped like an id, never issued
+
+
+@pytest.mark.parametrize("result", ["", "/mask", "/overlay"])
+def test_unknown_job(api, result):
+    assert_error(api.get(f"/jobs/{UNKNOWN_ID}{result}"), 404, f"job {UNKNOWN_ID} not found")
+    assert_error(api.delete(f"/jobs/{UNKNOWN_ID}"), 404, "not found")
+
+
+@pytest.mark.parametrize("job_id", ["no-such-job", "rq:job:x", "gdc:upload:x", "*", UNKNOWN_ID + "0"])
+def test_a_malformed_job_id_is_refused_before_redis(api, job_id):
+    assert_error(api.get(f"/jobs/{job_id}"), 422, "job_id: String should match pattern")
 
 
 def test_results_before_the_job_ended(api, upload):
@@ -171,9 +179,9 @@ def test_options_come_from_the_engine_and_the_settings(make_client):
     "method, path",
     [
         ("POST", "/segment"),
-        ("GET", "/jobs/x"),
-        ("DELETE", "/jobs/x"),
-        ("GET", "/jobs/x/mask"),
+        ("GET", f"/jobs/{UNKNOWN_ID}"),
+        ("DELETE", f"/jobs/{UNKNOWN_ID}"),
+        ("GET", f"/jobs/{UNKNOWN_ID}/mask"),
         ("GET", "/options"),
         ("GET", "/metrics"),
     ],
@@ -188,7 +196,7 @@ def test_api_keys_guard_every_endpoint(make_client, method, path, key):
 def test_a_valid_key_passes_and_public_endpoints_need_none(make_client):
     client = make_client(api_keys="k1,k2")
     assert client.get("/options", headers={"X-API-Key": "k2"}).status_code == 200
-    assert client.get("/jobs/x", headers={"X-API-Key": "k1"}).status_code == 404
+    assert client.get(f"/jobs/{UNKNOWN_ID}", headers={"X-API-Key": "k1"}).status_code == 404
     assert client.get("/healthz").json() == {"status": "ok"}
     assert_error(client.get("/readyz"), 503, "no live worker listens on queue 'gdc'")
     for path in ("/", "/static/app.js"):

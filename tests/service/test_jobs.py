@@ -12,7 +12,7 @@ from gdc.imageio import encode_png, overlay, read_image, read_labels
 from service.settings import Settings
 from tests.service.conftest import FAST, SLOW
 from tests.service.test_store import even_odd_fill, rle_decode
-from worker.jobs import enqueue_segment, open_queue
+from worker.jobs import enqueue_segment, new_job_id, open_queue
 from worker.keys import Kind, key_for
 from worker.tasks import ProgressWriter
 
@@ -156,16 +156,17 @@ def test_an_input_the_engine_refuses_fails_the_job_with_its_message(client, make
     settings = make_settings()
     queue = open_queue(Redis.from_url(settings.redis_url), settings.queue)
     meta = {"width": 6, "height": 6, "classes": [1, 2], "callback_url": None}
+    job_id = new_job_id()
     with queue.connection.pipeline() as pipeline:
         pipeline.multi()
-        enqueue_segment(pipeline, queue, settings, job_id="tiny-job", image=encode_png(tiny),
+        enqueue_segment(pipeline, queue, settings, job_id=job_id, image=encode_png(tiny),
                         scribbles_png=encode_png(scribbles), options=FAST, meta=meta)
         pipeline.execute()
     run_queued()
-    job = client.get("/jobs/tiny-job").json()
+    job = client.get(f"/jobs/{job_id}").json()
     assert job["status"] == "failed"
     assert job["error"]["code"] == "invalid_input" and "at least 8 pixels" in job["error"]["message"]
-    response = client.get("/jobs/tiny-job/mask")
+    response = client.get(f"/jobs/{job_id}/mask")
     assert response.status_code == 409 and "is failed" in response.json()["detail"]
 
 
