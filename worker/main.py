@@ -10,6 +10,9 @@ sweeps the queue (:func:`worker.jobs.sweep`). A worker killed mid-job stops beat
 ``GDC_HEARTBEAT_TTL`` its job is past its deadline and the next sweep, by any live worker
 or by the API, retries it with back-off or fails it. The pulse gives up a job that ran
 past its timeout, so a wedged worker cannot hold a job forever either.
+
+RQ's work loop quits on a Redis error it does not handle (Redis restarting mid-job, or
+full); :func:`run` then starts a fresh worker, so a worker outlives any Redis outage.
 """
 from __future__ import annotations
 
@@ -18,8 +21,7 @@ import sys
 import threading
 import time
 
-from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
@@ -27,18 +29,21 @@ from rq.worker import SimpleWorker
 
 from service.settings import Settings
 
-from .jobs import ENDED, notify, public_status, sweep
+from .jobs import ENDED, connect, notify, public_status, sweep
 from .tasks import WorkerContext, current_worker
 
 log = logging.getLogger(__name__)
+RECONNECT_SECONDS = 2  # pause before a fresh worker replaces one whose loop Redis broke
 
 
-def preload(weights: str, device: str) -> None:
-    """Import the engine, start the device and load the stem, before the first job."""
+def preload(weights: str, device: str, threads: int) -> None:
+    """Import the engine, start the device and load the stem, before the first job; ``threads`` > 0 caps torch's."""
     import torch
 
     from gdc.engine import cached_stem
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
     cached_stem(weights, device)
 
@@ -112,22 +117,23 @@ def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
 
     started = time.perf_counter()
     try:
-        preload(SegmentOptions().weights, settings.device)
+        preload(SegmentOptions().weights, settings.device, settings.worker_threads)
     except (RuntimeError, AssertionError) as error:  # torch reports a missing device with either
         print(f"gdc worker: error: cannot use device {settings.device!r}: {error}", file=sys.stderr)
         return 2
-    connection = Redis.from_url(settings.redis_url)
-    worker = SegmentWorker(queues, connection=connection, settings=settings)
-    print(
-        f"gdc worker {worker.name}: engine ready on {settings.device} in {time.perf_counter() - started:.1f} s; "
-        f"listening on {', '.join(queues)} at {settings.redis_url}",
-        flush=True,
-    )
-    try:
-        worker.work(burst=burst, logging_level="INFO")
-    except RedisConnectionError:
-        if not worker.context.stopping.is_set():
-            raise
-        # Ctrl-C on `gdc serve` reaches the embedded server too, which may be gone before we deregister.
-        print(f"gdc worker {worker.name}: stopped; Redis was already gone", flush=True)
-    return 0
+    print(f"gdc worker: engine ready on {settings.device} in {time.perf_counter() - started:.1f} s", flush=True)
+    while True:
+        worker = SegmentWorker(queues, connection=connect(settings), settings=settings)
+        print(f"gdc worker {worker.name}: listening on {', '.join(queues)} at {settings.redis_url}", flush=True)
+        try:
+            worker.work(burst=burst, logging_level="INFO")
+        except RedisError as error:  # raised while registering or deregistering
+            print(f"gdc worker {worker.name}: Redis failed: {error}", flush=True)
+        stopping = worker.context.stopping
+        if burst or stopping.is_set():
+            # Ctrl-C on `gdc serve` reaches the embedded server too, which may be gone before we deregister.
+            print(f"gdc worker {worker.name}: stopped", flush=True)
+            return 0
+        print(f"gdc worker {worker.name}: lost Redis; a fresh worker starts in {RECONNECT_SECONDS} s", flush=True)
+        if stopping.wait(RECONNECT_SECONDS):
+            return 0

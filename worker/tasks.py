@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import httpx
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from gdc.engine import segment
 from gdc.errors import Cancelled, InputError
 from gdc.imageio import read_image, read_labels
 from gdc.options import SegmentOptions
-from gdc.engine import segment
 from service.schemas import JobPublic
 from service.settings import Settings
 
@@ -68,7 +70,8 @@ def run_segment(upload: str, options: dict) -> dict:
     """Segment the image and scribbles stored under ``upload``; store the result under the job id.
 
     Returns the phase timings (seconds). Failures are recorded in ``job.meta["error"]``;
-    only a worker shutdown leaves the job its retries (the same input would fail again).
+    only a worker shutdown or a Redis failure leaves the job its retries (the same input
+    would fail again).
     """
     job = get_current_job()
     context = current_worker.get()
@@ -119,6 +122,10 @@ def run_segment(upload: str, options: dict) -> dict:
 
 def _record_failure(job: Job, error: Exception, context: WorkerContext) -> bool:
     """Write the failure's code and message to the job; True when it should be retried."""
+    if isinstance(error, RedisError):
+        with suppress(RedisError):  # it may well fail again; the retry does not depend on it
+            set_error(job, ErrorCode.STORE_UNREACHABLE, f"Redis failed during the job ({error}); retrying")
+        return True
     if isinstance(error, Cancelled):
         if context.stopping.is_set():
             set_error(job, ErrorCode.WORKER_LOST, "the worker was shut down during the job")
