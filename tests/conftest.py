@@ -156,14 +156,26 @@ class LiveStack:
         self.api.kill()
         self.api.wait()
 
-    def start_worker(self) -> subprocess.Popen:
-        """A worker process; returns once it is registered and listening."""
-        before = self.worker_count()
+    def spawn_worker(self) -> subprocess.Popen:
+        """A worker process, without waiting for it to listen."""
         process = self._spawn("-m", "gdc.cli", "worker", "--redis", self.redis_url)
         self.workers.append(process)
-        wait_for(lambda: self.worker_count() > before or process.poll() is not None, 60, "the worker to start")
-        assert process.poll() is None, "the worker process died while starting"
         return process
+
+    def start_workers(self, count: int) -> list[subprocess.Popen]:
+        """``count`` worker processes, started together; returns once all are registered and listening."""
+        before = self.worker_count()
+        started = [self.spawn_worker() for _ in range(count)]
+
+        def settled() -> bool:
+            return self.worker_count() >= before + count or any(process.poll() is not None for process in started)
+
+        wait_for(settled, 90, f"{count} worker(s) to start")
+        assert all(process.poll() is None for process in started), "a worker process died while starting"
+        return started
+
+    def start_worker(self) -> subprocess.Popen:
+        return self.start_workers(1)[0]
 
     def worker_count(self) -> int:
         answer = self._answers("/readyz")
@@ -203,8 +215,8 @@ class Stacks:
         stack = LiveStack(url, **settings)
         self.started.append(stack)
         stack.start_api()
-        for _ in range(workers):
-            stack.start_worker()
+        if workers:
+            stack.start_workers(workers)
         return stack
 
     def close(self) -> None:
