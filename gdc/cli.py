@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .bench import ablation, peers, speed
 from .errors import InputError
 from .options import HEAD_CONVS, SegmentOptions
@@ -159,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (InputError, FileNotFoundError) as error:
         print(f"gdc: error: {error}", file=sys.stderr)
+        return 2
+    except ValidationError as error:  # an option out of range
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        print(f"gdc: error: {problems}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gdc: interrupted", file=sys.stderr)

@@ -39,8 +39,13 @@ def _open(source: Source, what: str) -> Image.Image:
 
 
 def read_image(source: Source) -> np.ndarray:
-    """An image file or its bytes as (H, W, 3) uint8 RGB, EXIF orientation applied."""
+    """An image file or its bytes as (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+    16-bit grey images are scaled to 8 bits (Pillow's RGB conversion would clip them).
+    """
     image = ImageOps.exif_transpose(_open(source, "image"))
+    if image.mode.startswith("I;16"):
+        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
     return np.asarray(image.convert("RGB"))
 
 

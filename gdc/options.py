@@ -38,6 +38,6 @@ class SegmentOptions(BaseModel):
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="head arithmetic: bfloat16 where the device has it natively (auto), or fixed"
     )
-    seed: int | None = Field(0, ge=0, description="seed for offsets and initialisation; None draws a fresh one")
+    seed: int | None = Field(0, ge=0, le=2**63 - 1, description="seed for offsets and initialisation; None draws a fresh one")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     weights: str = Field("efficientnet-lite0", description="stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file")

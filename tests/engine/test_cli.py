@@ -41,6 +41,14 @@ def test_segment_writes_mask_probabilities_overlay_and_timings(files, capsys):
     assert {line.split()[0] for line in lines[:-1]} == {"decode", "superpixels", "features", "optimise", "sample", "upsample", "encode"}
 
 
+def test_an_option_out_of_range_gives_a_one_line_error(files, capsys):
+    code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(files / "x.png"),
+                 "--steps", "-1"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gdc: error: steps: Input should be greater than or equal to 0") and error.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "make,message",
     [

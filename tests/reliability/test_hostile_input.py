@@ -67,20 +67,11 @@ def test_an_animated_image_is_segmented_on_its_first_frame(format):
     np.testing.assert_array_equal(read_image(animated(format)), tiny_image(0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gdc.imageio.read_image clips 16-bit grey to 255 instead of scaling it; requested from the lead",
-)
 def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped():
     grey = read_image(encode_png(grey16()))[..., 0].astype(int)
     assert np.abs(grey - (grey16() >> 8)).max() <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gdc.options.SegmentOptions.seed has no upper bound; torch refuses seeds of 2**64 and more in the worker "
-    "(the job fails 'internal'); requested from the lead: le=2**63 - 1",
-)
 def test_a_seed_torch_cannot_take_is_refused_at_the_door(http):
     answer = http.post("/segment", files=tiny_upload(), data={**QUICK, "seed": str(2**64)})
     assert answer.status_code == 422, answer.text
