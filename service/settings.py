@@ -28,14 +28,21 @@ class Settings(BaseSettings):
         2.0, gt=0, description="seconds to wait for Redis to connect or answer; past it the API answers 503"
     )
     queue: str = Field("gdc", description="RQ queue the API enqueues to and workers listen on")
-    device: str = Field("cpu", description="torch device of a worker (`gdc worker --device` overrides it)")
+    device: str = Field(
+        "cpu",
+        description="torch device of a worker (`gdc worker --device` overrides it); `cuda:auto` gives each new "
+        "worker the next GPU in turn",
+    )
     worker_threads: int = Field(
         0, ge=0, description="torch CPU threads per worker; 0: torch's default (all cores), 1 when workers share cores"
     )
 
-    max_upload_bytes: int = Field(20 * 2**20, gt=0, description="largest request body in bytes (larger: 413)")
+    max_upload_bytes: int = Field(64 * 2**20, gt=0, description="largest request body in bytes (larger: 413)")
     max_pixels: int = Field(
-        4_194_304, gt=0, description="most pixels an image may have (default 2048x2048), checked before decoding"
+        50_000_000,
+        gt=0,
+        description="most pixels an image may have, checked before decoding (a 24 MP photo fits; the engine "
+        "segments at its own working size and returns full-size results)",
     )
     max_classes: int = Field(16, ge=2, le=255, description="most scribble classes in one request")
     max_steps: int = Field(500, ge=0, description="most SGD steps a request may ask for (the engine caps it too)")

@@ -15,8 +15,9 @@ class Kind(str, Enum):
     IDEMPOTENCY = "idempotency"  # JSON: job id and request digest behind an Idempotency-Key
     NOTIFIED = "notified"  # flag: the job's callback delivery has been enqueued once
     SWEEP = "sweep"  # lock, per queue: one sweep for abandoned jobs at a time
+    GPU_SLOT = "gpu-slot"  # counter, per queue: GPUs handed out in turn to `cuda:auto` workers
 
 
 def key_for(kind: Kind, name: str) -> str:
-    """The Redis key of ``kind`` for a job id (an idempotency digest, a queue name for SWEEP)."""
+    """The Redis key of ``kind`` for a job id (an idempotency digest, a queue name for SWEEP and GPU_SLOT)."""
     return f"{PREFIX}:{Kind(kind).value}:{name}"

@@ -30,10 +30,29 @@ from rq.worker import SimpleWorker
 from service.settings import Settings
 
 from .jobs import ENDED, connect, notify, public_status, sweep
+from .keys import Kind, key_for
 from .tasks import WorkerContext, current_worker
 
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 2  # pause before a fresh worker replaces one whose loop Redis broke
+AUTO_GPU = "cuda:auto"
+GPU_SLOT_TTL = 7 * 86_400  # the turn counter lives on while workers keep starting
+
+
+def resolve_device(device: str, redis, queue: str, gpus: int) -> str:
+    """The torch device to use: ``device`` itself, or for ``cuda:auto`` the next of ``gpus`` GPUs in turn.
+
+    Workers started together (``docker compose up --scale worker=4``) share one Redis
+    counter, so on a 4-GPU host they land on GPUs 0, 1, 2 and 3.
+    """
+    if device != AUTO_GPU:
+        return device
+    if gpus == 0:
+        raise RuntimeError("no CUDA device is visible")
+    key = key_for(Kind.GPU_SLOT, queue)
+    turn = redis.incr(key)
+    redis.expire(key, GPU_SLOT_TTL)
+    return f"cuda:{(turn - 1) % gpus}"
 
 
 def preload(weights: str, device: str, threads: int) -> None:
@@ -113,11 +132,15 @@ class SegmentWorker(SimpleWorker):
 
 def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
     """Preload the engine on ``settings.device`` and work ``queues`` until stopped; the exit code."""
+    import torch
+
     from gdc.options import SegmentOptions
 
     started = time.perf_counter()
     try:
-        preload(SegmentOptions().weights, settings.device, settings.worker_threads)
+        device = resolve_device(settings.device, connect(settings), settings.queue, torch.cuda.device_count())
+        settings = settings.model_copy(update={"device": device})
+        preload(SegmentOptions().weights, device, settings.worker_threads)
     except (RuntimeError, AssertionError) as error:  # torch reports a missing device with either
         print(f"gdc worker: error: cannot use device {settings.device!r}: {error}", file=sys.stderr)
         return 2

@@ -64,7 +64,7 @@ def test_gpu_workers_reserve_the_gpus_and_use_cuda(compose, dockerfile):
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert device["count"] == "all", "replicas share the GPUs; count 1 would hand each one GPU 0"
-    assert environment(worker)["GDC_DEVICE"] == "cuda"
+    assert environment(worker)["GDC_DEVICE"] == "cuda:auto"
     index = worker["build"]["args"]["TORCH_INDEX"]
     assert index != dockerfile.arg_default("worker-build", "TORCH_INDEX"), "the CUDA image needs a CUDA torch"
 

@@ -132,8 +132,8 @@ def hostile_cases(max_upload_bytes: int) -> list[Case]:
         Case(
             "decompression bomb",
             413,
-            "image is 2500x2500 = 6250000 pixels",
-            image=encoded(Image.new("L", (2500, 2500)), "PNG"),
+            "image is 8000x8000 = 64000000 pixels",
+            image=encoded(Image.new("L", (8000, 8000)), "PNG"),
         ),
         # --- valid images in other modes: converted and accepted ---------------------------------
         Case("16-bit grey PNG", 202, image=encode_png(grey16())),
