@@ -25,9 +25,11 @@ class SegmentOptions(BaseModel):
     sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
     lr: float = Field(0.01, gt=0.0, le=1.0, description="SGD learning rate")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    feature_stride: Literal[2, 4] = Field(2, description="train on features at 1/2 the input size (the paper) or 1/4")
+    feature_stride: Literal[2, 4] = Field(
+        4, description="train on a grid of 1/4 the input size (the stem's native one), or 1/2 as the paper"
+    )
     width: int = Field(32, ge=4, le=256, description="channels of the head")
-    superpixels: int = Field(1000, ge=0, le=100_000, description="SLIC segments for scribble expansion; 0 turns it off")
+    superpixels: int = Field(2000, ge=0, le=100_000, description="SLIC segments for scribble expansion; 0 turns it off")
     compactness: float = Field(10.0, gt=0.0, le=1000.0, description="SLIC compactness")
     class_weights: ClassWeights = Field(
         "inverse", description="cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
