@@ -4,7 +4,7 @@ Every method gets the same decoded image and scribbles, is timed per image (wall
 of the call) in one run, and is scored by :func:`gdc.evaluate.score`. The peers are
 OpenCV's GrabCut, scikit-image's random walker and its trainable segmenter (a random
 forest on multiscale features, the recipe of ilastik's pixel classifier). Their
-libraries are the optional ``peers`` extra, imported inside each peer.
+libraries come with gdc's ``bench`` extra and are imported inside each peer.
 """
 from __future__ import annotations
 
@@ -117,17 +117,18 @@ class Method:
     """A benchmarked method: how it labels an image, what it needs, where it applies."""
 
     labels: Labeller
-    modules: tuple[str, ...]  # importable modules it needs
-    extra: str  # the gdc extra that installs them
+    modules: tuple[str, ...]  # importable modules it needs, each in EXTRAS
     two_classes_only: bool = False
 
 
 METHODS: dict[str, Method] = {
-    "gdc": Method(gdc_labels, ("torch",), "engine"),
-    "grabcut": Method(grabcut_labels, ("cv2",), "peers", two_classes_only=True),
-    "random-walker": Method(random_walker_labels, ("skimage",), "peers"),
-    "random-forest": Method(random_forest_labels, ("skimage", "sklearn"), "peers"),
+    "gdc": Method(gdc_labels, ("torch",)),
+    "grabcut": Method(grabcut_labels, ("cv2",), two_classes_only=True),
+    "random-walker": Method(random_walker_labels, ("skimage",)),
+    "random-forest": Method(random_forest_labels, ("skimage", "sklearn")),
 }
+# The gdc extra (pyproject.toml) that installs each module the benchmark needs.
+EXTRAS = {"torch": "engine", "skimage": "engine", "cv2": "bench", "sklearn": "bench", "matplotlib": "bench"}
 DISTRIBUTIONS = ("gdc", "torch", "numpy", "opencv-python-headless", "scikit-image", "scikit-learn")
 
 
@@ -338,12 +339,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = sorted({
-        f"{name} needs {module} (pip install 'gdc[{METHODS[name].extra}]')"
-        for name in args.methods
-        for module in METHODS[name].modules
+    needed = {module: name for name in args.methods for module in METHODS[name].modules} | {"matplotlib": "the plot"}
+    missing = [
+        f"{user} needs {module} (pip install 'gdc[{EXTRAS[module]}]')"
+        for module, user in needed.items()
         if importlib.util.find_spec(module) is None
-    })
+    ]
     if missing:
         print("gdc bench peers: " + "; ".join(missing), file=sys.stderr)
         return 2

@@ -59,8 +59,8 @@ def test_applies_only_two_class_methods_to_two_classes(name):
 
 
 def test_compare_scores_and_times_each_applicable_method(monkeypatch):
-    monkeypatch.setitem(METHODS, "oracle", Method(oracle, (), "peers"))
-    monkeypatch.setitem(METHODS, "binary-oracle", Method(oracle, (), "peers", two_classes_only=True))
+    monkeypatch.setitem(METHODS, "oracle", Method(oracle, ()))
+    monkeypatch.setitem(METHODS, "binary-oracle", Method(oracle, (), two_classes_only=True))
     samples = [peers.two_region_example(seed=1), three_class_sample()]
     rows = peers.compare(samples, ["oracle", "binary-oracle"])
     assert [row["name"] for row in rows["oracle"]] == ["two-regions", "three"]
@@ -151,8 +151,8 @@ def test_parser_rejects_bad_options(argv, capsys):
 
 
 def test_run_writes_json_and_plot_named_after_the_sets(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(METHODS, "oracle", Method(oracle, (), "peers"))
-    monkeypatch.setitem(METHODS, "binary-oracle", Method(oracle, (), "peers", two_classes_only=True))
+    monkeypatch.setitem(METHODS, "oracle", Method(oracle, ()))
+    monkeypatch.setitem(METHODS, "binary-oracle", Method(oracle, (), two_classes_only=True))
     data = tmp_path / "tiny-set"
     two_regions = peers.two_region_example()
     write_dataset(data, [replace(two_regions, name="a"), replace(three_class_sample(), name="b"), replace(two_regions, name="c")])
@@ -170,6 +170,12 @@ def test_run_writes_json_and_plot_named_after_the_sets(tmp_path, monkeypatch, ca
 
 
 def test_run_names_the_missing_extra(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(METHODS, "absent", Method(oracle, ("gdc_no_such_module",), "peers"))
-    assert peers.run(parse([str(tmp_path), "--methods", "absent"])) == 2
-    assert "pip install 'gdc[peers]'" in capsys.readouterr().err
+    find_spec = peers.importlib.util.find_spec
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name: None if name == "cv2" else find_spec(name))
+    assert peers.run(parse([str(tmp_path), "--methods", "grabcut"])) == 2
+    assert capsys.readouterr().err.strip() == "gdc bench peers: grabcut needs cv2 (pip install 'gdc[bench]')"
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_needed_module_has_an_extra(name):
+    assert set(METHODS[name].modules) <= set(peers.EXTRAS)
