@@ -14,7 +14,9 @@ the 8 directions {-1, 0, 1}² \\ {0}. They differ only in where Δ comes from:
 
 s is the short side of the input map, so Σ is a fraction of the image. Taps that fall
 outside the map read zeros, exactly as zero padding does for nn.Conv2d: with Δ forced
-to 1 (or d) a GDC equals a 3x3 (dilation-d) nn.Conv2d with the same weights.
+to 1 (or d) a GDC equals a 3x3 (dilation-d) nn.Conv2d with the same weights. With
+``padding="border"`` they read the nearest pixel on the map's edge instead (replicate
+padding), which keeps far-flung taps from filling border pixels' features with zeros.
 
 Build any of them by name with :func:`create_conv`.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -32,21 +35,31 @@ DIRECTIONS = torch.tensor([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 HALF_GAUSSIAN_MEAN = math.sqrt(2 / math.pi)  # E|N(0, 1)|
 
 
-def tap_index(offsets: torch.Tensor, batch: int, height: int, width: int, taps_apart: int = 1) -> torch.Tensor:
+Padding = Literal["zeros", "border"]
+
+
+def tap_index(
+    offsets: torch.Tensor, batch: int, height: int, width: int, taps_apart: int = 1, padding: Padding = "zeros"
+) -> torch.Tensor:
     """Rows to read for each pixel's 9 taps ``c + offsets ⊙ e``, as (N * H * W, 9) indices.
 
     The rows number the pixels of ``batch`` maps of (H+2) x (W+2), each bordered by one
     ring of zeros, ``taps_apart`` rows per pixel with tap t at row ``pixel * taps_apart + t``
     when ``taps_apart`` > 1. Output n of the N = offsets.shape[0] reads map ``n % batch``.
+    Taps beyond the map land on the ring of zeros, or with ``padding="border"`` on the
+    map's own edge.
     """
     n = offsets.shape[0]
     device = offsets.device
     rows_total = batch * (height + 2) * (width + 2) * taps_apart
     kind = torch.int32 if rows_total < 2**31 else torch.int64  # half the memory traffic when it fits
     shift = offsets.to(kind) * DIRECTIONS.to(device, kind).view(1, 9, 2, 1, 1)
-    # Clamping onto the zero border is exact: any tap beyond it would read zero too.
-    rows = (shift[:, :, 0] + torch.arange(height, device=device, dtype=kind).view(1, 1, height, 1)).clamp_(-1, height)
-    cols = (shift[:, :, 1] + torch.arange(width, device=device, dtype=kind).view(1, 1, 1, width)).clamp_(-1, width)
+    # Clamping onto the zero ring is exact: any tap beyond it would read zero too.
+    edge = 0 if padding == "border" else 1
+    rows = (shift[:, :, 0] + torch.arange(height, device=device, dtype=kind).view(1, 1, height, 1))
+    cols = (shift[:, :, 1] + torch.arange(width, device=device, dtype=kind).view(1, 1, 1, width))
+    rows.clamp_(-edge, height - 1 + edge)
+    cols.clamp_(-edge, width - 1 + edge)
     index = (rows + 1) * (width + 2) + (cols + 1)
     if batch > 1:
         image = torch.arange(n, device=device, dtype=kind).view(n, 1, 1, 1) % batch
@@ -57,7 +70,11 @@ def tap_index(offsets: torch.Tensor, batch: int, height: int, width: int, taps_a
 
 
 def gather_conv2d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, offsets: torch.Tensor
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    offsets: torch.Tensor,
+    padding: Padding = "zeros",
 ) -> torch.Tensor:
     """3x3 convolution whose taps sit at ``c + offsets ⊙ e`` instead of ``c + e``.
 
@@ -69,9 +86,10 @@ def gather_conv2d(
         over the dimensions given as 1; N is 1 (shared by all images) or a multiple of B,
         output n reading image ``n % B`` (N > B: several draws over the same input). The
         centre row is ignored.
+      padding: what taps outside the map read: ``zeros``, or the nearest ``border`` pixel.
 
     Returns:
-      (N, O, H, W). Taps outside the map read zeros.
+      (N, O, H, W).
     """
     batch, channels, height, width = x.shape
     offsets = offsets.expand(max(offsets.shape[0], batch), -1, -1, -1, -1)
@@ -81,14 +99,15 @@ def gather_conv2d(
     pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous().view(-1, channels)
     if draws == batch:
         # One draw per image (training): gather the inputs, then one matmul.
-        index = tap_index(offsets.to(x.device), batch, height, width)
+        index = tap_index(offsets.to(x.device), batch, height, width, padding=padding)
         taps = pixels.index_select(0, index.reshape(-1)).view(-1, 9 * channels)
         out = taps @ weight.permute(2, 3, 1, 0).reshape(9 * channels, out_channels)
     else:
         # Many draws (sampling): multiply every pixel by every tap's weights once, then
         # each draw only sums 9 rows of that table.
         products = (pixels @ weight.permute(1, 2, 3, 0).reshape(channels, 9 * out_channels)).view(-1, out_channels)
-        out = F.embedding_bag(tap_index(offsets.to(x.device), batch, height, width, taps_apart=9), products, mode="sum")
+        index = tap_index(offsets.to(x.device), batch, height, width, taps_apart=9, padding=padding)
+        out = F.embedding_bag(index, products, mode="sum")
     if bias is not None:
         out = out + bias.to(out.dtype)  # under autocast: stay in the matmul's type, no promotion
     return out.view(draws, height, width, out_channels).permute(0, 3, 1, 2)
@@ -108,6 +127,7 @@ class RandomOffsetConv2d(nn.Module):
         out_channels: int,
         *,
         sigma: float = 0.2,
+        padding: Padding = "zeros",
         bias: bool = True,
         generator: torch.Generator | None = None,
         device=None,
@@ -116,9 +136,12 @@ class RandomOffsetConv2d(nn.Module):
         super().__init__()
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if padding not in get_args(Padding):
+            raise ValueError(f"padding must be one of {get_args(Padding)}, got {padding!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.sigma = sigma
+        self.padding = padding
         self.generator = generator
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3, **factory))
@@ -153,10 +176,10 @@ class RandomOffsetConv2d(nn.Module):
         """
         if offsets is None:
             offsets = self.sample_offsets(samples * x.shape[0], x.shape[2], x.shape[3])
-        return gather_conv2d(x, self.weight, self.bias, offsets)
+        return gather_conv2d(x, self.weight, self.bias, offsets, self.padding)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, sigma={self.sigma}"
+        return f"{self.in_channels}, {self.out_channels}, sigma={self.sigma}, padding={self.padding}"
 
 
 class GaussianDynamicConv2d(RandomOffsetConv2d):

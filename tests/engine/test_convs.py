@@ -35,6 +35,23 @@ def test_fixed_offsets_equal_dilated_conv(device, delta, draws_per_image):
     torch.testing.assert_close(out, reference.repeat(draws_per_image, 1, 1, 1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("delta", [1, 2, 6])
+@pytest.mark.parametrize("draws_per_image", [1, 3])
+def test_border_padding_equals_replicate_padded_conv(delta, draws_per_image):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 11, 13)
+    conv = GaussianDynamicConv2d(5, 4, padding="border")
+    padded = F.pad(x, (delta, delta, delta, delta), mode="replicate")
+    reference = F.conv2d(padded, conv.weight, conv.bias, dilation=delta)
+    out = conv(x, offsets=fixed_offsets(delta, 2 * draws_per_image))
+    torch.testing.assert_close(out, reference.repeat(draws_per_image, 1, 1, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_padding_is_refused():
+    with pytest.raises(ValueError, match="padding must be one of"):
+        GaussianDynamicConv2d(2, 2, padding="reflect")
+
+
 def test_offsets_far_outside_read_zeros():
     x = torch.randn(1, 3, 6, 7)
     weight = torch.randn(2, 3, 3, 3)
