@@ -94,7 +94,7 @@ class Client:
           image: the image file (path or bytes) or an (H, W, 3) uint8 array.
           scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes.
           strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
-          options: engine options the server accepts (steps, samples, sigma, conv, superpixels, seed).
+          options: engine options the server accepts (steps, samples, sigma, conv, superpixel_size, seed).
         """
         if (scribbles is None) == (strokes is None):
             raise ValueError("give scribbles or strokes, not both or neither")

@@ -189,7 +189,11 @@ def segment(
         labels = np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1)
         image, labels = shrink(image, labels, working_size(height, width, options.max_pixels))
         expanded = expand_scribbles(
-            image, labels, n_segments=options.superpixels, compactness=options.compactness
+            image,
+            labels,
+            superpixel_size=options.superpixel_size,
+            compactness=options.compactness,
+            smoothing=options.superpixel_smoothing,
         )
     check_cancel()
 

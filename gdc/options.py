@@ -29,8 +29,13 @@ class SegmentOptions(BaseModel):
         4, description="train on a grid of 1/4 the input size (the stem's native one), or 1/2 as the paper"
     )
     width: int = Field(32, ge=4, le=256, description="channels of the head")
-    superpixels: int = Field(2000, ge=0, le=100_000, description="SLIC segments for scribble expansion; 0 turns it off")
+    superpixel_size: int = Field(
+        120, ge=0, le=1_000_000, description="average SLIC superpixel area in pixels for scribble expansion; 0 turns it off"
+    )
     compactness: float = Field(10.0, gt=0.0, le=1000.0, description="SLIC compactness")
+    superpixel_smoothing: float = Field(
+        1.0, ge=0.0, le=10.0, description="σ in pixels of the blur before SLIC, so pixel noise does not fragment superpixels"
+    )
     class_weights: ClassWeights = Field(
         "inverse", description="cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
     )
@@ -40,6 +45,7 @@ class SegmentOptions(BaseModel):
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="head arithmetic: bfloat16 where the device has it natively (auto), or fixed"
     )
-    seed: int | None = Field(0, ge=0, le=2**63 - 1, description="seed for offsets and initialisation; None draws a fresh one")
+    # At most 2**53 - 1: torch takes it and a browser's number holds it exactly, so forms round-trip the bound.
+    seed: int | None = Field(0, ge=0, le=2**53 - 1, description="seed for offsets and initialisation; None draws a fresh one")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     weights: str = Field("efficientnet-lite0", description="stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file")

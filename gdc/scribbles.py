@@ -9,13 +9,13 @@ import numpy as np
 from skimage.segmentation import slic
 
 
-
 def expand_scribbles(
     image: np.ndarray,
     labels: np.ndarray,
     *,
-    n_segments: int = 1000,
+    superpixel_size: int = 120,
     compactness: float = 10.0,
+    smoothing: float = 1.0,
 ) -> np.ndarray:
     """Grow scribbles over the SLIC superpixels they touch.
 
@@ -25,15 +25,19 @@ def expand_scribbles(
     Arguments:
       image: (H, W, 3) uint8 RGB.
       labels: (H, W) integer map, -1 unlabeled and 0..K-1 the classes.
-      n_segments: the approximate number of superpixels; 0 returns ``labels`` unchanged.
+      superpixel_size: the average superpixel area in pixels, so that superpixels keep
+        their size whatever the image's; 0 returns ``labels`` unchanged.
       compactness: SLIC's balance of colour against space (higher: squarer superpixels).
+      smoothing: σ in pixels of the Gaussian blur SLIC applies first. Without it, pixel
+        noise splits superpixels into fragments that SLIC then merges across edges.
 
     Returns:
       (H, W) int64 map in the same encoding.
     """
-    if n_segments == 0:
+    if superpixel_size == 0:
         return labels.astype(np.int64)
-    segments = slic(image, n_segments=n_segments, compactness=compactness, start_label=0)
+    n_segments = max(1, round(labels.size / superpixel_size))
+    segments = slic(image, n_segments=n_segments, compactness=compactness, sigma=smoothing, start_label=0)
     n_classes = int(labels.max()) + 1
     scribbled = labels >= 0
     # votes[s, k]: how many pixels of class k superpixel s holds.

@@ -17,7 +17,7 @@ from worker.jobs import ENDED, Status, public_status
 from .settings import Settings
 
 # The engine options a request may set; the worker decides the rest (device, weights, ...).
-NUMERIC_OPTIONS = ("steps", "samples", "sigma", "superpixels", "seed")
+NUMERIC_OPTIONS = ("steps", "samples", "sigma", "superpixel_size", "seed")
 _SERVER_MAXIMA = {"steps": "max_steps", "samples": "max_samples"}
 
 

@@ -186,7 +186,7 @@ async def submit_segmentation(
     samples: Annotated[int | None, Form(description=_HELP["samples"].description)] = None,
     sigma: Annotated[float | None, Form(description=_HELP["sigma"].description)] = None,
     conv: Annotated[HeadConv | None, Form(description=_HELP["conv"].description)] = None,
-    superpixels: Annotated[int | None, Form(description=_HELP["superpixels"].description)] = None,
+    superpixel_size: Annotated[int | None, Form(description=_HELP["superpixel_size"].description)] = None,
     seed: Annotated[int | None, Form(description=_HELP["seed"].description)] = None,
     callback_url: Annotated[
         str | None,
@@ -224,7 +224,7 @@ async def submit_segmentation(
             "samples": samples,
             "sigma": sigma,
             "conv": conv,
-            "superpixels": superpixels,
+            "superpixel_size": superpixel_size,
             "seed": seed,
         },
         callback_url=callback_url,

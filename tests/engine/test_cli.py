@@ -1,4 +1,5 @@
 """The ``gdc segment`` and ``gdc eval`` commands, run as a user runs them."""
+import argparse
 import json
 import re
 import subprocess
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gdc.cli import main
+from gdc.cli import add_engine_options, engine_options, main
 
 FAST = ["--steps", "5", "--samples", "3"]
 
@@ -82,3 +83,12 @@ def test_eval_scores_a_data_set_and_writes_json(tiny_dataset, tmp_path, capsys):
     assert report["summary"]["miou"]["mean"] == pytest.approx(np.mean(per_image))
     assert all(0 <= miou <= 1 for miou in per_image)
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_engine_flags_reach_the_options():
+    parser = argparse.ArgumentParser()
+    add_engine_options(parser)
+    flags = ["--conv", "normal", "--superpixel-size", "0", "--feature-stride", "2", "--precision", "float32"]
+    options = engine_options(parser.parse_args(flags))
+    assert (options.conv, options.superpixel_size, options.feature_stride, options.precision) == ("normal", 0, 2, "float32")
+    assert engine_options(parser.parse_args([])).precision == "auto"

@@ -18,9 +18,9 @@ from tests.conftest import Stacks
 
 WIDTH, HEIGHT = 64, 48
 # A job of a few tens of milliseconds: the service's own overhead dominates.
-QUICK = {"steps": 2, "samples": 1, "superpixels": 50}
+QUICK = {"steps": 2, "samples": 1, "superpixel_size": 60}
 # Long enough (seconds) to still be running when a test kills something under it.
-LONG = {"steps": 500, "samples": 200, "superpixels": 50}
+LONG = {"steps": 500, "samples": 200, "superpixel_size": 60}
 ENDED = ("succeeded", "failed", "canceled")
 # Workers share two cores: one torch thread each, so two workers do not oversubscribe them.
 ONE_THREAD = {"worker_threads": 1}

@@ -16,11 +16,11 @@ from gdc.imageio import encode_png
 from tests.conftest import LiveStack
 
 # Small engine options keep each job to a second or two on a laptop CPU.
-FAST = {"steps": 3, "samples": 2, "superpixels": 100}
+FAST = {"steps": 3, "samples": 2, "superpixel_size": 200}
 # A few more steps, so that every one of three classes shows up in the mask.
-MULTI = {"steps": 10, "samples": 2, "superpixels": 100}
+MULTI = {"steps": 10, "samples": 2, "superpixel_size": 200}
 # Enough steps to still be running when a test cancels or kills its worker.
-SLOW = {"steps": 500, "samples": 2, "superpixels": 100}
+SLOW = {"steps": 500, "samples": 2, "superpixel_size": 200}
 
 
 # --- images and scribbles -------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_more_classes_than_allowed(api, upload):
         ({"sigma": 2}, "sigma: Input should be less than or equal to 1"),
         ({"conv": "fancy"}, "conv: Input should be 'gdc'"),
         ({"steps": "many"}, "steps: Input should be a valid integer"),
-        ({"superpixels": -1}, "superpixels: Input should be greater than or equal to 0"),
+        ({"superpixel_size": -1}, "superpixel_size: Input should be greater than or equal to 0"),
     ],
 )
 def test_options_out_of_range(api, upload, options, message):
@@ -169,7 +169,7 @@ def test_options_come_from_the_engine_and_the_settings(make_client):
     assert body["fields"]["steps"] == {"default": 20, "minimum": 0, "maximum": 20}  # the engine's 50 capped by 20
     assert body["fields"]["samples"]["default"] == fields["samples"].default
     assert body["fields"]["sigma"]["maximum"] == fields["sigma"].metadata[1].le
-    assert body["fields"]["seed"]["maximum"] == 2**63 - 1  # what torch takes
+    assert body["fields"]["seed"]["maximum"] == 2**53 - 1  # exact in a browser's number
     assert body["conv"] == {"default": fields["conv"].default, "choices": list(HEAD_CONVS)}
     assert body["auth_required"] is True
     assert set(body) == {"fields", "conv", "max_classes", "max_upload_bytes", "max_pixels", "auth_required"}
