@@ -39,8 +39,9 @@ class SegmentOptions(BaseModel):
     class_weights: ClassWeights = Field(
         "inverse", description="cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
     )
+    # 1 MP: past it the GDC's scattered reads leave the CPU's caches and time grows faster than pixels.
     max_pixels: int = Field(
-        2_000_000, ge=10_000, le=100_000_000, description="larger images are segmented at this many pixels and upsampled"
+        1_000_000, ge=10_000, le=100_000_000, description="larger images are segmented at this many pixels and upsampled"
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="head arithmetic: bfloat16 where the device has it natively (auto), or fixed"

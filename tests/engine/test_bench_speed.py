@@ -12,6 +12,12 @@ def test_growth_slope_recovers_the_exponent():
     assert growth_slope(records) == pytest.approx(1.2)
 
 
+def test_growth_slope_leaves_out_sizes_past_the_working_size_cap():
+    records = [dict(megapixels=m, total=0.3 * min(m, 1.0) ** 1.2) for m in (0.1, 0.5, 1.0, 4.0, 24.0)]
+    assert growth_slope(records, up_to_megapixels=1.0) == pytest.approx(1.2)
+    assert growth_slope(records) < 0.7
+
+
 def test_scene_has_the_size_and_three_thin_classes():
     encoded, scribbles = make_test_scene(0.06)
     assert encoded[:2] == b"\xff\xd8"  # JPEG
