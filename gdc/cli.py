@@ -67,8 +67,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from .imageio import encode_png, overlay, read_image, read_labels
+    import torch._dynamo  # noqa: F401  torch.optim imports it on its first step: start-up (~0.5 s), not segmenting
+
     from .engine import segment
+    from .imageio import encode_png, overlay, read_image, read_labels
 
     options = engine_options(args, seed=args.seed)
     started = time.perf_counter()

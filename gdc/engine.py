@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch._dynamo  # noqa: F401  the optimiser imports it on first use; here it costs no segment() ~0.5 s
 import torch.nn.functional as F
 from PIL import Image
 

