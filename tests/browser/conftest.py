@@ -7,8 +7,6 @@ system's (Debian's ``chromium``), driven by Playwright; without either the tests
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.conftest import free_port, stop_process
+
 CHROMIUM = Path(os.environ.get("GDC_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,21 +26,6 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 START_SECONDS = 180  # the worker imports torch and loads the stem before it counts as live
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
 
 def _wait_until(url: str, processes: list[subprocess.Popen]) -> None:
     """Poll ``url`` until it answers 200; fail early if one of ``processes`` died."""
@@ -59,7 +44,7 @@ def _wait_until(url: str, processes: list[subprocess.Popen]) -> None:
 
 
 def _start_api(redis_url: str, **settings: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, **{f"GDC_{name.upper()}": value for name, value in settings.items()}}
     command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1", "--port", str(port)]
     return subprocess.Popen(command, env=env), f"http://127.0.0.1:{port}"
@@ -84,8 +69,8 @@ def live_server(redis_url: str) -> Iterator[str]:
         _wait_until(f"{url}/readyz", [worker, api])
         yield url
     finally:
-        _stop(api)
-        _stop(worker)
+        stop_process(api)
+        stop_process(worker)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +86,7 @@ def keyed_server(redis_url: str, live_server: str, api_key: str) -> Iterator[str
         _wait_until(f"{url}/healthz", [api])
         yield url
     finally:
-        _stop(api)
+        stop_process(api)
 
 
 # Module scope, not session: playwright's sync API keeps an event loop running on this thread while it

@@ -7,7 +7,6 @@ made unimportable: what the extras it leaves out (and only they) would bring.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 from importlib import metadata
 
@@ -15,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import free_port, process_env, wait_for
+from tests.conftest import free_port, process_env, stop_process, wait_for
 from tests.packaging.docker_files import Dockerfile
 
 HIDE_MODULES = """
@@ -99,21 +98,19 @@ class Image:
         return check.returncode == 0
 
 
-def wait_healthy(image: Image, process: subprocess.Popen, timeout: float) -> None:
+def run_until_healthy(image: Image, timeout: float) -> subprocess.Popen:
+    """Start the image's command, wait until its health check passes, stop it; the stopped process."""
+    process = image.start()
+
     def healthy() -> bool:
         assert process.poll() is None, f"{image.stage} exited with {process.returncode}"
         return image.healthy()
 
-    wait_for(healthy, timeout, f"the {image.stage} health check to pass", every=0.5)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
     try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        wait_for(healthy, timeout, f"the {image.stage} health check to pass", every=0.5)
+    finally:
+        stop_process(process, timeout=30)
+    return process
 
 
 def test_the_images_leave_out_what_they_do_not_install(dockerfile):
@@ -147,21 +144,13 @@ def test_api_serves_and_its_health_check_follows_it(dockerfile, redis_url, tmp_p
     port = str(free_port())
     api = Image(dockerfile, "api", tmp_path, REDIS_URL=redis_url, UVICORN_HOST="127.0.0.1", UVICORN_PORT=port)
     assert not api.healthy()
-    process = api.start()
-    try:
-        wait_healthy(api, process, timeout=60)
-    finally:
-        stop(process)
+    run_until_healthy(api, timeout=60)
     assert not api.healthy()
 
 
 def test_worker_registers_and_its_health_check_follows_it(dockerfile, redis_url, tmp_path):
     worker = Image(dockerfile, "worker", tmp_path, REDIS_URL=redis_url, GDC_DEVICE="cpu")
     assert not worker.healthy()
-    process = worker.start()
-    try:
-        wait_healthy(worker, process, timeout=120)
-    finally:
-        stop(process)
+    process = run_until_healthy(worker, timeout=120)
     assert process.returncode == 0, "a worker told to stop exits cleanly"
     assert not worker.healthy()
