@@ -57,7 +57,9 @@ def resolve_device(device: str, redis, queue: str, gpus: int) -> str:
 
 def preload(weights: str, device: str, threads: int) -> None:
     """Import the engine, start the device and load the stem, before the first job; ``threads`` > 0 caps torch's."""
-    import skimage.measure  # noqa: F401  the result's polygons need it: ~0.4 s here rather than in the first job
+    # What the result's polygons need (worker.store imports them lazily, for the API's sake):
+    # ~0.5 s here rather than in the first job. skimage loads submodules on first attribute use.
+    from skimage.measure import approximate_polygon, find_contours  # noqa: F401
     import torch
 
     from gdc.engine import cached_stem
