@@ -14,53 +14,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, speed
 from .errors import InputError
-from .options import HEAD_CONVS, SegmentOptions
-
-
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """The SegmentOptions flags shared by ``segment`` and ``eval``; unset ones keep their defaults."""
-    fields = SegmentOptions.model_fields
-    group = parser.add_argument_group("engine options")
-    group.add_argument("--conv", choices=HEAD_CONVS, help=f"context conv (default {fields['conv'].default})")
-    for name, kind in (("steps", int), ("samples", int), ("sigma", float), ("superpixel_size", int), ("width", int)):
-        group.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{fields[name].description} (default {fields[name].default})")
-    group.add_argument("--class-weights", choices=("inverse", "paper", "none"), help=fields["class_weights"].description)
-    group.add_argument("--feature-stride", type=int, choices=(2, 4), help=fields["feature_stride"].description)
-    group.add_argument("--precision", choices=("auto", "float32", "bfloat16"), help=fields["precision"].description)
-    group.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
-    group.add_argument("--weights", help="stem weights: a torchvision mobilenet_v2 state dict (default: packaged ImageNet weights)")
-
-
-def engine_options(args: argparse.Namespace, **overrides) -> SegmentOptions:
-    given = {name: getattr(args, name) for name in SegmentOptions.model_fields if getattr(args, name, None) is not None}
-    return SegmentOptions(**{**given, **overrides})
-
-
-class ProgressBar:
-    """A tqdm bar per phase on a terminal; silent elsewhere."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-        self.phase = None
-
-    def __call__(self, phase: str, step: int, total: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if phase != self.phase:
-            self.close()
-            self.phase = phase
-            self.bar = tqdm(total=total, desc=f"{phase:>11}", leave=False, file=sys.stderr)
-        self.bar.update(step - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

@@ -17,9 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from worker.store import unstack_probabilities
-
-from .imageio import encode_png, read_labels
+from .imageio import encode_png, read_labels, unstack_probabilities
 
 # An image or label map given as a file path, the file's bytes, or an array.
 Source = str | Path | bytes | np.ndarray

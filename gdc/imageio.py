@@ -74,3 +74,15 @@ def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.n
 def grey_map(values: np.ndarray) -> np.ndarray:
     """A float map in [0, 1] as uint8 grey levels."""
     return (np.clip(values, 0, 1) * 255).round().astype(np.uint8)
+
+
+def stack_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """(K, H, W) float probabilities as one (K*H, W) uint8 image, class bands top to bottom."""
+    k, height, width = probabilities.shape
+    return grey_map(probabilities).reshape(k * height, width)
+
+
+def unstack_probabilities(stacked: np.ndarray, classes: int) -> np.ndarray:
+    """The inverse of :func:`stack_probabilities`, as (K, H, W) float32 in [0, 1]."""
+    height = stacked.shape[0] // classes
+    return stacked.reshape(classes, height, stacked.shape[1]).astype(np.float32) / 255

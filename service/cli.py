@@ -39,7 +39,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gdc.cli import ProgressBar
+    from gdc.arguments import ProgressBar
     from gdc.client import ApiError, Client, JobFailed
 
     scribbles = Path(args.scribbles)

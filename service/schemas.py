@@ -5,14 +5,11 @@ by the server's settings; nothing here repeats a number from either.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from rq.job import Job
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 
 from gdc.options import HEAD_CONVS, SegmentOptions
-from worker.jobs import ENDED, Status, public_status
 
 from .settings import Settings
 
@@ -36,116 +33,6 @@ STORE_DOWN = {503: "the job store (Redis) is unreachable or full; nothing was st
 def error_responses(*described: dict[int, str]) -> dict[int, dict]:
     """OpenAPI ``responses`` for error statuses, each answering an :class:`ErrorBody`."""
     return {status: {"model": ErrorBody, "description": text} for group in described for status, text in group.items()}
-
-
-class Progress(BaseModel):
-    phase: str = Field(
-        description='"queued" until a worker takes the job, "starting" while it reads the upload, '
-        'then the engine\'s phases: "superpixels", "features", "optimise", "sample"'
-    )
-    step: int
-    total: int
-    fraction: float = Field(description="step / total within the phase; 1 once the job succeeded")
-
-
-class JobError(BaseModel):
-    code: str = Field(description="invalid_input, timeout, worker_lost, upload_expired, store_unreachable or internal")
-    message: str
-
-
-class Links(BaseModel):
-    self: str
-    mask: str
-    overlay: str
-    probabilities: str
-    uncertainty: str
-
-    @classmethod
-    def for_job(cls, job_id: str) -> Links:
-        base = f"/jobs/{job_id}"
-        return cls(
-            self=base, **{name: f"{base}/{name}" for name in ("mask", "overlay", "probabilities", "uncertainty")}
-        )
-
-
-_EXAMPLE_ID = "Jk3v9cQ2sLw0bXr4T1uYpA"
-_EXAMPLE = {
-    "id": _EXAMPLE_ID,
-    "status": "running",
-    "links": Links.for_job(_EXAMPLE_ID).model_dump(),
-}
-
-
-class JobCreated(BaseModel):
-    """The answer to a submission that has not ended yet."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{**_EXAMPLE, "status": "queued"}]})
-
-    id: str
-    status: Status
-    links: Links
-
-
-class JobPublic(JobCreated):
-    """Everything about a job."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    **_EXAMPLE,
-                    "progress": {"phase": "optimise", "step": 20, "total": 50, "fraction": 0.4},
-                    "position": None,
-                    "created_at": "2025-01-01T12:00:00Z",
-                    "started_at": "2025-01-01T12:00:01Z",
-                    "ended_at": None,
-                    "timings": {},
-                    "error": None,
-                    "width": 640,
-                    "height": 480,
-                    "classes": [1, 2, 3],
-                }
-            ]
-        }
-    )
-
-    progress: Progress
-    position: int | None = Field(description="jobs ahead in the queue while queued, else null")
-    created_at: datetime | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    timings: dict[str, float] = Field(description="seconds per phase once succeeded")
-    error: JobError | None = Field(description="why it failed; while queued again, why it is being retried")
-    width: int
-    height: int
-    classes: list[int] = Field(description="the scribbles' class values, as in the mask")
-
-    @classmethod
-    def from_job(cls, job: Job) -> JobPublic:
-        status = public_status(job)
-        meta = job.meta
-        reported = meta.get("progress") or {"phase": "queued", "step": 0, "total": 0}
-        fraction = (
-            1.0 if status is Status.SUCCEEDED else reported["step"] / reported["total"] if reported["total"] else 0.0
-        )
-        error = meta.get("error")
-        if status is Status.FAILED and error is None:
-            error = {"code": "internal", "message": "the job failed without a recorded reason"}
-        return cls(
-            id=job.id,
-            status=status,
-            links=Links.for_job(job.id),
-            progress=Progress(**reported, fraction=fraction),
-            position=job.get_position() if status is Status.QUEUED else None,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            ended_at=job.ended_at if status in ENDED else None,
-            timings=(job.return_value() or {}).get("timings", {}) if status is Status.SUCCEEDED else {},
-            error=None if status in (Status.SUCCEEDED, Status.CANCELED) else error,
-            width=meta["width"],
-            height=meta["height"],
-            classes=meta["classes"],
-        )
 
 
 class FieldLimits(BaseModel):

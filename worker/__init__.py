@@ -1,5 +1,6 @@
-"""The queue side of gdc: RQ tasks that run the engine, and the warm worker that runs them.
+"""The queue side of gdc: the job contract the API stands on, and the warm worker that runs jobs.
 
-Only ``worker.tasks`` and ``worker.main`` import torch; the API imports ``keys``, ``jobs``
-and ``store`` to enqueue work and read results.
+``keys``, ``jobs``, ``schemas``, ``store``, ``settings`` and ``callbacks`` are torch-free and
+shared with the API; only ``worker.tasks`` and ``worker.main`` import the engine (torch).
+See docs/architecture.md.
 """

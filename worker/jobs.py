@@ -21,10 +21,9 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
 
-from service.settings import Settings
-
 from . import store
 from .keys import Kind, key_for
+from .settings import QueueSettings
 
 SEGMENT_TASK = "worker.tasks.run_segment"
 CALLBACK_TASK = "worker.tasks.send_callback"
@@ -75,7 +74,7 @@ class ErrorCode(str, Enum):
     INTERNAL = "internal"  # anything else: a bug or the device (message says what)
 
 
-def connect(settings: Settings) -> Redis:
+def connect(settings: QueueSettings) -> Redis:
     """A Redis client that gives up after ``settings.redis_timeout`` s (then callers answer 503).
 
     A refused or dropped connection is retried a few times within about a second, which
@@ -118,7 +117,7 @@ def _retry(times: int, backoff: list[int]) -> Retry | None:
 def enqueue_segment(
     pipeline,
     queue: Queue,
-    settings: Settings,
+    settings: QueueSettings,
     *,
     job_id: str,
     image: bytes,
@@ -152,7 +151,7 @@ def set_error(job: Job, code: ErrorCode, message: str) -> None:
     job.save_meta()
 
 
-def cancel_job(queue: Queue, job: Job, settings: Settings) -> None:
+def cancel_job(queue: Queue, job: Job, settings: QueueSettings) -> None:
     """Stop a queued or running job for good and drop its upload and results.
 
     The cancel flag outlives the job record, so the job reads ``canceled`` until it expires;
@@ -168,7 +167,7 @@ def cancel_job(queue: Queue, job: Job, settings: Settings) -> None:
     store.delete_job_data(connection, job.id)
 
 
-def notify(queue: Queue, job: Job, settings: Settings) -> None:
+def notify(queue: Queue, job: Job, settings: QueueSettings) -> None:
     """Enqueue the delivery of the job's final status to its callback URL, once."""
     url = job.get_meta(refresh=True).get("callback_url")
     if not url or public_status(job) not in ENDED:
@@ -186,7 +185,7 @@ def notify(queue: Queue, job: Job, settings: Settings) -> None:
     )
 
 
-def sweep(queue: Queue, settings: Settings) -> None:
+def sweep(queue: Queue, settings: QueueSettings) -> None:
     """Settle jobs whose worker stopped beating, and enqueue retries whose back-off is over.
 
     RQ's StartedJobRegistry scores each running job with its worker's next heartbeat
@@ -215,7 +214,7 @@ def sweep(queue: Queue, settings: Settings) -> None:
         connection.delete(lock)
 
 
-def _record_abandoned(queue: Queue, job: Job, settings: Settings) -> None:
+def _record_abandoned(queue: Queue, job: Job, settings: QueueSettings) -> None:
     status = job.get_status(refresh=True)
     if status == JobStatus.FAILED:
         set_error(job, ErrorCode.WORKER_LOST, "the worker running this job stopped and no retries were left")

@@ -27,10 +27,9 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from service.settings import Settings
-
 from .jobs import ENDED, connect, notify, public_status, sweep
 from .keys import Kind, key_for
+from .settings import QueueSettings
 from .tasks import WorkerContext, current_worker
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def preload(weights: str, device: str, threads: int) -> None:
 class SegmentWorker(SimpleWorker):
     """SimpleWorker with heartbeats during jobs, sweeps of abandoned jobs, and callbacks."""
 
-    def __init__(self, queues, *, settings: Settings, **kwargs) -> None:
+    def __init__(self, queues, *, settings: QueueSettings, **kwargs) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("worker_ttl", settings.heartbeat_ttl + 15)  # idle: dequeue blocks heartbeat_ttl s
         super().__init__(queues, **kwargs)
@@ -133,7 +132,7 @@ class SegmentWorker(SimpleWorker):
             self.maintain_heartbeats(job, execution)
 
 
-def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
+def run(settings: QueueSettings, queues: list[str], *, burst: bool = False) -> int:
     """Preload the engine on ``settings.device`` and work ``queues`` until stopped; the exit code."""
     import torch
 

@@ -26,7 +26,7 @@ import zlib
 
 import numpy as np
 
-from gdc.imageio import encode_png, grey_map
+from gdc.imageio import encode_png, grey_map, stack_probabilities
 
 from .keys import Kind, key_for
 
@@ -47,18 +47,6 @@ def load_upload(redis, key: str) -> tuple[bytes, bytes] | None:
 def load_image(redis, job_id: str) -> bytes | None:
     """The image bytes of a job (kept beside its results to draw the overlay)."""
     return redis.hget(key_for(Kind.UPLOAD, job_id), "image")
-
-
-def stack_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """(K, H, W) float probabilities as one (K*H, W) uint8 image, class bands top to bottom."""
-    k, height, width = probabilities.shape
-    return grey_map(probabilities).reshape(k * height, width)
-
-
-def unstack_probabilities(stacked: np.ndarray, classes: int) -> np.ndarray:
-    """The inverse of :func:`stack_probabilities`, as (K, H, W) float32 in [0, 1]."""
-    height = stacked.shape[0] // classes
-    return stacked.reshape(classes, height, stacked.shape[1]).astype(np.float32) / 255
 
 
 def mask_polygons(labels: np.ndarray, classes) -> list[dict]:

@@ -21,20 +21,20 @@ from gdc.engine import segment
 from gdc.errors import Cancelled, InputError
 from gdc.imageio import read_image, read_labels
 from gdc.options import SegmentOptions
-from service.schemas import JobPublic
-from service.settings import Settings
 
 from . import store
 from .callbacks import check_callback_url, signature_headers
 from .jobs import ErrorCode, fetch_job, open_queue, set_error
 from .keys import Kind, key_for
+from .schemas import JobPublic
+from .settings import QueueSettings
 
 
 @dataclass
 class WorkerContext:
     """What a task needs from the worker running it."""
 
-    settings: Settings
+    settings: QueueSettings
     stopping: threading.Event = field(default_factory=threading.Event)  # set on a warm shutdown
 
 

@@ -37,7 +37,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import engine_options
+    from ..arguments import engine_options
     from ..evaluate import evaluate
 
     base = engine_options(args)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from ..cli import add_engine_options
+    from ..arguments import add_engine_options
 
     parser = commands.add_parser("ablation", help="Table I (conv) and Table IV (sigma) on a data set, over seeds")
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")

@@ -167,7 +167,7 @@ def plot(records: list[dict], slope: float, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import engine_options
+    from ..arguments import engine_options
 
     options = engine_options(args)
     records = []
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from ..cli import add_engine_options
+    from ..arguments import add_engine_options
 
     parser = commands.add_parser("speed", help="per-phase time and peak memory from 0.1 to 4 megapixels")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"megapixels to measure (default {DEFAULT_SIZES})")

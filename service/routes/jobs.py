@@ -13,9 +13,10 @@ from gdc.imageio import encode_png, overlay, read_image, read_labels
 from worker import store
 from worker.jobs import ENDED, Status, cancel_job, public_status, sweep
 from worker.keys import Kind, key_for
+from worker.schemas import JobPublic
 
 from ..deps import JobDep, QueueDep, RedisDep, SettingsDep, require_api_key
-from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, JobPublic, error_responses
+from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, error_responses
 
 router = APIRouter(
     prefix="/jobs",

@@ -19,6 +19,7 @@ from gdc.options import HeadConv, SegmentOptions
 from worker.callbacks import check_callback_url
 from worker.jobs import ENDED, enqueue_segment, fetch_job, new_job_id
 from worker.keys import Kind, key_for
+from worker.schemas import JobCreated, JobPublic, Links
 
 from ..deps import QueueDep, SettingsDep, require_api_key
 from ..schemas import (
@@ -26,9 +27,6 @@ from ..schemas import (
     KEY_REFUSED,
     MAX_STROKE_POINTS,
     STORE_DOWN,
-    JobCreated,
-    JobPublic,
-    Links,
     error_responses,
     resolve_options,
 )

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gdc.cli import add_engine_options, engine_options, main
+from gdc.arguments import add_engine_options, engine_options
+from gdc.cli import main
 
 FAST = ["--steps", "5", "--samples", "3"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from gdc.imageio import read_labels
+from gdc.imageio import read_labels, stack_probabilities, unstack_probabilities
 from worker import store
 
 
@@ -66,10 +66,10 @@ def test_probabilities_stack_into_class_bands_and_back():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 20, 30))
     probabilities = (np.exp(logits) / np.exp(logits).sum(0)).astype(np.float32)
-    stacked = store.stack_probabilities(probabilities)
+    stacked = stack_probabilities(probabilities)
     assert stacked.shape == (60, 30) and stacked.dtype == np.uint8
     np.testing.assert_array_equal(stacked[20:40], np.round(probabilities[1] * 255))
-    np.testing.assert_allclose(store.unstack_probabilities(stacked, 3), probabilities, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(unstack_probabilities(stacked, 3), probabilities, atol=0.5 / 255 + 1e-6)
 
 
 @pytest.mark.parametrize("classes", [2, 3])

@@ -1,0 +1,67 @@
+"""Settings the API and the workers share: Redis, the queue, job lifetimes, callbacks; and the worker's own.
+
+Read from the environment (``GDC_*``, and ``REDIS_URL`` as is). The API's own settings
+extend these in :class:`service.settings.Settings`.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SecondsList = Annotated[list[int], NoDecode]
+
+
+def split_commas(value):
+    """A comma-separated environment value as a list (values given as lists pass through)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class QueueSettings(BaseSettings):
+    """How jobs are queued, kept and run. Every field is an environment variable ``GDC_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GDC_", extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "GDC_REDIS_URL", "redis_url"),
+        description="Redis URL shared by the API and the workers; unset: `gdc serve` starts an embedded server",
+    )
+    redis_timeout: float = Field(
+        2.0, gt=0, description="seconds to wait for Redis to connect or answer; past it the API answers 503"
+    )
+    queue: str = Field("gdc", description="RQ queue the API enqueues to and workers listen on")
+    device: str = Field(
+        "cpu",
+        description="torch device of a worker (`gdc worker --device` overrides it); `cuda:auto` gives each new "
+        "worker the next GPU in turn",
+    )
+    worker_threads: int = Field(
+        0, ge=0, description="torch CPU threads per worker; 0: torch's default (all cores), 1 when workers share cores"
+    )
+
+    job_timeout: int = Field(600, gt=0, description="seconds a job may run before the worker stops it")
+    job_retries: int = Field(2, ge=0, description="times a job is retried after its worker died or stopped mid-job")
+    retry_backoff: SecondsList = Field(
+        [10, 60], description="seconds before each retry, comma-separated; the last repeats"
+    )
+    heartbeat_ttl: int = Field(
+        30, ge=1, description="seconds without a worker heartbeat after which its running job counts as abandoned"
+    )
+    queued_ttl: int = Field(86_400, gt=0, description="seconds a job and its upload may wait in the queue")
+    result_ttl: int = Field(3600, gt=0, description="seconds a finished job and its results are kept")
+    failure_ttl: int = Field(86_400, gt=0, description="seconds a failed or canceled job is kept")
+    progress_interval: float = Field(0.5, ge=0, description="least seconds between two progress writes of a job")
+
+    callback_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing callback bodies")
+    callback_retries: int = Field(5, ge=0, description="times a failed callback delivery is retried")
+    callback_backoff: SecondsList = Field([1, 5, 30, 120], description="seconds before each callback retry")
+    callback_timeout: float = Field(10.0, gt=0, description="seconds to wait for a callback receiver")
+    allow_private_callbacks: bool = Field(
+        False, description="allow callback URLs on loopback or private addresses (tests, closed networks)"
+    )
+
+    _split_backoffs = field_validator("retry_backoff", "callback_backoff", mode="before")(split_commas)
