@@ -40,7 +40,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from gdc.arguments import ProgressBar
-    from gdc.client import ApiError, Client, JobFailed
+    from gdc.client import ApiError, Client, JobFailed, ServerUnreachable
 
     scribbles = Path(args.scribbles)
     given = (
@@ -60,6 +60,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except (ApiError, JobFailed, TimeoutError) as error:
         print(f"gdc submit: error: {error}", file=sys.stderr)
         return 1
+    except ServerUnreachable as error:  # nothing was sent: a usage problem, like the CLI's other exit-2 errors
+        print(f"gdc submit: error: {error}", file=sys.stderr)
+        return 2
     finally:
         bar.close()
     print(f"wrote {args.output} (job {job_id})")
@@ -104,5 +107,8 @@ def register(commands) -> None:
     group = submit.add_argument_group("engine options (default: the server's)")
     group.add_argument("--conv", choices=HEAD_CONVS, help=fields["conv"].description)
     for name in NUMERIC_OPTIONS:
-        group.add_argument(f"--{name}", type=type(fields[name].default), help=fields[name].description)
+        # Dashed like `gdc segment`'s flags; argparse stores them under the underscored name.
+        group.add_argument(
+            f"--{name.replace('_', '-')}", type=type(fields[name].default), help=fields[name].description
+        )
     submit.set_defaults(func=cmd_submit)
