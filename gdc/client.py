@@ -101,7 +101,8 @@ class Client:
 
         Arguments:
           image: the image file (path or bytes) or an (H, W, 3) uint8 array.
-          scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes.
+          scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes; or
+            colour scribbles (RGB/RGBA PNG or (H, W, 3) array): black unlabeled, each colour a class.
           strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
           options: engine options the server accepts (steps, samples, sigma, conv, superpixel_size, seed).
         """

@@ -35,7 +35,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = """
 Scribbles in, full label maps out, with Gaussian dynamic convolution.
 
-**Flow.** `POST /segment` an image with scribbles (a label PNG, or strokes JSON) and get
+**Flow.** `POST /segment` an image with scribbles (a label or colour PNG, or strokes JSON) and get
 a job id; poll `GET /jobs/{id}` (or add `?wait=S` to the POST) until it `succeeded`; then
 fetch `/jobs/{id}/mask`, `/overlay`, `/probabilities`, `/uncertainty`.
 

@@ -92,7 +92,9 @@ def register(commands) -> None:
     submit = commands.add_parser("submit", help="segment an image on a gdc server and save the mask")
     submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
     submit.add_argument(
-        "scribbles", help="label PNG of the image's size (0 unlabeled, 1..K), or strokes as a .json file"
+        "scribbles",
+        help="PNG of the image's size, labels (0 unlabeled, 1..K) or colours (black unlabeled, each colour a "
+        "class), or strokes as a .json file",
     )
     submit.add_argument(
         "--server",

@@ -106,13 +106,15 @@ def create_job(
         )
     pixels = check_image(read_image_upload(image, settings.max_pixels))
     height, width = pixels.shape[:2]
-    labels = (
-        draw_strokes(strokes, width, height) if strokes is not None else read_scribbles_upload(scribbles, width, height)
+    labels, colours = (
+        (draw_strokes(strokes, width, height), None)
+        if strokes is not None
+        else read_scribbles_upload(scribbles, width, height, settings.max_classes)
     )
     classes = scribble_classes(labels, pixels.shape, settings.max_classes).tolist()
 
     new_id = new_job_id()
-    meta = {"width": width, "height": height, "classes": classes, "callback_url": callback_url}
+    meta = {"width": width, "height": height, "classes": classes, "colours": colours, "callback_url": callback_url}
 
     def enqueue(pipeline) -> str:
         if record is not None:
@@ -170,7 +172,11 @@ async def submit_segmentation(
         ),
     ],
     scribbles: Annotated[
-        UploadFile | None, File(description="label PNG the image's size: 0 unlabeled, 1..K classes")
+        UploadFile | None,
+        File(
+            description="PNG the image's size: a label PNG (0 unlabeled, 1..K classes) or a colour PNG "
+            "(RGB/RGBA: black or transparent unlabeled, each colour a class; the job's `colours` says which)"
+        ),
     ] = None,
     strokes: Annotated[
         str | None,
