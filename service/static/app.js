@@ -26,7 +26,7 @@ const state = {
   file: null, // the image as chosen; sent as is, so the server reads it (and its EXIF) itself
   labels: null, // LabelMap of the scribbles
   classes: FIRST_CLASSES.map((name, i) => ({ value: i + 1, name, colour: COLOURS[i] })),
-  active: 1,
+  active: 2, // the first foreground class: a first stroke usually marks the object
   zoom: 1,
   fitted: true, // keep fitting the image to the stage as the window changes
   lastPoint: null,
