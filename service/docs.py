@@ -2,7 +2,8 @@
 
 FastAPI's pages load their scripts from a CDN, so they stay blank on a closed network.
 The scripts here come from the installed ``fastapi-offline`` package (MIT), served under
-``/static/docs/`` like the web page's own files; the pages name no other host.
+``/static/docs/`` like the web page's own files; the pages name no other host. (ReDoc's
+footer link still asks cdn.redoc.ly for its logo, and hides it when that fails.)
 """
 from __future__ import annotations
 
