@@ -1,11 +1,12 @@
 """The web page at ``/``, driven like a user in headless Chromium against a live service.
 
-The screenshot of a finished segmentation lands in ``artifacts/web-page.png``;
-``docs/web-page.png`` is a copy of it (``cp artifacts/web-page.png docs/``).
+The screenshot of a finished segmentation lands in ``artifacts/web-page.png``, and with
+``GDC_UPDATE_DOCS=1`` also in ``docs/web-page.png``, the README's picture of the page.
 """
 from __future__ import annotations
 
 import io
+import os
 import re
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -14,6 +15,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.conftest import REPO
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)").expect
 
@@ -188,6 +191,8 @@ def test_a_finished_segmentation_follows_the_scribbles(scribbler, sample_image, 
     page.locator(".panel").evaluate("panel => panel.scrollTo(0, 0)")
     page.get_by_role("button", name="Fit").click()
     page.screenshot(path=artifacts / "web-page.png")
+    if os.environ.get("GDC_UPDATE_DOCS") == "1":
+        page.screenshot(path=REPO / "docs" / "web-page.png")
 
 
 def test_cancel_stops_a_running_job(scribbler, sample_image, live_server):
