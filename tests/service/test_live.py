@@ -204,7 +204,7 @@ def test_gdc_submit_command(live, coffee, tmp_path):
         "-o",
         str(output),
     ]
-    options = [f"--{name}={value}" for name, value in FAST.items()]
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in FAST.items()]
     done = subprocess.run(command + options, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout
