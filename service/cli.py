@@ -41,26 +41,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from gdc.arguments import ProgressBar
     from gdc.client import ApiError, Client, JobFailed, ServerUnreachable
+    from gdc.imageio import read_scribbles
 
     scribbles = Path(args.scribbles)
-    given = (
-        {"strokes": json.loads(scribbles.read_text())}
-        if scribbles.suffix.lower() == ".json"
-        else {"scribbles": scribbles}
-    )
+    strokes = scribbles.suffix.lower() == ".json"
+    given = {"strokes": json.loads(scribbles.read_text())} if strokes else {"scribbles": scribbles}
+    # Colour scribbles get their mask back in their colours, as from `gdc segment`.
+    mask_format = "colour" if not strokes and read_scribbles(scribbles)[1] is not None else "png"
     options = {name: getattr(args, name) for name in (*NUMERIC_OPTIONS, "conv")}
     bar = ProgressBar(sys.stderr.isatty())
     try:
         with Client(args.server, api_key=args.api_key) as client:
             job_id = client.submit(args.image, **given, **options)
             client.wait(job_id, timeout=args.timeout, on_progress=bar)
-            Path(args.output).write_bytes(client.result(job_id, "mask"))
+            Path(args.output).write_bytes(client.result(job_id, "mask", format=mask_format))
             if args.overlay:
                 Path(args.overlay).write_bytes(client.result(job_id, "overlay"))
     except (ApiError, JobFailed, TimeoutError) as error:
         print(f"gdc submit: error: {error}", file=sys.stderr)
         return 1
-    except ServerUnreachable as error:  # nothing was sent: a usage problem, like the CLI's other exit-2 errors
+    except ServerUnreachable as error:  # no server at that URL: for the user to fix, like the CLI's other exit-2 errors
         print(f"gdc submit: error: {error}", file=sys.stderr)
         return 2
     finally:
@@ -101,7 +101,9 @@ def register(commands) -> None:
         default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
         help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)",
     )
-    submit.add_argument("-o", "--output", required=True, help="label map PNG to write")
+    submit.add_argument(
+        "-o", "--output", required=True, help="mask PNG to write, in the scribbles' values (or colours)"
+    )
     submit.add_argument("--overlay", help="also write the image tinted by class here")
     submit.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")
     submit.add_argument("--timeout", type=float, default=600, help="seconds to wait for the job (default 600)")

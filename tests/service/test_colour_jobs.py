@@ -1,10 +1,13 @@
 """POST /segment with colour scribbles: the job says which colour is which class; the mask comes back in them."""
 import io
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
 
 from gdc.imageio import encode_png, read_image
+from tests.conftest import REPO
 from tests.service.conftest import FAST, draw_scribbles
 
 CREMA, TABLE = (250, 200, 0), (0, 90, 255)  # as a paint tool saves them, on a transparent layer
@@ -57,3 +60,21 @@ def test_jpeg_scribbles_are_refused_as_not_png(client, coffee):
     files = {"image": ("coffee.png", encode_png(coffee)), "scribbles": ("s.jpg", buffer.getvalue())}
     answer = client.post("/segment", files=files, data=FAST)
     assert answer.status_code == 422 and answer.json()["detail"] == "scribbles must be a PNG (label or colour), got JPEG"
+
+
+def test_gdc_submit_writes_the_mask_of_colour_scribbles_in_their_colours(live, coffee, tmp_path):
+    upload = colour_upload(coffee)
+    for name in ("image", "scribbles"):
+        (tmp_path / upload[name][0]).write_bytes(upload[name][1])
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in FAST.items()]
+    command = [sys.executable, "-m", "gdc.cli", "submit", str(tmp_path / "coffee.png"), str(tmp_path / "strokes.png")]
+    done = subprocess.run(
+        [*command, "--server", live.url, "-o", str(tmp_path / "mask.png"), *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    painted = read_image((tmp_path / "mask.png").read_bytes())
+    assert {tuple(colour) for colour in painted.reshape(-1, 3).tolist()} == {CREMA, TABLE}
