@@ -37,7 +37,7 @@ class ServerUnreachable(ConnectionError):
     """No answer came from the server (refused, unknown host, timed out, dropped); ``url`` is what was asked."""
 
     def __init__(self, url: str, cause: httpx.TransportError) -> None:
-        super().__init__(f"cannot reach the gdc server at {url}: {cause or type(cause).__name__}")
+        super().__init__(f"cannot reach the gdc server at {url}: {str(cause) or type(cause).__name__}")
         self.url = url
 
 

@@ -49,12 +49,19 @@ def read_image(source: Source) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+LABEL_MODES = ("L", "P", "1")  # single-channel PNGs whose values are the labels
+
+
+def _labels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
+
+
 def read_labels(source: Source) -> np.ndarray:
     """A label map (PNG, mode L or P: the values themselves are the labels) as (H, W) uint8."""
     labels = _open(source, "scribbles")
-    if labels.mode not in ("L", "P", "1"):
+    if labels.mode not in LABEL_MODES:
         raise InputError(f"scribbles must be a single-channel label PNG (mode L or P), got mode {labels.mode}")
-    return np.asarray(labels.convert("L") if labels.mode == "1" else labels, dtype=np.uint8)
+    return _labels(labels)
 
 
 def read_scribbles(source: Source, max_classes: int = 255) -> tuple[np.ndarray, list[str] | None]:
@@ -69,8 +76,8 @@ def read_scribbles(source: Source, max_classes: int = 255) -> tuple[np.ndarray, 
       InputError: another mode, or more than ``max_classes`` colours (a photo, a JPEG, a soft brush).
     """
     scribbles = _open(source, "scribbles")
-    if scribbles.mode in ("L", "P", "1"):
-        return read_labels(source), None
+    if scribbles.mode in LABEL_MODES:
+        return _labels(scribbles), None
     if scribbles.mode not in ("RGB", "RGBA", "LA"):
         raise InputError(
             f"scribbles must be a label PNG (mode L or P) or a colour PNG (RGB or RGBA), got mode {scribbles.mode}"

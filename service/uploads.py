@@ -52,7 +52,9 @@ def read_image_upload(data: bytes, max_pixels: int) -> np.ndarray:
     return read_image(data)
 
 
-def read_scribbles_upload(data: bytes, width: int, height: int, max_classes: int) -> tuple[np.ndarray, list[str] | None]:
+def read_scribbles_upload(
+    data: bytes, width: int, height: int, max_classes: int
+) -> tuple[np.ndarray, list[str] | None]:
     """The uploaded label or colour PNG as (H, W) uint8 labels and, for colours, each class's
     (:func:`gdc.imageio.read_scribbles`), after checking it is the image's size."""
     header = _header(data, "scribbles")

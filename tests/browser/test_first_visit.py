@@ -15,7 +15,9 @@ from tests.conftest import stop_process
 # ReDoc's "API docs by Redocly" footer always asks for this logo and hides it when it fails.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
-expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)").expect
+expect = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+).expect
 
 
 @pytest.fixture(scope="module")

@@ -48,5 +48,6 @@ def test_delete_keeps_a_canceled_job_readable_and_removes_an_ended_one(client, u
 
 
 def test_the_readme_says_what_delete_leaves_behind():
-    row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `DELETE /jobs/{id}`"))
+    lines = (REPO / "README.md").read_text().splitlines()
+    row = next(line for line in lines if line.startswith("| `DELETE /jobs/{id}`"))
     assert "reads `canceled`" in row and "404" in row and "deletes its data" not in row

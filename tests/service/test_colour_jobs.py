@@ -59,7 +59,8 @@ def test_jpeg_scribbles_are_refused_as_not_png(client, coffee):
     Image.fromarray(coffee).save(buffer, format="JPEG")
     files = {"image": ("coffee.png", encode_png(coffee)), "scribbles": ("s.jpg", buffer.getvalue())}
     answer = client.post("/segment", files=files, data=FAST)
-    assert answer.status_code == 422 and answer.json()["detail"] == "scribbles must be a PNG (label or colour), got JPEG"
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "scribbles must be a PNG (label or colour), got JPEG"
 
 
 def test_gdc_submit_writes_the_mask_of_colour_scribbles_in_their_colours(live, coffee, tmp_path):

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import httpx
 import numpy as np
 import pytest
 
@@ -14,6 +15,11 @@ def test_the_client_names_the_url_it_could_not_reach():
     url = f"http://127.0.0.1:{free_port()}"
     with Client(url, timeout=5) as client, pytest.raises(ServerUnreachable, match=f"cannot reach .*{url}/jobs/x"):
         client.status("x")
+
+
+def test_a_cause_without_a_message_is_named_by_its_kind():
+    error = ServerUnreachable("http://gdc.example/segment", httpx.ReadTimeout(""))
+    assert str(error) == "cannot reach the gdc server at http://gdc.example/segment: ReadTimeout"
 
 
 def test_gdc_submit_without_a_server_prints_one_line_and_exits_2(tmp_path):
