@@ -136,6 +136,13 @@ def head_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native else torch.float32
 
 
+def make_optimiser(parameters, options: SegmentOptions) -> torch.optim.Optimizer:
+    """The optimiser ``options.optimiser`` names, at ``options.lr``."""
+    if options.optimiser == "sgd":
+        return torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
+    return torch.optim.Adam(parameters, lr=options.lr)
+
+
 @contextmanager
 def _timed(timings: dict[str, float], phase: str):
     start = time.perf_counter()
@@ -211,17 +218,18 @@ def segment(
     counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
-    optimiser = torch.optim.SGD(head.parameters(), lr=options.lr, momentum=options.momentum)
+    optimiser = make_optimiser(head.parameters(), options)
     # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
     dtype = head_dtype(options.precision, device)
     mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
+    labelled = targets.sum(0) > 0  # the loss reads the logits there alone
     with _timed(timings, "optimise"):
         head.train()
         for step in range(options.steps):
             report("optimise", step, options.steps)
             with torch.autocast(**mixed):
-                logits = head(features)
+                logits = head(features, where=labelled)
             loss = -(targets * logits[0].float().log_softmax(0)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .convs import RANDOM_CONVS, create_conv, normalize_conv_name
@@ -73,13 +74,23 @@ class GDCHead(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, features: torch.Tensor, samples: int = 1) -> torch.Tensor:
-        """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample."""
+    def forward(self, features: torch.Tensor, samples: int = 1, where: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample.
+
+        ``where``, an (H, W) bool map, names the only cells whose logits are wanted (the
+        labelled ones, in training): the random-offset context branch is then computed
+        just around them, and the logits elsewhere are not the head's.
+        """
         # Channels-last throughout: the GDC's output already is, and mixed layouts add slowly.
         fused = self.fuse(features.contiguous(memory_format=torch.channels_last))
         local = self.local(fused)
         if not self.stochastic:
             logits = self.classifier(local + self.context(fused))
             return logits.repeat(samples, 1, 1, 1) if samples > 1 else logits
-        context = self.context(fused, samples=samples)
+        at = None
+        if where is not None:
+            # The classifier's 3x3 conv reads one cell around each wanted one.
+            around = F.max_pool2d(where[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+            at = around.flatten().nonzero().squeeze(1)
+        context = self.context(fused, samples=samples, at=at)
         return self.classifier((context.unflatten(0, (samples, -1)) + local).flatten(0, 1))

@@ -23,7 +23,8 @@ class SegmentOptions(BaseModel):
     steps: int = Field(50, ge=0, le=1000, description="SGD steps on the scribbles")
     samples: int = Field(50, ge=1, le=1000, description="stochastic passes averaged at inference")
     sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
-    lr: float = Field(0.01, gt=0.0, le=1.0, description="SGD learning rate")
+    optimiser: Literal["sgd", "adam"] = Field("sgd", description="optimiser of the head: SGD with momentum (the paper's), or Adam")
+    lr: float = Field(0.01, gt=0.0, le=1.0, description="learning rate")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     feature_stride: Literal[2, 4] = Field(
         4, description="train on a grid of 1/4 the input size (the stem's native one), or 1/2 as the paper"

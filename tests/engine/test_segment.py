@@ -71,6 +71,14 @@ def test_every_head_conv_runs(conv, scene2, device):
     assert score(result.labels, truth)[1] > 0.8
 
 
+@pytest.mark.parametrize("optimiser", ["sgd", "adam"])
+def test_each_optimiser_trains_the_head(optimiser, scene2, device):
+    image, truth, scribbles = scene2
+    untrained = segment(image, scribbles, SegmentOptions(device=device, steps=0, samples=4))
+    trained = segment(image, scribbles, SegmentOptions(device=device, optimiser=optimiser, steps=20, samples=4))
+    assert score(trained.labels, truth)[0] > score(untrained.labels, truth)[0] + 0.2
+
+
 def test_progress_reports_each_phase_in_order(scene2, device):
     image, _, scribbles = scene2
     calls = []
