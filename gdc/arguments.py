@@ -9,6 +9,14 @@ import argparse
 import sys
 
 from .options import HEAD_CONVS, SegmentOptions
+from .threads import DEFAULT_THREADS
+
+
+def thread_count(text: str) -> int:
+    """``--threads``: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, at least 1, got {text!r}")
+    return int(text)
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +31,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", choices=("auto", "float32", "bfloat16"), help=fields["precision"].description)
     group.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
     group.add_argument("--weights", help="stem weights: a torchvision mobilenet_v2 state dict (default: packaged ImageNet weights)")
+    group.add_argument(
+        "--threads", type=thread_count, default=DEFAULT_THREADS,
+        help=f"torch CPU threads (default {DEFAULT_THREADS}: steady when other programs share the cores; see gdc.threads)",
+    )
 
 
 def engine_options(args: argparse.Namespace, **overrides) -> SegmentOptions:
