@@ -1,6 +1,7 @@
 """The ``gdc segment`` and ``gdc eval`` commands, run as a user runs them."""
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -89,7 +90,36 @@ def test_eval_scores_a_data_set_and_writes_json(tiny_dataset, tmp_path, capsys):
 def test_engine_flags_reach_the_options():
     parser = argparse.ArgumentParser()
     add_engine_options(parser)
-    flags = ["--conv", "normal", "--superpixel-size", "0", "--feature-stride", "2", "--precision", "float32"]
+    flags = ["--conv", "normal", "--superpixel-size", "0", "--feature-stride", "2", "--precision", "float32",
+             "--optimiser", "adam", "--lr", "0.05"]
     options = engine_options(parser.parse_args(flags))
     assert (options.conv, options.superpixel_size, options.feature_stride, options.precision) == ("normal", 0, 2, "float32")
+    assert (options.optimiser, options.lr) == ("adam", 0.05)
     assert engine_options(parser.parse_args([])).precision == "auto"
+
+
+def test_threads_below_one_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["segment", "a.png", "b.png", "-o", "c.png", "--threads", "0"])
+    assert exit.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "threads"), [([], 1), (["--threads", "2"], 2)])
+def test_engine_commands_run_torch_on_the_threads_asked_and_openmp_waits_passively(flags, threads, files, monkeypatch):
+    import gdc.cli
+
+    used = []
+    monkeypatch.setattr(gdc.cli, "use_threads", used.append)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(files / "t.png"), *FAST, *flags])
+    assert code == 0 and used == [threads]
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_a_wait_policy_the_user_set_is_kept(monkeypatch):
+    from gdc.threads import passive_openmp
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    passive_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
