@@ -1,5 +1,8 @@
 """How many CPU threads torch uses per process, and how its idle threads wait (issue 15).
 
+Torch-free, so the API can size workers with it; the commands that load torch call
+``torch.set_num_threads`` with these numbers themselves.
+
 The head's operations are small (a 156 x 98 grid of 32 channels for a 625 x 391 photo), so
 each one splits into a few microseconds of work per thread followed by a barrier. When
 another program holds one of the cores, the thread that shares it arrives late at every
@@ -23,15 +26,6 @@ def passive_openmp() -> None:
     It matters only with more than one thread.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def use_threads(threads: int) -> None:
-    """Run torch's CPU operations on ``threads`` threads in this process (at least 1)."""
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def usable_cores() -> int:

@@ -62,9 +62,8 @@ def preload(weights: str, device: str, threads: int) -> None:
     import torch
 
     from gdc.engine import cached_stem
-    from gdc.threads import use_threads
 
-    use_threads(threads)
+    torch.set_num_threads(threads)
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
     cached_stem(weights, device)
 

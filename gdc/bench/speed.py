@@ -406,11 +406,13 @@ def add_parser(commands) -> None:
 
 
 if __name__ == "__main__":  # one size, in its own process: python -m gdc.bench.speed SPEC_JSON
-    from ..threads import passive_openmp, use_threads
+    from ..threads import passive_openmp
 
     passive_openmp()
+    import torch
+
     from ..options import SegmentOptions
 
     spec = json.loads(sys.argv[1])
-    use_threads(spec["threads"])
+    torch.set_num_threads(spec["threads"])
     print(json.dumps(measure_size(spec["megapixels"], spec["repeats"], SegmentOptions(**spec["options"]))))

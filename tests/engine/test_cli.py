@@ -107,13 +107,16 @@ def test_threads_below_one_are_a_usage_error(capsys):
 
 @pytest.mark.parametrize(("flags", "threads"), [([], 1), (["--threads", "2"], 2)])
 def test_engine_commands_run_torch_on_the_threads_asked_and_openmp_waits_passively(flags, threads, files, monkeypatch):
-    import gdc.cli
+    import torch
 
-    used = []
-    monkeypatch.setattr(gdc.cli, "use_threads", used.append)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(files / "t.png"), *FAST, *flags])
-    assert code == 0 and used == [threads]
+    before = torch.get_num_threads()
+    try:
+        code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(files / "t.png"),
+                     *FAST, *flags])
+        assert code == 0 and torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
