@@ -136,11 +136,19 @@ def head_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native else torch.float32
 
 
-def make_optimiser(parameters, options: SegmentOptions) -> torch.optim.Optimizer:
-    """The optimiser ``options.optimiser`` names, at ``options.lr``."""
+def make_optimiser(parameters, options: SegmentOptions) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimiser ``options.optimiser`` names at ``options.lr``, and its learning-rate schedule.
+
+    ``cosine`` anneals the rate to zero over the steps, so the last few steps settle
+    rather than keep jumping at the full rate.
+    """
     if options.optimiser == "sgd":
-        return torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
-    return torch.optim.Adam(parameters, lr=options.lr)
+        optimiser = torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
+    else:
+        optimiser = torch.optim.Adam(parameters, lr=options.lr)
+    if options.schedule == "cosine":
+        return optimiser, torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, options.steps))
+    return optimiser, torch.optim.lr_scheduler.ConstantLR(optimiser, factor=1.0)
 
 
 @contextmanager
@@ -201,6 +209,7 @@ def segment(
             superpixel_size=options.superpixel_size,
             compactness=options.compactness,
             smoothing=options.superpixel_smoothing,
+            shrink=options.superpixel_shrink,
         )
     check_cancel()
 
@@ -218,22 +227,23 @@ def segment(
     counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
-    optimiser = make_optimiser(head.parameters(), options)
+    optimiser, schedule = make_optimiser(head.parameters(), options)
     # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
     dtype = head_dtype(options.precision, device)
     mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
-    labelled = targets.sum(0) > 0  # the loss reads the logits there alone
+    context_at = head.context_cells(targets.sum(0) > 0)  # the loss reads the logits of labelled cells alone
     with _timed(timings, "optimise"):
         head.train()
         for step in range(options.steps):
             report("optimise", step, options.steps)
             with torch.autocast(**mixed):
-                logits = head(features, where=labelled)
+                logits = head(features, context_at=context_at)
             loss = -(targets * logits[0].float().log_softmax(0)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            schedule.step()
             check_cancel()
         report("optimise", options.steps, options.steps)
 
