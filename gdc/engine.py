@@ -136,19 +136,11 @@ def head_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native else torch.float32
 
 
-def make_optimiser(parameters, options: SegmentOptions) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimiser ``options.optimiser`` names at ``options.lr``, and its learning-rate schedule.
-
-    ``cosine`` anneals the rate to zero over the steps, so the last few steps settle
-    rather than keep jumping at the full rate.
-    """
+def make_optimiser(parameters, options: SegmentOptions) -> torch.optim.Optimizer:
+    """The optimiser ``options.optimiser`` names, at ``options.lr``."""
     if options.optimiser == "sgd":
-        optimiser = torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
-    else:
-        optimiser = torch.optim.Adam(parameters, lr=options.lr)
-    if options.schedule == "cosine":
-        return optimiser, torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, options.steps))
-    return optimiser, torch.optim.lr_scheduler.ConstantLR(optimiser, factor=1.0)
+        return torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
+    return torch.optim.Adam(parameters, lr=options.lr)
 
 
 @contextmanager
@@ -227,7 +219,7 @@ def segment(
     counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
-    optimiser, schedule = make_optimiser(head.parameters(), options)
+    optimiser = make_optimiser(head.parameters(), options)
     # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
     dtype = head_dtype(options.precision, device)
     mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -243,7 +235,6 @@ def segment(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            schedule.step()
             check_cancel()
         report("optimise", options.steps, options.steps)
 

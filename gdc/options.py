@@ -25,9 +25,6 @@ class SegmentOptions(BaseModel):
     sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
     optimiser: Literal["sgd", "adam"] = Field("sgd", description="optimiser of the head: SGD with momentum (the paper's), or Adam")
     lr: float = Field(0.01, gt=0.0, le=1.0, description="learning rate")
-    schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="learning rate over the steps: constant, or cosine-annealed to zero"
-    )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     feature_stride: Literal[2, 4] = Field(
         4, description="train on a grid of 1/4 the input size (the stem's native one), or 1/2 as the paper"

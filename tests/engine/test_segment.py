@@ -10,7 +10,6 @@ from gdc.engine import (
     cached_stem,
     class_weights,
     head_dtype,
-    make_optimiser,
     segment,
     shrink,
     upsample_bands,
@@ -78,16 +77,6 @@ def test_each_optimiser_trains_the_head(optimiser, scene2, device):
     untrained = segment(image, scribbles, SegmentOptions(device=device, steps=0, samples=4))
     trained = segment(image, scribbles, SegmentOptions(device=device, optimiser=optimiser, steps=20, samples=4))
     assert score(trained.labels, truth)[0] > score(untrained.labels, truth)[0] + 0.2
-
-
-@pytest.mark.parametrize(("schedule", "last_rate"), [("constant", 0.01), ("cosine", 0.0)])
-def test_the_schedule_sets_the_rate_once_the_steps_are_done(schedule, last_rate):
-    options = SegmentOptions(optimiser="adam", lr=0.01, steps=8, schedule=schedule)
-    optimiser, rates = make_optimiser([torch.nn.Parameter(torch.zeros(1))], options)
-    for _ in range(options.steps):
-        optimiser.step()
-        rates.step()
-    assert optimiser.param_groups[0]["lr"] == pytest.approx(last_rate, abs=1e-9)
 
 
 def test_progress_reports_each_phase_in_order(scene2, device):
