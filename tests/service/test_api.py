@@ -164,9 +164,9 @@ def test_an_idempotency_key_cannot_be_reused_for_another_body(client, upload):
 
 
 def test_options_come_from_the_engine_and_the_settings(make_client):
-    body = make_client(max_steps=20, api_keys="k").get("/options", headers={"X-API-Key": "k"}).json()
+    body = make_client(max_steps=10, api_keys="k").get("/options", headers={"X-API-Key": "k"}).json()
     fields = SegmentOptions.model_fields
-    assert body["fields"]["steps"] == {"default": 20, "minimum": 0, "maximum": 20}  # the engine's 50 capped by 20
+    assert body["fields"]["steps"] == {"default": 10, "minimum": 0, "maximum": 10}  # the engine's 20 capped by 10
     assert body["fields"]["samples"]["default"] == fields["samples"].default
     assert body["fields"]["sigma"]["maximum"] == fields["sigma"].metadata[1].le
     assert body["fields"]["seed"]["maximum"] == 2**53 - 1  # exact in a browser's number
