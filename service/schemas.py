@@ -17,7 +17,8 @@ from worker.jobs import ENDED, Status, public_status
 from .settings import Settings
 
 # The engine options a request may set; the worker decides the rest (device, weights, ...).
-NUMERIC_OPTIONS = ("steps", "samples", "sigma", "superpixel_size", "seed")
+NUMERIC_OPTIONS = ("steps", "samples", "sigma", "superpixel_size", "edge_strength", "seed")
+SWITCH_OPTIONS = ("edges",)
 _SERVER_MAXIMA = {"steps": "max_steps", "samples": "max_samples"}
 
 
@@ -41,7 +42,7 @@ def error_responses(*described: dict[int, str]) -> dict[int, dict]:
 class Progress(BaseModel):
     phase: str = Field(
         description='"queued" until a worker takes the job, "starting" while it reads the upload, '
-        'then the engine\'s phases: "superpixels", "features", "optimise", "sample"'
+        'then the engine\'s phases: "superpixels", "features", "optimise", "sample", "edges" (when on)'
     )
     step: int
     total: int
@@ -163,6 +164,7 @@ class ServerOptions(BaseModel):
     """Defaults and limits of this server, for forms in front-ends."""
 
     fields: dict[str, FieldLimits]
+    switches: dict[str, bool] = Field(description="on/off options and their defaults")
     conv: ConvChoices
     max_classes: int
     max_upload_bytes: int
@@ -173,6 +175,7 @@ class ServerOptions(BaseModel):
     def from_settings(cls, settings: Settings) -> ServerOptions:
         return cls(
             fields=option_limits(settings),
+            switches={name: SegmentOptions.model_fields[name].default for name in SWITCH_OPTIONS},
             conv=ConvChoices(default=SegmentOptions.model_fields["conv"].default, choices=list(HEAD_CONVS)),
             max_classes=settings.max_classes,
             max_upload_bytes=settings.max_upload_bytes,
@@ -237,6 +240,8 @@ def resolve_options(given: dict[str, Any], settings: Settings) -> dict[str, Any]
     """
     limits = option_limits(settings)
     values = {name: limit.default if given.get(name) is None else given[name] for name, limit in limits.items()}
+    for name in SWITCH_OPTIONS:
+        values[name] = SegmentOptions.model_fields[name].default if given.get(name) is None else given[name]
     values["conv"] = given.get("conv") or SegmentOptions.model_fields["conv"].default
     try:
         SegmentOptions(**values)
