@@ -96,6 +96,9 @@ def test_engine_flags_reach_the_options():
     assert (options.conv, options.superpixel_size, options.feature_stride, options.precision) == ("normal", 0, 2, "float32")
     assert (options.optimiser, options.lr) == ("adam", 0.05)
     assert engine_options(parser.parse_args([])).precision == "auto"
+    edges = engine_options(parser.parse_args(["--no-edges", "--edge-strength", "20"]))
+    assert (edges.edges, edges.edge_strength) == (False, 20.0)
+    assert engine_options(parser.parse_args([])).edges is True
 
 
 def test_threads_below_one_are_a_usage_error(capsys):
