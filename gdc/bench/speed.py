@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import InputError
 
-PHASES = ("decode", "superpixels", "features", "optimise", "sample", "upsample", "encode")
+PHASES = ("decode", "superpixels", "features", "optimise", "sample", "upsample", "edges", "encode")
 DEFAULT_SIZES = "0.1,0.2,0.5,1,2,4"
 DEFAULT_IMAGE = "image_0108_9010"  # the icg-dev photo issue 15 measured
 BUSY_SETTLE_SECONDS = 0.5  # lets the spinning process take its core before timing starts
