@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, speed
 from .errors import InputError
+from .threads import passive_openmp
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -123,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp()  # before any command imports torch
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:  # the engine commands'
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except (InputError, FileNotFoundError) as error:
         print(f"gdc: error: {error}", file=sys.stderr)

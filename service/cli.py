@@ -79,7 +79,12 @@ def register(commands) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes to start without REDIS_URL (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes to start without REDIS_URL (default: on the CPU, usable cores / GDC_WORKER_THREADS; "
+        "on a GPU, 1)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser("worker", help="run a segmentation worker: load the engine once, then run jobs")

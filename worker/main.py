@@ -57,7 +57,7 @@ def resolve_device(device: str, redis, queue: str, gpus: int) -> str:
 
 
 def preload(weights: str, device: str, threads: int) -> None:
-    """Import the engine, start the device and load the stem, before the first job; ``threads`` > 0 caps torch's."""
+    """Import the engine, start the device and load the stem, before the first job, on ``threads`` CPU threads."""
     # What the result's polygons need (worker.store imports them lazily, for the API's sake):
     # ~0.5 s here rather than in the first job. skimage loads submodules on first attribute use.
     from skimage.measure import approximate_polygon, find_contours  # noqa: F401
@@ -65,8 +65,7 @@ def preload(weights: str, device: str, threads: int) -> None:
 
     from gdc.engine import cached_stem
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
     cached_stem(weights, device)
 
