@@ -20,12 +20,13 @@ from PIL import Image
 
 from .errors import Cancelled
 from .inputs import check_image, scribble_classes
+from .labelling import edge_aware_labels, make_consistent
 from .net import GDCHead
 from .options import SegmentOptions
 from .scribbles import expand_scribbles
 from .stem import MobileNetV2Stem, load_stem
 
-# progress(phase, step, total): phases are "superpixels", "features", "optimise", "sample".
+# progress(phase, step, total): phases are "superpixels", "features", "optimise", "sample", "edges" (when on).
 ProgressHook = Callable[[str, int, int], None]
 CancelHook = Callable[[], bool]
 
@@ -39,8 +40,11 @@ class SegmentResult:
 
     Attributes:
       labels: (H, W) uint8 label map holding the scribbles' own class values.
-      probabilities: (K, H, W) float32 per-class probabilities, summing to 1 per pixel.
-      uncertainty: (H, W) float32 in [0, 1]: entropy of the mean prediction over log K.
+      probabilities: (K, H, W) float32 per-class probabilities, summing to 1 per pixel:
+        the head's, and with the edge step on, the label's and the head's top class's values
+        exchanged where the step relabelled a pixel, so their argmax is always ``labels``.
+      uncertainty: (H, W) float32 in [0, 1]: entropy of the head's mean prediction over log K
+        (the exchange leaves it as it was).
       classes: the K class values, in the order of ``probabilities``.
       timings: seconds spent per phase.
     """
@@ -184,6 +188,7 @@ def segment(
     generator = torch.Generator(device=device).manual_seed(seed)
 
     height, width = image.shape[:2]
+    full_image = image  # the edge step works at full resolution
     report("superpixels", 0, 1)
     with _timed(timings, "superpixels"):
         labels = np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1)
@@ -254,6 +259,15 @@ def segment(
             probabilities[:, rows] = band.cpu().numpy()
             uncertainty[rows] = entropy.clamp(0, 1).cpu().numpy()
             labels[rows] = class_values[band.argmax(0)].to(torch.uint8).cpu().numpy()
+
+    if options.edges:
+        report("edges", 0, 1)
+        with _timed(timings, "edges"):
+            marks = np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1).astype(np.int16)
+            refined = edge_aware_labels(full_image, probabilities, marks, options.edge_strength)
+            make_consistent(probabilities, refined)
+            labels = np.asarray(classes, dtype=np.uint8)[refined]
+        report("edges", 1, 1)
 
     return SegmentResult(
         labels=labels,

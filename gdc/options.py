@@ -39,6 +39,15 @@ class SegmentOptions(BaseModel):
     class_weights: ClassWeights = Field(
         "inverse", description="cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
     )
+    edges: bool = Field(
+        True,
+        description="after sampling, relabel so class borders follow the image's edges (a contrast-sensitive Potts "
+        "graph cut on the probabilities, gdc.labelling); off: the argmax of the head's probabilities",
+    )
+    # 100: the best of 50-200 on icg-dev and GrabCut scribbles-1 (benchmarks/RESULTS.md).
+    edge_strength: float = Field(
+        100.0, ge=0.0, le=10_000.0, description="λ of the edge step: cost of a class border across flat colour, against -log p"
+    )
     # 1 MP: past it the GDC's scattered reads leave the CPU's caches and time grows faster than pixels.
     max_pixels: int = Field(
         1_000_000, ge=10_000, le=100_000_000, description="larger images are segmented at this many pixels and upsampled"

@@ -17,7 +17,7 @@ from .jobs import ENDED, Status, public_status
 class Progress(BaseModel):
     phase: str = Field(
         description='"queued" until a worker takes the job, "starting" while it reads the upload, '
-        'then the engine\'s phases: "superpixels", "features", "optimise", "sample"'
+        'then the engine\'s phases: "superpixels", "features", "optimise", "sample", "edges" (when on)'
     )
     step: int
     total: int

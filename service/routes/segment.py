@@ -191,6 +191,8 @@ async def submit_segmentation(
     sigma: Annotated[float | None, Form(description=_HELP["sigma"].description)] = None,
     conv: Annotated[HeadConv | None, Form(description=_HELP["conv"].description)] = None,
     superpixel_size: Annotated[int | None, Form(description=_HELP["superpixel_size"].description)] = None,
+    edges: Annotated[bool | None, Form(description=_HELP["edges"].description)] = None,
+    edge_strength: Annotated[float | None, Form(description=_HELP["edge_strength"].description)] = None,
     seed: Annotated[int | None, Form(description=_HELP["seed"].description)] = None,
     callback_url: Annotated[
         str | None,
@@ -229,6 +231,8 @@ async def submit_segmentation(
             "sigma": sigma,
             "conv": conv,
             "superpixel_size": superpixel_size,
+            "edges": edges,
+            "edge_strength": edge_strength,
             "seed": seed,
         },
         callback_url=callback_url,

@@ -134,6 +134,7 @@ def test_segment_refine_and_download(scribbler, sample_image, live_server, strok
         assert all(labels[y, x] == value for points in points_of_strokes for x, y in points)  # under the pointer
     form = sent_form(first.request)
     assert (form["steps"], form["samples"]) == (b"3", b"2")  # as set in the options panel
+    assert form["edges"] == b"true"  # the switch's default, sent as the form's boolean
 
     # Refine: one more stroke, segment again with the same image.
     scribbler.paint(1, [[(5, 140), (30, 145)]])
@@ -288,6 +289,8 @@ def test_options_panel_shows_the_servers_defaults_and_limits(scribbler, live_ser
         for attribute, number in expected.items():
             shown = field.input_value() if attribute == "value" else field.get_attribute(attribute)
             assert shown in (None, "") if number is None else float(shown) == number, (name, attribute)
+    for name, on in served["switches"].items():
+        assert page.get_by_label(name, exact=True).is_checked() is on, name
     conv = page.get_by_label("conv", exact=True)
     assert conv.locator("option").all_inner_texts() == served["conv"]["choices"]
     assert conv.input_value() == served["conv"]["default"]

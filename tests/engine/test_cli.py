@@ -93,3 +93,6 @@ def test_engine_flags_reach_the_options():
     options = engine_options(parser.parse_args(flags))
     assert (options.conv, options.superpixel_size, options.feature_stride, options.precision) == ("normal", 0, 2, "float32")
     assert engine_options(parser.parse_args([])).precision == "auto"
+    edges = engine_options(parser.parse_args(["--no-edges", "--edge-strength", "20"]))
+    assert (edges.edges, edges.edge_strength) == (False, 20.0)
+    assert engine_options(parser.parse_args([])).edges is True
