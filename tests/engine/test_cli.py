@@ -40,7 +40,8 @@ def test_segment_writes_mask_probabilities_overlay_and_timings(files, capsys):
         assert overlay.size == (160, 120) and uncertainty.mode == "L"
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"total \d+\.\d\d s", lines[-1])
-    assert {line.split()[0] for line in lines[:-1]} == {"decode", "superpixels", "features", "optimise", "sample", "upsample", "encode"}
+    phases = {"decode", "superpixels", "features", "optimise", "sample", "upsample", "edges", "encode"}
+    assert {line.split()[0] for line in lines[:-1]} == phases
 
 
 def test_an_option_out_of_range_gives_a_one_line_error(files, capsys):
