@@ -46,7 +46,10 @@ class SegmentOptions(BaseModel):
     )
     # 170: the best mean of icg-dev and GrabCut scribbles-1 over λ in 50..220, seed 0 (benchmarks/RESULTS.md).
     edge_strength: float = Field(
-        170.0, ge=0.0, le=10_000.0, description="λ of the edge step: cost of a class border across flat colour, against -log p"
+        170.0,
+        ge=0.0,
+        le=10_000.0,
+        description="λ of the edge step: cost of a class border across flat colour, against -log p",
     )
     # 1 MP: past it the GDC's scattered reads leave the CPU's caches and time grows faster than pixels.
     max_pixels: int = Field(
