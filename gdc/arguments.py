@@ -24,9 +24,12 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     fields = SegmentOptions.model_fields
     group = parser.add_argument_group("engine options")
     group.add_argument("--conv", choices=HEAD_CONVS, help=f"context conv (default {fields['conv'].default})")
-    group.add_argument("--edges", action=argparse.BooleanOptionalAction, help=f"{fields['edges'].description} (default on)")
-    numeric = (("steps", int), ("samples", int), ("sigma", float), ("lr", float), ("superpixel_size", int), ("width", int),
-               ("edge_strength", float))
+    edges_help = f"{fields['edges'].description} (default on)"
+    group.add_argument("--edges", action=argparse.BooleanOptionalAction, help=edges_help)
+    numeric = (
+        ("steps", int), ("samples", int), ("sigma", float), ("lr", float), ("superpixel_size", int), ("width", int),
+        ("edge_strength", float),
+    )
     for name, kind in numeric:
         group.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{fields[name].description} (default {fields[name].default})")
     group.add_argument("--optimiser", choices=("sgd", "adam"), help=fields["optimiser"].description)

@@ -56,9 +56,12 @@ class SegmentOptions(BaseModel):
         description="after sampling, relabel so class borders follow the image's edges (a contrast-sensitive Potts "
         "graph cut on the probabilities, gdc.labelling); off: the argmax of the head's probabilities",
     )
-    # 100: the best of 50-200 on icg-dev and GrabCut scribbles-1 (benchmarks/RESULTS.md).
+    # 170: the best mean of icg-dev and GrabCut scribbles-1 over λ in 50..220, seed 0 (benchmarks/RESULTS.md).
     edge_strength: float = Field(
-        100.0, ge=0.0, le=10_000.0, description="λ of the edge step: cost of a class border across flat colour, against -log p"
+        170.0,
+        ge=0.0,
+        le=10_000.0,
+        description="λ of the edge step: cost of a class border across flat colour, against -log p",
     )
     # 1 MP: past it the GDC's scattered reads leave the CPU's caches and time grows faster than pixels.
     max_pixels: int = Field(

@@ -16,7 +16,7 @@ from worker.jobs import enqueue_segment, new_job_id, open_queue
 from worker.keys import Kind, key_for
 from worker.tasks import ProgressWriter
 
-ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "upsample"}
+ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "upsample", "edges"}
 
 
 def submit(client, files, data=FAST, **kwargs) -> str:

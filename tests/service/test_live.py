@@ -19,7 +19,7 @@ from tests.service.conftest import CALLBACK_SECRET, FAST, MULTI, SLOW
 from worker.callbacks import verify_signature
 from worker.jobs import open_queue
 
-ENGINE_PHASES = {"superpixels", "features", "optimise", "sample"}
+ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "edges"}
 RUNNING_PHASES = ENGINE_PHASES | {"starting"}
 
 
