@@ -25,7 +25,7 @@ from worker.jobs import connect, open_queue
 from .deps import require_api_key
 from .metrics import install_metrics
 from .middleware import BodySizeLimit
-from .routes import health, jobs, options, segment
+from .routes import cvat, health, jobs, labelstudio, options, segment
 from .schemas import describe_errors
 from .settings import Settings
 from .uploads import UploadTooLarge
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def store_unavailable(request: Request, error: RedisError) -> JSONResponse:
         return _answer(503, _store_trouble(error), **{"Retry-After": "5"})
 
-    for module in (segment, jobs, options, health):
+    for module in (segment, jobs, options, health, labelstudio, cvat):
         app.include_router(module.router)
 
     keyed = [Depends(require_api_key)]
