@@ -1,6 +1,6 @@
 """The Label Studio ML backend under /labelstudio: the protocol, brush context, image fetching, basic auth.
 
-Predictions run on the shared live stack (a real worker); the image comes from a small
+Predictions run on the tools' live stack (a real worker, API keys on); the image comes from a small
 HTTP server standing in for Label Studio's file store. The real Label Studio drives the
 same routes in test_labelstudio_app.py.
 """
@@ -21,6 +21,7 @@ from service.labelstudio import LabelConfig, fetch_image
 from service.settings import Settings
 from tests.conftest import free_port
 from tests.service.conftest import draw_scribbles
+from tests.service.tools.conftest import GDC_KEY
 
 BRUSH_CONFIG = """
 <View>
@@ -114,8 +115,8 @@ def predict_body(url: str, regions: list[dict], config: str = BRUSH_CONFIG) -> d
 
 
 @pytest.fixture
-def http(live):
-    with httpx.Client(base_url=live.url, timeout=70) as client:
+def http(tools_gdc):
+    with httpx.Client(base_url=tools_gdc.url, timeout=70, auth=("label-studio", GDC_KEY)) as client:
         yield client
 
 
