@@ -78,6 +78,7 @@ def label_studio_path(args, samples, files) -> list[dict]:
         url=f"{args.gdc}/labelstudio",
         title="gdc",
         is_interactive=True,
+        timeout=args.timeout,  # Label Studio's own wait for this backend (100 s unless set)
         auth_method="BASIC_AUTH" if args.gdc_key else "NONE",
         **({"basic_auth_user": "label-studio", "basic_auth_pass": args.gdc_key} if args.gdc_key else {}),
     )
@@ -95,7 +96,7 @@ def label_studio_path(args, samples, files) -> list[dict]:
             f"{args.label_studio}/api/ml/{backend.id}/interactive-annotating",
             headers=token,
             json={"task": tasks[sample.name].id, "context": brush_context(sample.scribbles)},
-            timeout=600,
+            timeout=args.timeout,
         )
         seconds = time.perf_counter() - started
         body = answer.json()
@@ -122,6 +123,7 @@ def cvat_path(args, samples, files) -> list[dict]:
     spec = importlib.util.spec_from_file_location("gdc_cvat_function", REPO / "integrations" / "cvat" / "main.py")
     function = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(function)
+    function.FORWARD_TIMEOUT = args.timeout  # on a shared machine a job may take longer than a deployment allows
     os.environ["GDC_URL"], os.environ["GDC_API_KEY"] = args.gdc, args.gdc_key or ""
     context = SimpleNamespace(
         user_data=SimpleNamespace(),
@@ -159,6 +161,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=5, help="the first N photos by name")
     parser.add_argument("--points", type=int, default=20, help="CVAT clicks per class")
     parser.add_argument("--seed", type=int, default=0, help="seed of the click sampling")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for one call")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
