@@ -49,7 +49,8 @@ or full (nothing was stored; send it again later).
 PNG or WebP, or a multi-page TIFF, the first frame is segmented. GIF and floating-point
 images are refused.
 
-**Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key`, these docs and
+**Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key` (or the key as an HTTP
+basic-auth password, as Label Studio sends it), these docs and
 `/openapi.json` included, except `/healthz`, `/readyz` and the web page (`/`, `/static/*`),
 which hold no data. Job ids are 128-bit random: a job is readable by whoever holds its id.
 
