@@ -25,7 +25,7 @@ from .deps import require_api_key
 from .docs import install_docs
 from .metrics import install_metrics
 from .middleware import BodySizeLimit
-from .routes import health, jobs, options, segment
+from .routes import cvat, health, jobs, labelstudio, options, segment
 from .schemas import describe_errors
 from .settings import Settings
 from .uploads import UploadTooLarge
@@ -49,7 +49,8 @@ or full (nothing was stored; send it again later).
 PNG or WebP, or a multi-page TIFF, the first frame is segmented. GIF and floating-point
 images are refused.
 
-**Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key`, these docs and
+**Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key` (or the key as an HTTP
+basic-auth password, as Label Studio sends it), these docs and
 `/openapi.json` included, except `/healthz`, `/readyz` and the web page (`/`, `/static/*`),
 which hold no data. Job ids are 128-bit random: a job is readable by whoever holds its id.
 
@@ -112,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def store_unavailable(request: Request, error: RedisError) -> JSONResponse:
         return _answer(503, _store_trouble(error), **{"Retry-After": "5"})
 
-    for module in (segment, jobs, options, health):
+    for module in (segment, jobs, options, health, labelstudio, cvat):
         app.include_router(module.router)
 
     install_docs(app, [Depends(require_api_key)])  # mounts /static/docs, so before /static

@@ -143,7 +143,7 @@ def _describe(queue: Queue, job_id: str) -> JobPublic | None:
     return None if job is None else JobPublic.from_job(job)
 
 
-async def _wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic | None:
+async def wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic | None:
     """The job once it ended, or as it is after ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
@@ -239,7 +239,7 @@ async def submit_segmentation(
         idempotency=(idempotency_key, x_api_key or "") if idempotency_key else None,
     )
     headers = {"Location": f"/jobs/{job_id}"}
-    job = await (_wait_for_end(queue, job_id, wait) if wait else run_in_threadpool(_describe, queue, job_id))
+    job = await (wait_for_end(queue, job_id, wait) if wait else run_in_threadpool(_describe, queue, job_id))
     if job is not None and wait and job.status in ENDED:
         return JSONResponse(job.model_dump(mode="json"), status_code=200, headers=headers)
     # A repeated Idempotency-Key may name a job that has moved on (or been deleted since).
