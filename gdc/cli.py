@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from . import batch
 from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, speed
 from .errors import InputError
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write per-image and mean scores here")
     add_engine_options(ev)
     ev.set_defaults(func=cmd_eval)
+
+    batch.add_parser(commands)
 
     bench = commands.add_parser("bench", help="benchmarks: speed, and quality and time against other tools")
     bench_commands = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
