@@ -39,6 +39,9 @@ from .options import SegmentOptions
 JOURNAL = "journal.jsonl"
 # How often a thread waiting on a job looks whether the run was interrupted.
 STOP_CHECK_SECONDS = 1.0
+# Status polls start quick and slow down the longer a job takes: with many jobs in flight most of
+# them wait in the queue, and polling those often would only load the API.
+FIRST_POLL_SECONDS, POLL_GROWTH, LONGEST_POLL_SECONDS = 0.25, 1.5, 2.0
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,9 @@ class Journal:
             self.record(stem, digest, done=True)
 
     def idempotency_key(self, stem: str, digest: str) -> str:
-        return f"gdc-batch-{self.nonce}-{digest[:32]}-{self.attempts[(stem, digest)]}"
+        """The key of the image's current attempt in this run; per stem, so identical images stay apart."""
+        image = hashlib.sha256(f"{stem}\0{digest}".encode()).hexdigest()[:32]
+        return f"gdc-batch-{self.nonce}-{image}-{self.attempts[(stem, digest)]}"
 
     def close(self) -> None:
         self.file.close()
@@ -181,13 +186,15 @@ class ServerLabeller:
         self.client.cancel(job_id)  # an ended job: deleted, so Redis keeps only the jobs in flight
 
     def _wait(self, job_id: str) -> None:
+        poll = FIRST_POLL_SECONDS
         while True:
             try:
-                self.client.wait(job_id, timeout=STOP_CHECK_SECONDS, poll=0.25)
+                self.client.wait(job_id, timeout=max(STOP_CHECK_SECONDS, poll), poll=poll)
                 return
             except TimeoutError:
                 if self.stopping.is_set():
                     raise Interrupted from None
+                poll = min(LONGEST_POLL_SECONDS, poll * POLL_GROWTH)
 
 
 def _start_local_process() -> None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from . import batch
 from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, speed
+from .bench import batch as batch_bench
 from .errors import InputError
 
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_parser(bench_commands)
     peers.add_parser(bench_commands)
     ablation.add_parser(bench_commands)
+    batch_bench.add_parser(bench_commands)
 
     try:
         from service.cli import register
