@@ -26,6 +26,7 @@ import secrets
 import sys
 import threading
 from collections import Counter
+from contextlib import suppress
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,10 @@ class Journal:
     """OUT_DIR/journal.jsonl: one JSON event a line, each written out before the step that follows it.
 
     Events: ``{"run": nonce}`` first, then per (stem, digest) ``submitted`` (a job id), ``done``,
-    ``failed`` (a reason) or ``lost`` (the server no longer knows the job).
+    ``failed`` (a reason, and the ``job`` when one ran and failed) or ``lost`` (the server no
+    longer knows the job). A job that failed or was lost makes the next try a new attempt, under
+    a new Idempotency-Key; a request that never made a job (refused, server unreachable) keeps
+    its key, so resending it cannot make a second job.
     """
 
     def __init__(self, path: Path) -> None:
@@ -111,9 +115,10 @@ class Journal:
             self.jobs[key] = event["submitted"]
         elif "done" in event:
             self.done.add(key)
-        else:  # failed or lost: the next try is a new job
+        else:
             self.jobs.pop(key, None)
-            self.attempts[key] += 1
+            if "lost" in event or event.get("job"):
+                self.attempts[key] += 1
 
     def _write(self, event: dict) -> None:
         self.file.write(json.dumps(event) + "\n")
@@ -166,12 +171,7 @@ class ServerLabeller:
         journal = self.journal
         job_id = journal.jobs.get((pair.stem, digest))
         if job_id is None:
-            job_id = self.client.submit(
-                pair.image,
-                pair.scribbles,
-                idempotency_key=journal.idempotency_key(pair.stem, digest),
-                **self.options,
-            )
+            job_id = self._submit(pair, journal.idempotency_key(pair.stem, digest))
             journal.record(pair.stem, digest, submitted=job_id)
         try:
             self._wait(job_id)
@@ -183,7 +183,21 @@ class ServerLabeller:
             return self(pair, digest)
         write_atomically(self.out_dir / f"{pair.stem}.png", self.client.result(job_id, "mask"))
         journal.finish(pair.stem, digest)  # before deleting the job, so a crash here never submits it again
-        self.client.cancel(job_id)  # an ended job: deleted, so Redis keeps only the jobs in flight
+        with suppress(ApiError):  # already gone is as good
+            self.client.cancel(job_id)  # an ended job: deleted, so Redis keeps only the jobs in flight
+
+    def _submit(self, pair: Pair, idempotency_key: str) -> str:
+        """The job id; while the server's queue is full, sent again, until it is taken or the run stops."""
+        from .client import ApiError
+
+        while True:
+            try:
+                return self.client.submit(pair.image, pair.scribbles, idempotency_key=idempotency_key, **self.options)
+            except ApiError as error:
+                if error.status_code != 429:
+                    raise
+                if self.stopping.is_set():
+                    raise Interrupted from None
 
     def _wait(self, job_id: str) -> None:
         poll = FIRST_POLL_SECONDS
@@ -217,13 +231,15 @@ def label_locally(pair: Pair, options: dict, out_dir: Path) -> None:
     write_atomically(out_dir / f"{pair.stem}.png", encode_png(result.labels))
 
 
-def _failure(error: BaseException) -> str:
-    """Why an image failed, in one line."""
+def _failure(error: BaseException) -> dict:
+    """Why an image failed, in one line, and the id of the job that failed, if one ran."""
     from .client import ApiError, JobFailed
 
-    if isinstance(error, (ApiError, JobFailed, InputError)):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+    if isinstance(error, JobFailed):
+        return {"failed": str(error), "job": error.job["id"]}
+    if isinstance(error, (ApiError, InputError)):
+        return {"failed": str(error)}
+    return {"failed": f"{type(error).__name__}: {error}"}
 
 
 def follow(executor: Executor, futures: dict[Future, tuple[Pair, str]], journal: Journal, stop=None) -> dict[str, str]:
@@ -241,8 +257,9 @@ def follow(executor: Executor, futures: dict[Future, tuple[Pair, str]], journal:
             if (error := future.exception()) is None:
                 journal.finish(pair.stem, digest)
             else:
-                failures[pair.image.name] = _failure(error)
-                journal.record(pair.stem, digest, failed=failures[pair.image.name])
+                failure = _failure(error)
+                failures[pair.image.name] = failure["failed"]
+                journal.record(pair.stem, digest, **failure)
             bar.update()
             bar.set_postfix(done=bar.n - len(failures), failed=len(failures))
     except KeyboardInterrupt:
@@ -298,7 +315,8 @@ class Batch:
 def _label_on_server(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -> tuple[Batch, dict[str, str]]:
     from .client import Client
 
-    with Client(args.server, api_key=args.api_key, busy_timeout=None) as client:
+    # A full queue is retried by ServerLabeller._submit, which also sees Ctrl-C between tries.
+    with Client(args.server, api_key=args.api_key, busy_timeout=STOP_CHECK_SECONDS) as client:
         options = server_options(args, client.options())
         batch = Batch(pairs, options, out_dir)
         todo = batch.todo()

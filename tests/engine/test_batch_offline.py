@@ -68,8 +68,12 @@ def test_journal_survives_a_torn_line_and_keeps_its_nonce(tmp_path):
     journal.record("a", "d1", submitted="job1")
     journal.record("b", "d2", submitted="job2")
     journal.finish("b", "d2")
-    journal.record("a", "d1", failed="boom")
+    unsent = journal.idempotency_key("a", "d1")
+    journal.record("a", "d1", failed="server unreachable")
+    assert journal.idempotency_key("a", "d1") == unsent, "no job was made: the same key cannot make a second"
+    journal.record("a", "d1", failed="job job1 failed", job="job1")
     key = journal.idempotency_key("a", "d1")
+    assert key != unsent, "a job failed: the next try is a new job"
     journal.close()
     with (tmp_path / "journal.jsonl").open("a") as file:
         file.write('{"stem": "c", "dig')  # killed mid-write
