@@ -31,6 +31,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from .arguments import add_engine_options, engine_options
 from .coco import coco_instances, read_class_names
 from .errors import InputError
@@ -181,22 +183,29 @@ class ServerLabeller:
             # Expired or deleted while no run was waiting on it: one new job, under a new key.
             journal.record(pair.stem, digest, lost=job_id)
             return self(pair, digest)
-        write_atomically(self.out_dir / f"{pair.stem}.png", self.client.result(job_id, "mask"))
+        write_atomically(self.out_dir / f"{pair.stem}.png", self._patiently(self.client.result, job_id, "mask"))
         journal.finish(pair.stem, digest)  # before deleting the job, so a crash here never submits it again
-        with suppress(ApiError):  # already gone is as good
+        with suppress(ApiError, httpx.HTTPError):  # best effort: an ended job left behind expires anyway
             self.client.cancel(job_id)  # an ended job: deleted, so Redis keeps only the jobs in flight
 
     def _submit(self, pair: Pair, idempotency_key: str) -> str:
-        """The job id; while the server's queue is full, sent again, until it is taken or the run stops."""
+        """The job id. The Idempotency-Key makes resending safe, so a busy or unreachable server is asked again."""
+        return self._patiently(
+            self.client.submit, pair.image, pair.scribbles, idempotency_key=idempotency_key, **self.options
+        )
+
+    def _patiently(self, call, *args, **kwargs):
+        """``call``'s answer, asked again while the server is busy (429), its Redis down (503) or it cannot be
+        reached, until the run stops; other errors are the image's failure."""
         from .client import ApiError
 
         while True:
             try:
-                return self.client.submit(pair.image, pair.scribbles, idempotency_key=idempotency_key, **self.options)
-            except ApiError as error:
-                if error.status_code != 429:
+                return call(*args, **kwargs)
+            except (ApiError, httpx.TransportError) as error:
+                if isinstance(error, ApiError) and error.status_code not in (429, 503):
                     raise
-                if self.stopping.is_set():
+                if self.stopping.wait(STOP_CHECK_SECONDS):
                     raise Interrupted from None
 
     def _wait(self, job_id: str) -> None:
@@ -315,7 +324,7 @@ class Batch:
 def _label_on_server(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -> tuple[Batch, dict[str, str]]:
     from .client import Client
 
-    # A full queue is retried by ServerLabeller._submit, which also sees Ctrl-C between tries.
+    # A full queue is retried by ServerLabeller._patiently, which also sees Ctrl-C between tries.
     with Client(args.server, api_key=args.api_key, busy_timeout=STOP_CHECK_SECONDS) as client:
         options = server_options(args, client.options())
         batch = Batch(pairs, options, out_dir)

@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             if server is not None:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(60)
+        failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").exists() else []
         pairs = len(list(scribbles.glob("*.png")))
         labelled = len([p for p in out.glob("*.png")])
         report = {
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             "seconds": round(seconds, 2),
             "jobs_per_second": round(labelled / seconds, 3),
             "batch_args": passed,
+            "failures": failures[:10],
         }
         if watcher is not None:
             report |= {

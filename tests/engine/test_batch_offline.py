@@ -80,3 +80,28 @@ def test_journal_survives_a_torn_line_and_keeps_its_nonce(tmp_path):
     again = Journal(tmp_path / "journal.jsonl")
     assert again.done == {("b", "d2")} and again.jobs == {("b", "d2"): "job2"}
     assert again.idempotency_key("a", "d1") == key != journal.idempotency_key("b", "d2")
+
+
+def test_a_busy_or_unreachable_server_is_asked_again_and_a_refusal_is_the_images_failure(tmp_path):
+    import httpx
+
+    from gdc.batch import ServerLabeller
+    from gdc.client import ApiError
+
+    answers = [ApiError(503, "the job store (Redis) is unreachable"), httpx.ConnectError("refused"), ApiError(429, "full"), "job"]
+
+    def flaky():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    labeller = ServerLabeller(client=None, options={}, journal=None, out_dir=tmp_path)
+    labeller.stopping.wait = lambda seconds: False  # no real waiting between tries
+    assert labeller._patiently(flaky) == "job" and not answers
+
+    def refused():
+        raise ApiError(422, "scribbles need at least two classes")
+
+    with pytest.raises(ApiError, match="422"):
+        labeller._patiently(refused)
