@@ -31,8 +31,6 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from .arguments import add_engine_options, engine_options
 from .coco import coco_instances, read_class_names
 from .errors import InputError
@@ -168,7 +166,7 @@ class ServerLabeller:
         self.stopping = threading.Event()
 
     def __call__(self, pair: Pair, digest: str) -> None:
-        from .client import ApiError
+        from .client import ApiError, ServerUnreachable
 
         journal = self.journal
         job_id = journal.jobs.get((pair.stem, digest))
@@ -185,7 +183,7 @@ class ServerLabeller:
             return self(pair, digest)
         write_atomically(self.out_dir / f"{pair.stem}.png", self._patiently(self.client.result, job_id, "mask"))
         journal.finish(pair.stem, digest)  # before deleting the job, so a crash here never submits it again
-        with suppress(ApiError, httpx.HTTPError):  # best effort: an ended job left behind expires anyway
+        with suppress(ApiError, ServerUnreachable):  # best effort: an ended job left behind expires anyway
             self.client.cancel(job_id)  # an ended job: deleted, so Redis keeps only the jobs in flight
 
     def _submit(self, pair: Pair, idempotency_key: str) -> str:
@@ -197,12 +195,12 @@ class ServerLabeller:
     def _patiently(self, call, *args, **kwargs):
         """``call``'s answer, asked again while the server is busy (429), its Redis down (503) or it cannot be
         reached, until the run stops; other errors are the image's failure."""
-        from .client import ApiError
+        from .client import ApiError, ServerUnreachable
 
         while True:
             try:
                 return call(*args, **kwargs)
-            except (ApiError, httpx.TransportError) as error:
+            except (ApiError, ServerUnreachable) as error:
                 if isinstance(error, ApiError) and error.status_code not in (429, 503):
                     raise
                 if self.stopping.wait(STOP_CHECK_SECONDS):

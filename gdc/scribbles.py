@@ -6,6 +6,7 @@ Achanta et al., "SLIC Superpixels Compared to State-of-the-Art Superpixel Method
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from skimage.segmentation import slic
 
 
@@ -16,6 +17,7 @@ def expand_scribbles(
     superpixel_size: int = 120,
     compactness: float = 10.0,
     smoothing: float = 1.0,
+    shrink: int = 1,
 ) -> np.ndarray:
     """Grow scribbles over the SLIC superpixels they touch.
 
@@ -30,6 +32,9 @@ def expand_scribbles(
       compactness: SLIC's balance of colour against space (higher: squarer superpixels).
       smoothing: σ in pixels of the Gaussian blur SLIC applies first. Without it, pixel
         noise splits superpixels into fragments that SLIC then merges across edges.
+      shrink: SLIC runs on the image shrunk by this factor per side (box-averaged, which
+        also smooths), and its superpixels are stretched back; the scribbles vote at
+        full size. SLIC's cost is per pixel, so 2 makes it about 4x cheaper.
 
     Returns:
       (H, W) int64 map in the same encoding.
@@ -37,7 +42,15 @@ def expand_scribbles(
     if superpixel_size == 0:
         return labels.astype(np.int64)
     n_segments = max(1, round(labels.size / superpixel_size))
-    segments = slic(image, n_segments=n_segments, compactness=compactness, sigma=smoothing, start_label=0)
+    height, width = labels.shape
+    small = image
+    if shrink > 1:
+        small = np.asarray(Image.fromarray(image).resize((max(1, width // shrink), max(1, height // shrink)), Image.Resampling.BOX))
+    segments = slic(small, n_segments=n_segments, compactness=compactness, sigma=smoothing / shrink, start_label=0)
+    if shrink > 1:
+        rows = np.arange(height) * small.shape[0] // height
+        cols = np.arange(width) * small.shape[1] // width
+        segments = segments[rows[:, None], cols[None, :]]
     n_classes = int(labels.max()) + 1
     scribbled = labels >= 0
     # votes[s, k]: how many pixels of class k superpixel s holds.

@@ -86,9 +86,9 @@ def test_a_busy_or_unreachable_server_is_asked_again_and_a_refusal_is_the_images
     import httpx
 
     from gdc.batch import ServerLabeller
-    from gdc.client import ApiError
+    from gdc.client import ApiError, ServerUnreachable
 
-    answers = [ApiError(503, "the job store (Redis) is unreachable"), httpx.ConnectError("refused"), ApiError(429, "full"), "job"]
+    answers = [ApiError(503, "the job store (Redis) is unreachable"), ServerUnreachable("http://gdc.test/segment", httpx.ConnectError("refused")), ApiError(429, "full"), "job"]
 
     def flaky():
         answer = answers.pop(0)
