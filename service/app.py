@@ -41,8 +41,9 @@ fetch `/jobs/{id}/mask`, `/overlay`, `/probabilities`, `/uncertainty`.
 
 **Errors** are `{"detail": "..."}` naming the problem: 422 bad input, 413 too large,
 401 missing or wrong `X-API-Key` (when the server has keys), 404 unknown or expired job,
-409 results asked for before the job succeeded, 503 the job store (Redis) is unreachable
-or full (nothing was stored; send it again later).
+409 results asked for before the job succeeded, 429 more than `GDC_MAX_QUEUED` jobs are
+waiting, 503 the job store (Redis) is unreachable or full (for 429 and 503 nothing was
+stored; send it again after `Retry-After` seconds).
 
 **Images** are PNG, JPEG, WebP, TIFF or BMP, recognised from their bytes. Grey, palette,
 16-bit and CMYK images are converted to 8-bit RGB and alpha is dropped; of an animated

@@ -30,6 +30,12 @@ class Settings(QueueSettings):
     max_samples: int = Field(
         200, ge=1, description="most stochastic samples a request may ask for (the engine caps it too)"
     )
+    max_queued: int = Field(
+        1000,
+        ge=1,
+        description="most jobs waiting in the queue; past it POST /segment answers 429 with Retry-After, so a "
+        "script cannot fill Redis (size Redis for this many uploads plus the results kept for GDC_RESULT_TTL)",
+    )
 
     cors_origins: CommaList = Field([], description="origins allowed to call the API from a browser, comma-separated")
     api_keys: CommaList = Field([], description="accepted `X-API-Key` values, comma-separated; empty: no key needed")
