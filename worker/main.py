@@ -153,7 +153,8 @@ def run(settings: QueueSettings, queues: list[str], *, burst: bool = False) -> i
             gpu_lease.renew()  # loading the engine may have taken a good part of the lease's TTL
             shared = "" if gpu_lease.exclusive else ", shared: every GPU is leased"
             print(f"gdc worker: {device} leased by {gpu_lease.owner}{shared}", flush=True)
-    except (RuntimeError, AssertionError, RedisError) as error:  # torch reports a missing device with either
+    # torch reports a missing device with RuntimeError or AssertionError; a lease needs Redis to answer.
+    except (RuntimeError, AssertionError, RedisError) as error:
         print(f"gdc worker: error: cannot use device {settings.device!r}: {error}", file=sys.stderr)
         _release(gpu_lease)
         return 2
