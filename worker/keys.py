@@ -15,9 +15,10 @@ class Kind(str, Enum):
     IDEMPOTENCY = "idempotency"  # JSON: job id and request digest behind an Idempotency-Key
     NOTIFIED = "notified"  # flag: the job's callback delivery has been enqueued once
     SWEEP = "sweep"  # lock, per queue: one sweep for abandoned jobs at a time
-    GPU_SLOT = "gpu-slot"  # counter, per queue: GPUs handed out in turn to `cuda:auto` workers
+    GPU_LEASE = "gpu-lease"  # string, per GPU (by UUID): the `cuda:auto` worker that owns it
+    GPU_SHARERS = "gpu-sharers"  # sorted set, per GPU: workers sharing it, scored by when their claim ends (ms)
 
 
 def key_for(kind: Kind, name: str) -> str:
-    """The Redis key of ``kind`` for a job id (an idempotency digest, a queue name for SWEEP and GPU_SLOT)."""
+    """The Redis key of ``kind`` for a job id (a digest, a queue for SWEEP, a GPU's UUID)."""
     return f"{PREFIX}:{Kind(kind).value}:{name}"

@@ -6,7 +6,8 @@ device and the stem stay loaded between jobs.
 
 SimpleWorker does not beat while a job runs. A pulse thread does: every third of
 ``GDC_HEARTBEAT_TTL`` it extends the running job's entry in RQ's StartedJobRegistry and
-sweeps the queue (:func:`worker.jobs.sweep`). A worker killed mid-job stops beating; within
+sweeps the queue (:func:`worker.jobs.sweep`), and renews a ``cuda:auto`` worker's GPU lease
+(:mod:`worker.gpus`). A worker killed mid-job stops beating; within
 ``GDC_HEARTBEAT_TTL`` its job is past its deadline and the next sweep, by any live worker
 or by the API, retries it with back-off or fails it. The pulse gives up a job that ran
 past its timeout, so a wedged worker cannot hold a job forever either.
@@ -17,10 +18,13 @@ full); :func:`run` then starts a fresh worker, so a worker outlives any Redis ou
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 import threading
 import time
 from contextlib import suppress
+import uuid
 
 from redis.exceptions import RedisError
 from rq.exceptions import InvalidJobOperation
@@ -29,31 +33,31 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
+from .gpus import AUTO_GPU, GpuLease, claim_gpu
 from .jobs import ENDED, connect, notify, public_status, sweep
-from .keys import Kind, key_for
 from .settings import QueueSettings
 from .tasks import WorkerContext, current_worker
 
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 2  # pause before a fresh worker replaces one whose loop Redis broke
-AUTO_GPU = "cuda:auto"
-GPU_SLOT_TTL = 7 * 86_400  # the turn counter lives on while workers keep starting
 
 
-def resolve_device(device: str, redis, queue: str, gpus: int) -> str:
-    """The torch device to use: ``device`` itself, or for ``cuda:auto`` the next of ``gpus`` GPUs in turn.
+def visible_gpus() -> list[str]:
+    """The UUIDs of the GPUs torch sees, in index order."""
+    import torch
 
-    Workers started together (``docker compose up --scale worker=4``) share one Redis
-    counter, so on a 4-GPU host they land on GPUs 0, 1, 2 and 3.
-    """
-    if device != AUTO_GPU:
-        return device
-    if gpus == 0:
-        raise RuntimeError("no CUDA device is visible")
-    key = key_for(Kind.GPU_SLOT, queue)
-    turn = redis.incr(key)
-    redis.expire(key, GPU_SLOT_TTL)
-    return f"cuda:{(turn - 1) % gpus}"
+    return [str(torch.cuda.get_device_properties(index).uuid) for index in range(torch.cuda.device_count())]
+
+
+def worker_device(settings: QueueSettings, gpus: list[str]) -> tuple[str, GpuLease | None]:
+    """The torch device to use and, for ``cuda:auto``, this worker's lease on one of ``gpus`` (UUIDs)."""
+    if settings.device != AUTO_GPU:
+        return settings.device, None
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"  # unique among live workers
+    ttl = settings.heartbeat_ttl
+    # Waiting one TTL lets a worker restarted after a kill get back the GPU its old self held.
+    lease = claim_gpu(connect(settings), gpus, owner, ttl=ttl, wait=ttl)
+    return lease.device, lease
 
 
 def preload(weights: str, device: str, threads: int) -> None:
@@ -73,12 +77,13 @@ def preload(weights: str, device: str, threads: int) -> None:
 class SegmentWorker(SimpleWorker):
     """SimpleWorker with heartbeats during jobs, sweeps of abandoned jobs, and callbacks."""
 
-    def __init__(self, queues, *, settings: QueueSettings, **kwargs) -> None:
+    def __init__(self, queues, *, settings: QueueSettings, gpu_lease: GpuLease | None = None, **kwargs) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("worker_ttl", settings.heartbeat_ttl + 15)  # idle: dequeue blocks heartbeat_ttl s
         super().__init__(queues, **kwargs)
         self.context = WorkerContext(settings)
         self.pulse_every = settings.heartbeat_ttl / 3
+        self.gpu_lease = gpu_lease  # renewed with each pulse: the lease's TTL is heartbeat_ttl too
         self._stopped = threading.Event()
         self.shutting_down = threading.Event()
         self._running: tuple[Job, object] | None = None
@@ -141,6 +146,8 @@ class SegmentWorker(SimpleWorker):
     def _pulse(self) -> None:
         while not self._stopped.wait(self.pulse_every):
             try:
+                if self.gpu_lease is not None:
+                    self.gpu_lease.renew()
                 self._beat()
                 for queue in self.queues:
                     sweep(queue, self.context.settings)
@@ -159,21 +166,42 @@ class SegmentWorker(SimpleWorker):
 
 def run(settings: QueueSettings, queues: list[str], *, burst: bool = False) -> int:
     """Preload the engine on ``settings.device`` and work ``queues`` until stopped; the exit code."""
-    import torch
-
     from gdc.options import SegmentOptions
 
     started = time.perf_counter()
+    gpu_lease = None
     try:
-        device = resolve_device(settings.device, connect(settings), settings.queue, torch.cuda.device_count())
+        device, gpu_lease = worker_device(settings, visible_gpus() if settings.device == AUTO_GPU else [])
         settings = settings.model_copy(update={"device": device})
         preload(SegmentOptions().weights, device, settings.worker_threads)
-    except (RuntimeError, AssertionError) as error:  # torch reports a missing device with either
+        if gpu_lease is not None:
+            gpu_lease.renew()  # loading the engine may have taken a good part of the lease's TTL
+            shared = "" if gpu_lease.exclusive else ", shared: every GPU is leased"
+            print(f"gdc worker: {device} leased by {gpu_lease.owner}{shared}", flush=True)
+    # torch reports a missing device with RuntimeError or AssertionError; a lease needs Redis to answer.
+    except (RuntimeError, AssertionError, RedisError) as error:
         print(f"gdc worker: error: cannot use device {settings.device!r}: {error}", file=sys.stderr)
+        _release(gpu_lease)
         return 2
     print(f"gdc worker: engine ready on {settings.device} in {time.perf_counter() - started:.1f} s", flush=True)
+    try:
+        return _work(settings, queues, gpu_lease, burst=burst)
+    finally:
+        _release(gpu_lease)
+
+
+def _release(gpu_lease: GpuLease | None) -> None:
+    if gpu_lease is None:
+        return
+    try:
+        gpu_lease.release()
+    except RedisError:  # Redis went first (Ctrl-C on `gdc serve`): the lease lapses by itself
+        pass
+
+
+def _work(settings: QueueSettings, queues: list[str], gpu_lease: GpuLease | None, *, burst: bool) -> int:
     while True:
-        worker = SegmentWorker(queues, connection=connect(settings), settings=settings)
+        worker = SegmentWorker(queues, connection=connect(settings), settings=settings, gpu_lease=gpu_lease)
         print(f"gdc worker {worker.name}: listening on {', '.join(queues)} at {settings.redis_url}", flush=True)
         try:
             worker.work(burst=burst, logging_level="INFO")

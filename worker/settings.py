@@ -38,8 +38,9 @@ class QueueSettings(BaseSettings):
     queue: str = Field("gdc", description="RQ queue the API enqueues to and workers listen on")
     device: str = Field(
         "cpu",
-        description="torch device of a worker (`gdc worker --device` overrides it); `cuda:auto` gives each new "
-        "worker the next GPU in turn",
+        description="torch device of a worker (`gdc worker --device` overrides it); `cuda:auto`: the least-loaded "
+        "GPU no other worker leases (a lease in Redis renewed every heartbeat, freed on stop or after "
+        "`GDC_HEARTBEAT_TTL` s without renewal); when all are leased it waits that long, then shares one",
     )
     worker_threads: int = Field(
         DEFAULT_THREADS,
