@@ -23,8 +23,8 @@ import socket
 import sys
 import threading
 import time
-from contextlib import suppress
 import uuid
+from contextlib import suppress
 
 from redis.exceptions import RedisError
 from rq.exceptions import InvalidJobOperation
