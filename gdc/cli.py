@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .arguments import ProgressBar, add_engine_options, engine_options
-from .bench import ablation, peers, speed
+from .bench import ablation, peers, refine, speed
 from .errors import InputError
 
 
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_parser(bench_commands)
     peers.add_parser(bench_commands)
     ablation.add_parser(bench_commands)
+    refine.add_parser(bench_commands)
 
     try:
         from service.cli import register

@@ -42,7 +42,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from gdc.arguments import ProgressBar
     from gdc.client import ApiError, Client, JobFailed
 
-    scribbles = Path(args.scribbles)
+    if args.scribbles is None and args.previous is None:
+        print("gdc submit: error: give the image and its scribbles, or --previous JOB and the scribbles", file=sys.stderr)
+        return 2
+    # With --previous the image is optional: one file given is the scribbles.
+    image, scribbles = (None, Path(args.image)) if args.scribbles is None else (args.image, Path(args.scribbles))
     given = (
         {"strokes": json.loads(scribbles.read_text())}
         if scribbles.suffix.lower() == ".json"
@@ -52,8 +56,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     bar = ProgressBar(sys.stderr.isatty())
     try:
         with Client(args.server, api_key=args.api_key) as client:
-            job_id = client.submit(args.image, **given, **options)
-            client.wait(job_id, timeout=args.timeout, on_progress=bar)
+            if args.previous is not None:
+                job_id = client.refine(args.previous, image=image, **given, **options)
+            else:
+                job_id = client.submit(image, **given, **options)
+            job = client.wait(job_id, timeout=args.timeout, on_progress=bar)
             Path(args.output).write_bytes(client.result(job_id, "mask"))
             if args.overlay:
                 Path(args.overlay).write_bytes(client.result(job_id, "overlay"))
@@ -62,7 +69,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 1
     finally:
         bar.close()
-    print(f"wrote {args.output} (job {job_id})")
+    started = {True: f", refining {args.previous}", False: f", from scratch: {args.previous} had expired", None: ""}
+    print(f"wrote {args.output} (job {job_id}{started[job['warm']]})")
     return 0
 
 
@@ -87,9 +95,17 @@ def register(commands) -> None:
     worker.set_defaults(func=cmd_worker)
 
     submit = commands.add_parser("submit", help="segment an image on a gdc server and save the mask")
-    submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
+    submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP); optional with --previous")
     submit.add_argument(
-        "scribbles", help="label PNG of the image's size (0 unlabeled, 1..K), or strokes as a .json file"
+        "scribbles",
+        nargs="?",
+        help="label PNG of the image's size (0 unlabeled, 1..K), or strokes as a .json file",
+    )
+    submit.add_argument(
+        "--previous",
+        metavar="JOB",
+        help="refine job JOB: send all strokes so far; it starts from that job's head and trains refine_steps "
+        "steps (the image may be left out; given, it must be the same)",
     )
     submit.add_argument(
         "--server",

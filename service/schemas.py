@@ -14,8 +14,8 @@ from gdc.options import HEAD_CONVS, SegmentOptions
 from .settings import Settings
 
 # The engine options a request may set; the worker decides the rest (device, weights, ...).
-NUMERIC_OPTIONS = ("steps", "samples", "sigma", "superpixel_size", "seed")
-_SERVER_MAXIMA = {"steps": "max_steps", "samples": "max_samples"}
+NUMERIC_OPTIONS = ("steps", "refine_steps", "samples", "sigma", "superpixel_size", "seed")
+_SERVER_MAXIMA = {"steps": "max_steps", "refine_steps": "max_steps", "samples": "max_samples"}
 
 
 class ErrorBody(BaseModel):

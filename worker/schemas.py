@@ -93,6 +93,12 @@ class JobPublic(JobCreated):
     width: int
     height: int
     classes: list[int] = Field(description="the scribbles' class values, as in the mask")
+    previous: str | None = Field(None, description="the job this one refines, if any")
+    warm: bool | None = Field(
+        None,
+        description="of a refine: true once it started from the previous job's superpixels, features and head; "
+        "false when it ran from scratch (the previous job's data had expired); null for other jobs",
+    )
 
     @classmethod
     def from_job(cls, job: Job) -> JobPublic:
@@ -119,4 +125,6 @@ class JobPublic(JobCreated):
             width=meta["width"],
             height=meta["height"],
             classes=meta["classes"],
+            previous=meta.get("previous"),
+            warm=meta.get("warm"),
         )
