@@ -167,9 +167,10 @@ def segment(
       progress: called as ``progress(phase, step, total)`` as work advances.
       cancel: polled between steps; when it returns True, :class:`Cancelled` is raised.
       previous: the ``warm_start`` of an earlier result on the same image: its superpixels,
-        features and head are reused and ``options.refine_steps`` steps train instead of
-        ``options.steps``. Ignored (a cold start) when the image or the options it depends
-        on differ (:data:`gdc.warm.REUSED_WITH`).
+        features and head are reused and ``options.refine_steps`` steps at
+        ``options.refine_lr`` train instead of ``options.steps`` at ``options.lr``.
+        Ignored (a cold start) when the image or the options it depends on differ
+        (:data:`gdc.warm.REUSED_WITH`).
 
     Returns:
       A :class:`SegmentResult` at the image's full resolution.
@@ -233,7 +234,8 @@ def segment(
     counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
-    optimiser = torch.optim.SGD(head.parameters(), lr=options.lr, momentum=options.momentum)
+    lr = options.refine_lr if reuse is not None else options.lr
+    optimiser = torch.optim.SGD(head.parameters(), lr=lr, momentum=options.momentum)
     # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
     dtype = head_dtype(options.precision, device)
     mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)

@@ -21,10 +21,11 @@ class SegmentOptions(BaseModel):
 
     conv: HeadConv = Field("gdc", description="conv of the head's context branch (Table I ablation)")
     steps: int = Field(50, ge=0, le=1000, description="SGD steps on the scribbles")
-    # Measured in benchmarks/RESULTS.md (refine): past it a second round gains no mIoU.
+    # Both measured in benchmarks/RESULTS.md (refine): a trained head moves too little in few steps at lr.
     refine_steps: int = Field(
         15, ge=0, le=1000, description="SGD steps of a refine: a round started from a previous one's head on the same image"
     )
+    refine_lr: float = Field(0.03, gt=0.0, le=1.0, description="SGD learning rate of a refine")
     samples: int = Field(50, ge=1, le=1000, description="stochastic passes averaged at inference")
     sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
     lr: float = Field(0.01, gt=0.0, le=1.0, description="SGD learning rate")
