@@ -23,7 +23,7 @@ class SegmentOptions(BaseModel):
     steps: int = Field(50, ge=0, le=1000, description="SGD steps on the scribbles")
     # Both measured in benchmarks/RESULTS.md (refine): a trained head moves too little in few steps at lr.
     refine_steps: int = Field(
-        15, ge=0, le=1000, description="SGD steps of a refine: a round started from a previous one's head on the same image"
+        20, ge=0, le=1000, description="SGD steps of a refine: a round started from a previous one's head on the same image"
     )
     refine_lr: float = Field(0.03, gt=0.0, le=1.0, description="SGD learning rate of a refine")
     samples: int = Field(50, ge=1, le=1000, description="stochastic passes averaged at inference")

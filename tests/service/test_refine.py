@@ -1,4 +1,7 @@
 """Refining a job (``previous``): in one process, each round run by a fresh in-process worker."""
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -6,7 +9,8 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
-from gdc.imageio import encode_png
+from gdc.imageio import encode_png, read_labels
+from tests.conftest import REPO, wait_for
 from tests.service.conftest import FAST, draw_scribbles
 from worker import store
 from worker.jobs import new_job_id, open_queue
@@ -155,8 +159,9 @@ def test_previous_expiring_while_the_refine_waits_runs_it_cold(client, coffee, r
 
 
 def test_the_same_image_may_be_sent_again_in_another_file(client, coffee, run_queued):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     first = first_round(client, coffee, run_queued)
     bmp = io.BytesIO()
@@ -196,3 +201,60 @@ def test_refine_requests_the_api_refuses(client, coffee, run_queued):
     assert response.status_code == 422 and "scribbles are 180x100 but the image is 180x120" in response.json()["detail"]
     response = client.post("/segment", files={"scribbles": png_file(draw_scribbles(coffee.shape[:2], 2))})
     assert response.status_code == 422 and "'previous'" in response.json()["detail"]
+
+
+def test_cancel_during_a_refine(client, coffee, run_queued, redis_url):
+    first = first_round(client, coffee, run_queued)
+    job_id = refine(client, first, draw_scribbles(coffee.shape[:2], 2), refine_steps=500).json()["id"]
+    answers = []
+
+    def cancel_once_training() -> None:
+        wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["phase"] == "optimise", 120, "the refine")
+        answers.append(client.delete(f"/jobs/{job_id}").json()["status"])
+
+    canceller = threading.Thread(target=cancel_once_training)
+    canceller.start()
+    run_queued()  # returns once the job stopped, long before 500 steps (RQ's worker wants the main thread)
+    canceller.join(10)
+    assert answers == ["canceled"]
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "canceled" and job["error"] is None
+    redis = Redis.from_url(redis_url)
+    assert not store.has_warm_start(redis, job_id)
+    # The job it refined is untouched and can be refined again.
+    assert store.has_warm_start(redis, first) and client.get(f"/jobs/{first}/mask").status_code == 200
+    assert refine(client, first, draw_scribbles(coffee.shape[:2], 2)).status_code == 202
+
+
+def test_python_client_and_gdc_submit_refine(live, coffee, tmp_path):
+    from gdc.client import ApiError, Client
+
+    with Client(live.url) as client:
+        first = client.submit(coffee, first_strokes(coffee), **FAST)
+        client.wait(first, timeout=120)
+        second = client.refine(first, draw_scribbles(coffee.shape[:2], 2))
+        job = client.wait(second, timeout=120)
+        assert job["previous"] == first and job["warm"] is True
+        assert client.mask(second).shape == (120, 180)
+        with pytest.raises(ApiError, match="410"):
+            client.refine(new_job_id(), draw_scribbles(coffee.shape[:2], 2))
+
+    image, scribbles, output = tmp_path / "coffee.png", tmp_path / "s.png", tmp_path / "out.png"
+    image.write_bytes(encode_png(coffee))
+    scribbles.write_bytes(encode_png(draw_scribbles(coffee.shape[:2], 3)))
+    # With the image too: should the short-lived stack's job have expired meanwhile, it runs cold.
+    command = [sys.executable, "-m", "gdc.cli", "submit", str(image), str(scribbles), "--previous", second]
+    done = subprocess.run(
+        command + ["--server", live.url, "-o", str(output)], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"refining {second}" in done.stdout or "from scratch" in done.stdout
+    assert read_labels(output.read_bytes()).shape == (120, 180)
+    alone = subprocess.run(
+        [sys.executable, "-m", "gdc.cli", "submit", str(scribbles), "--server", live.url, "-o", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert alone.returncode == 2 and "--previous JOB" in alone.stderr
