@@ -9,6 +9,14 @@ import argparse
 import sys
 
 from .options import HEAD_CONVS, SegmentOptions
+from .threads import DEFAULT_THREADS
+
+
+def thread_count(text: str) -> int:
+    """``--threads``: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, at least 1, got {text!r}")
+    return int(text)
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +24,24 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     fields = SegmentOptions.model_fields
     group = parser.add_argument_group("engine options")
     group.add_argument("--conv", choices=HEAD_CONVS, help=f"context conv (default {fields['conv'].default})")
-    for name, kind in (("steps", int), ("samples", int), ("sigma", float), ("superpixel_size", int), ("width", int)):
+    edges_help = f"{fields['edges'].description} (default on)"
+    group.add_argument("--edges", action=argparse.BooleanOptionalAction, help=edges_help)
+    numeric = (
+        ("steps", int), ("samples", int), ("sigma", float), ("lr", float), ("superpixel_size", int), ("width", int),
+        ("edge_strength", float),
+    )
+    for name, kind in numeric:
         group.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{fields[name].description} (default {fields[name].default})")
+    group.add_argument("--optimiser", choices=("sgd", "adam"), help=fields["optimiser"].description)
     group.add_argument("--class-weights", choices=("inverse", "paper", "none"), help=fields["class_weights"].description)
     group.add_argument("--feature-stride", type=int, choices=(2, 4), help=fields["feature_stride"].description)
     group.add_argument("--precision", choices=("auto", "float32", "bfloat16"), help=fields["precision"].description)
     group.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
     group.add_argument("--weights", help="stem weights: a torchvision mobilenet_v2 state dict (default: packaged ImageNet weights)")
+    group.add_argument(
+        "--threads", type=thread_count, default=DEFAULT_THREADS,
+        help=f"torch CPU threads (default {DEFAULT_THREADS}: steady when other programs share the cores; see gdc.threads)",
+    )
 
 
 def engine_options(args: argparse.Namespace, **overrides) -> SegmentOptions:

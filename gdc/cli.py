@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, refine, speed
 from .errors import InputError
+from .threads import passive_openmp
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -26,12 +27,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import torch._dynamo  # noqa: F401  torch.optim imports it on its first step: start-up (~0.5 s), not segmenting
 
     from .engine import segment
-    from .imageio import encode_png, overlay, read_image, read_labels
+    from .imageio import colour_table, encode_png, overlay, read_image, read_scribbles
 
     options = engine_options(args, seed=args.seed)
     started = time.perf_counter()
     image = read_image(args.image)
-    scribbles = read_labels(args.scribbles)
+    scribbles, colours = read_scribbles(args.scribbles)
     decoded = time.perf_counter()
     bar = ProgressBar(sys.stderr.isatty())
     try:
@@ -39,11 +40,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     encode_start = time.perf_counter()
-    Path(args.output).write_bytes(encode_png(result.labels))
+    table = colour_table(list(result.classes), colours)
+    # Colour scribbles get their mask back in the same colours; label scribbles in their values.
+    Path(args.output).write_bytes(encode_png(result.labels if colours is None else table[result.labels]))
     if args.probs:
         np.save(args.probs, result.probabilities)
     if args.overlay:
-        Image.fromarray(overlay(image, result.labels)).save(args.overlay)
+        Image.fromarray(overlay(image, result.labels, table=table)).save(args.overlay)
     if args.uncertainty:
         Image.fromarray((result.uncertainty * 255).round().astype(np.uint8)).save(args.uncertainty)
     finished = time.perf_counter()
@@ -80,8 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = commands.add_parser("segment", help="segment one image from its scribbles")
     seg.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
-    seg.add_argument("scribbles", help="label PNG of the image's size: 0 unlabeled, 1..K classes")
-    seg.add_argument("-o", "--output", required=True, help="label map PNG to write, in the scribbles' values")
+    seg.add_argument(
+        "scribbles",
+        help="PNG of the image's size: labels (0 unlabeled, 1..K classes) or colours (black or transparent "
+        "unlabeled, each colour a class)",
+    )
+    seg.add_argument(
+        "-o", "--output", required=True, help="mask PNG to write, in the scribbles' values (or colours)"
+    )
     seg.add_argument("--probs", help="write per-class probabilities (K, H, W) float32 as .npy")
     seg.add_argument("--overlay", help="write the image tinted by class as PNG")
     seg.add_argument("--uncertainty", help="write the uncertainty map as a grey PNG")
@@ -116,8 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp()  # before any command imports torch
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:  # the engine commands'
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except (InputError, FileNotFoundError) as error:
         print(f"gdc: error: {error}", file=sys.stderr)

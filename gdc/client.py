@@ -34,6 +34,14 @@ class ApiError(RuntimeError):
         self.detail = detail
 
 
+class ServerUnreachable(ConnectionError):
+    """No answer came from the server (refused, unknown host, timed out, dropped); ``url`` is what was asked."""
+
+    def __init__(self, url: str, cause: httpx.TransportError) -> None:
+        super().__init__(f"cannot reach the gdc server at {url}: {str(cause) or type(cause).__name__}")
+        self.url = url
+
+
 class JobFailed(RuntimeError):
     """The job ended without a result (failed or canceled); ``job`` is its last status."""
 
@@ -68,7 +76,10 @@ class Client:
         self.http.close()
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
-        response = self.http.request(method, path, **kwargs)
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise ServerUnreachable(str(self.http.base_url.join(path)), error) from error
         if response.is_error:
             try:
                 detail = response.json()["detail"]
@@ -91,7 +102,8 @@ class Client:
 
         Arguments:
           image: the image file (path or bytes) or an (H, W, 3) uint8 array.
-          scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes.
+          scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes; or
+            colour scribbles (RGB/RGBA PNG or (H, W, 3) array): black unlabeled, each colour a class.
           strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
           options: engine options the server accepts (steps, refine_steps, samples, sigma, conv, superpixel_size, seed).
         """
@@ -159,7 +171,7 @@ class Client:
         while True:
             try:
                 job = self.status(job_id)
-            except (httpx.TransportError, ApiError) as error:
+            except (ServerUnreachable, ApiError) as error:
                 if isinstance(error, ApiError) and error.status_code != 503:
                     raise
                 if deadline is not None and time.monotonic() >= deadline:

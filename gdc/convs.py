@@ -75,6 +75,7 @@ def gather_conv2d(
     bias: torch.Tensor | None,
     offsets: torch.Tensor,
     padding: Padding = "zeros",
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """3x3 convolution whose taps sit at ``c + offsets ⊙ e`` instead of ``c + e``.
 
@@ -87,6 +88,9 @@ def gather_conv2d(
         output n reading image ``n % B`` (N > B: several draws over the same input). The
         centre row is ignored.
       padding: what taps outside the map read: ``zeros``, or the nearest ``border`` pixel.
+      at: flat indices ``row * W + col`` of the only output pixels to compute, or None
+        for all; the others are zero. Training needs the outputs near labelled pixels
+        alone, and the cost of the gather and its gradient is per output pixel.
 
     Returns:
       (N, O, H, W).
@@ -97,19 +101,24 @@ def gather_conv2d(
     # Rows must be contiguous: for one image reshape alone would give a column-major view,
     # and gathering its rows would touch every channel's cache line (20x slower).
     pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous().view(-1, channels)
+    taps_apart = 1 if draws == batch else 9
+    index = tap_index(offsets.to(x.device), batch, height, width, taps_apart=taps_apart, padding=padding)
+    if at is not None:
+        index = index.view(draws, height * width, 9)[:, at.to(x.device)].reshape(-1, 9)
     if draws == batch:
         # One draw per image (training): gather the inputs, then one matmul.
-        index = tap_index(offsets.to(x.device), batch, height, width, padding=padding)
         taps = pixels.index_select(0, index.reshape(-1)).view(-1, 9 * channels)
         out = taps @ weight.permute(2, 3, 1, 0).reshape(9 * channels, out_channels)
     else:
         # Many draws (sampling): multiply every pixel by every tap's weights once, then
         # each draw only sums 9 rows of that table.
         products = (pixels @ weight.permute(1, 2, 3, 0).reshape(channels, 9 * out_channels)).view(-1, out_channels)
-        index = tap_index(offsets.to(x.device), batch, height, width, taps_apart=9, padding=padding)
         out = F.embedding_bag(index, products, mode="sum")
     if bias is not None:
         out = out + bias.to(out.dtype)  # under autocast: stay in the matmul's type, no promotion
+    if at is not None:
+        full = out.new_zeros(draws, height * width, out_channels)
+        out = full.index_copy(1, at.to(x.device), out.view(draws, -1, out_channels))
     return out.view(draws, height, width, out_channels).permute(0, 3, 1, 2)
 
 
@@ -168,15 +177,18 @@ class RandomOffsetConv2d(nn.Module):
         draw = torch.randn if kind == "normal" else torch.rand
         return draw(shape, generator=self.generator, device=device)
 
-    def forward(self, x: torch.Tensor, offsets: torch.Tensor | None = None, samples: int = 1) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offsets: torch.Tensor | None = None, samples: int = 1, at: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, C, H, W) to (samples * B, O, H, W): ``samples`` independent draws of offsets.
 
         The weights multiply the input once, however many draws read it; ``offsets``
-        (``samples * B`` first) replaces the draw.
+        (``samples * B`` first) replaces the draw; ``at`` limits the outputs computed
+        (see :func:`gather_conv2d`).
         """
         if offsets is None:
             offsets = self.sample_offsets(samples * x.shape[0], x.shape[2], x.shape[3])
-        return gather_conv2d(x, self.weight, self.bias, offsets, self.padding)
+        return gather_conv2d(x, self.weight, self.bias, offsets, self.padding, at)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, sigma={self.sigma}, padding={self.padding}"

@@ -20,13 +20,14 @@ from PIL import Image
 
 from .errors import Cancelled
 from .inputs import check_image, scribble_classes
+from .labelling import edge_aware_labels, make_consistent
 from .net import GDCHead
 from .options import SegmentOptions
 from .scribbles import grow_over, superpixels
 from .stem import MobileNetV2Stem, load_stem
 from .warm import WarmStart, fingerprint
 
-# progress(phase, step, total): phases are "superpixels", "features", "optimise", "sample".
+# progress(phase, step, total): phases are "superpixels", "features", "optimise", "sample", "edges" (when on).
 ProgressHook = Callable[[str, int, int], None]
 CancelHook = Callable[[], bool]
 
@@ -40,8 +41,11 @@ class SegmentResult:
 
     Attributes:
       labels: (H, W) uint8 label map holding the scribbles' own class values.
-      probabilities: (K, H, W) float32 per-class probabilities, summing to 1 per pixel.
-      uncertainty: (H, W) float32 in [0, 1]: entropy of the mean prediction over log K.
+      probabilities: (K, H, W) float32 per-class probabilities, summing to 1 per pixel:
+        the head's, and with the edge step on, the label's and the head's top class's values
+        exchanged where the step relabelled a pixel, so their argmax is always ``labels``.
+      uncertainty: (H, W) float32 in [0, 1]: entropy of the head's mean prediction over log K
+        (the exchange leaves it as it was).
       classes: the K class values, in the order of ``probabilities``.
       timings: seconds spent per phase.
       warm_start: what a next round of strokes on this image can start from (``previous``).
@@ -141,6 +145,13 @@ def head_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native else torch.float32
 
 
+def make_optimiser(parameters, options: SegmentOptions) -> torch.optim.Optimizer:
+    """The optimiser ``options.optimiser`` names, at ``options.lr``."""
+    if options.optimiser == "sgd":
+        return torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
+    return torch.optim.Adam(parameters, lr=options.lr)
+
+
 @contextmanager
 def _timed(timings: dict[str, float], phase: str):
     start = time.perf_counter()
@@ -195,6 +206,7 @@ def segment(
     generator = torch.Generator(device=device).manual_seed(seed)
 
     height, width = image.shape[:2]
+    full_image = image  # the edge step works at full resolution
     report("superpixels", 0, 1)
     with _timed(timings, "superpixels"):
         labels = np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1)
@@ -209,6 +221,7 @@ def segment(
                 superpixel_size=options.superpixel_size,
                 compactness=options.compactness,
                 smoothing=options.superpixel_smoothing,
+                shrink=options.superpixel_shrink,
             )
         )
         expanded = grow_over(labels, segments)
@@ -234,18 +247,19 @@ def segment(
     counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
-    lr = options.refine_lr if reuse is not None else options.lr
-    optimiser = torch.optim.SGD(head.parameters(), lr=lr, momentum=options.momentum)
+    # A refine starts trained: it takes its own (smaller) step count and learning rate.
+    optimiser = make_optimiser(head.parameters(), options.model_copy(update={"lr": options.refine_lr}) if reuse is not None else options)
     # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
     dtype = head_dtype(options.precision, device)
     mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
+    context_at = head.context_cells(targets.sum(0) > 0)  # the loss reads the logits of labelled cells alone
     with _timed(timings, "optimise"):
         head.train()
         for step in range(steps):
             report("optimise", step, steps)
             with torch.autocast(**mixed):
-                logits = head(features)
+                logits = head(features, context_at=context_at)
             loss = -(targets * logits[0].float().log_softmax(0)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -278,6 +292,15 @@ def segment(
             probabilities[:, rows] = band.cpu().numpy()
             uncertainty[rows] = entropy.clamp(0, 1).cpu().numpy()
             labels[rows] = class_values[band.argmax(0)].to(torch.uint8).cpu().numpy()
+
+    if options.edges:
+        report("edges", 0, 1)
+        with _timed(timings, "edges"):
+            marks = np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1).astype(np.int16)
+            refined = edge_aware_labels(full_image, probabilities, marks, options.edge_strength)
+            make_consistent(probabilities, refined)
+            labels = np.asarray(classes, dtype=np.uint8)[refined]
+        report("edges", 1, 1)
 
     return SegmentResult(
         labels=labels,

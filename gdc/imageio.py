@@ -49,12 +49,67 @@ def read_image(source: Source) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+LABEL_MODES = ("L", "P", "1")  # single-channel PNGs whose values are the labels
+
+
+def _labels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
+
+
 def read_labels(source: Source) -> np.ndarray:
     """A label map (PNG, mode L or P: the values themselves are the labels) as (H, W) uint8."""
     labels = _open(source, "scribbles")
-    if labels.mode not in ("L", "P", "1"):
+    if labels.mode not in LABEL_MODES:
         raise InputError(f"scribbles must be a single-channel label PNG (mode L or P), got mode {labels.mode}")
-    return np.asarray(labels.convert("L") if labels.mode == "1" else labels, dtype=np.uint8)
+    return _labels(labels)
+
+
+def read_scribbles(source: Source, max_classes: int = 255) -> tuple[np.ndarray, list[str] | None]:
+    """Scribbles as an (H, W) uint8 label map, and for colour scribbles the colour of each class.
+
+    A label PNG (mode L, P or 1) holds the labels themselves: 0 unlabeled, 1..K classes; the
+    colours are None. A colour PNG (RGB, RGBA, or grey with alpha), as paint tools save it:
+    black and fully transparent pixels are unlabeled, each other colour is a class, numbered
+    1..K in the order of the colours' ``#rrggbb``; ``colours[k - 1]`` is class k's.
+
+    Raises:
+      InputError: another mode, or more than ``max_classes`` colours (a photo, a JPEG, a soft brush).
+    """
+    scribbles = _open(source, "scribbles")
+    if scribbles.mode in LABEL_MODES:
+        return _labels(scribbles), None
+    if scribbles.mode not in ("RGB", "RGBA", "LA"):
+        raise InputError(
+            f"scribbles must be a label PNG (mode L or P) or a colour PNG (RGB or RGBA), got mode {scribbles.mode}"
+        )
+    rgba = np.asarray(scribbles.convert("RGBA"), dtype=np.uint32)
+    packed = (rgba[..., 0] << 16) | (rgba[..., 1] << 8) | rgba[..., 2]
+    painted = (rgba[..., 3] > 0) & (packed > 0)
+    found, classes = np.unique(packed[painted], return_inverse=True)
+    if found.size > max_classes:
+        raise InputError(
+            f"the scribbles have {found.size} colours, and each colour is a class: at most {max_classes} are "
+            "accepted. Paint each class in one flat colour with a hard brush (no anti-aliasing) on black or "
+            "transparent, and save it as PNG; a photo or a JPEG has thousands"
+        )
+    labels = np.zeros(packed.shape, np.uint8)
+    labels[painted] = classes + 1
+    return labels, [f"#{value:06x}" for value in found.tolist()]
+
+
+def colour_table(classes: list[int], colours: list[str] | None = None) -> np.ndarray:
+    """(256, 3) uint8, row v the colour class v is drawn in: its entry of ``colours``
+    (``#rrggbb``, in ``classes`` order) when given, else PALETTE's."""
+    table = PALETTE[np.arange(256) % len(PALETTE)]
+    if colours is not None:
+        for value, colour in zip(classes, colours, strict=True):
+            table[value] = tuple(bytes.fromhex(colour.removeprefix("#")))
+    return table
+
+
+def class_colours(classes: list[int], colours: list[str] | None = None) -> list[str]:
+    """The ``#rrggbb`` each of ``classes`` is drawn in (see :func:`colour_table`)."""
+    return [f"#{red:02x}{green:02x}{blue:02x}" for red, green, blue in colour_table(classes, colours)[classes].tolist()]
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -64,9 +119,10 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndarray:
-    """The image with each class of ``labels`` tinted in its palette colour; 0 is left as is."""
-    colours = PALETTE[labels % len(PALETTE)].astype(np.float32)
+def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5, table: np.ndarray | None = None) -> np.ndarray:
+    """The image with each class of ``labels`` tinted in its colour (``table`` from :func:`colour_table`,
+    by default the palette); 0 is left as is."""
+    colours = (colour_table([]) if table is None else table)[labels].astype(np.float32)
     tinted = (1 - opacity) * image.astype(np.float32) + opacity * colours
     return np.where(labels[..., None] > 0, tinted, image).round().astype(np.uint8)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .convs import RANDOM_CONVS, create_conv, normalize_conv_name
@@ -73,13 +74,26 @@ class GDCHead(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, features: torch.Tensor, samples: int = 1) -> torch.Tensor:
-        """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample."""
+    def context_cells(self, where: torch.Tensor) -> torch.Tensor:
+        """Flat indices (row * W + col) of the cells whose context branch the logits at ``where`` read.
+
+        ``where`` is an (H, W) bool map; the classifier's 3x3 conv reads one cell around each.
+        """
+        around = F.max_pool2d(where[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+        return around.flatten().nonzero().squeeze(1)
+
+    def forward(self, features: torch.Tensor, samples: int = 1, context_at: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample.
+
+        ``context_at`` (from :meth:`context_cells`) computes the random-offset context
+        branch at those cells alone, which is all training on labelled cells needs; the
+        logits elsewhere are then not the head's.
+        """
         # Channels-last throughout: the GDC's output already is, and mixed layouts add slowly.
         fused = self.fuse(features.contiguous(memory_format=torch.channels_last))
         local = self.local(fused)
         if not self.stochastic:
             logits = self.classifier(local + self.context(fused))
             return logits.repeat(samples, 1, 1, 1) if samples > 1 else logits
-        context = self.context(fused, samples=samples)
+        context = self.context(fused, samples=samples, at=context_at)
         return self.classifier((context.unflatten(0, (samples, -1)) + local).flatten(0, 1))

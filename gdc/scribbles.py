@@ -6,11 +6,17 @@ Achanta et al., "SLIC Superpixels Compared to State-of-the-Art Superpixel Method
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from skimage.segmentation import slic
 
 
 def superpixels(
-    image: np.ndarray, *, superpixel_size: int = 120, compactness: float = 10.0, smoothing: float = 1.0
+    image: np.ndarray,
+    *,
+    superpixel_size: int = 120,
+    compactness: float = 10.0,
+    smoothing: float = 1.0,
+    shrink: int = 1,
 ) -> np.ndarray | None:
     """(H, W) SLIC superpixel ids of an (H, W, 3) uint8 image; None when ``superpixel_size`` is 0.
 
@@ -20,11 +26,23 @@ def superpixels(
       compactness: SLIC's balance of colour against space (higher: squarer superpixels).
       smoothing: σ in pixels of the Gaussian blur SLIC applies first. Without it, pixel
         noise splits superpixels into fragments that SLIC then merges across edges.
+      shrink: SLIC runs on the image shrunk by this factor per side (box-averaged, which
+        also smooths), and its superpixels are stretched back. SLIC's cost is per pixel,
+        so 2 makes it about 4x cheaper.
     """
     if superpixel_size == 0:
         return None
-    n_segments = max(1, round(image.shape[0] * image.shape[1] / superpixel_size))
-    return slic(image, n_segments=n_segments, compactness=compactness, sigma=smoothing, start_label=0)
+    height, width = image.shape[:2]
+    n_segments = max(1, round(height * width / superpixel_size))
+    small = image
+    if shrink > 1:
+        small = np.asarray(Image.fromarray(image).resize((max(1, width // shrink), max(1, height // shrink)), Image.Resampling.BOX))
+    segments = slic(small, n_segments=n_segments, compactness=compactness, sigma=smoothing / shrink, start_label=0)
+    if shrink > 1:
+        rows = np.arange(height) * small.shape[0] // height
+        cols = np.arange(width) * small.shape[1] // width
+        segments = segments[rows[:, None], cols[None, :]]
+    return segments
 
 
 def grow_over(labels: np.ndarray, segments: np.ndarray | None) -> np.ndarray:

@@ -32,6 +32,7 @@ REUSED_WITH = (
     "superpixel_size",
     "compactness",
     "superpixel_smoothing",
+    "superpixel_shrink",
     "max_pixels",
     "weights",
 )

@@ -11,8 +11,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,6 +22,7 @@ from gdc.errors import InputError
 from worker.jobs import connect, open_queue
 
 from .deps import require_api_key
+from .docs import install_docs
 from .metrics import install_metrics
 from .middleware import BodySizeLimit
 from .routes import health, jobs, options, segment
@@ -35,7 +35,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = """
 Scribbles in, full label maps out, with Gaussian dynamic convolution.
 
-**Flow.** `POST /segment` an image with scribbles (a label PNG, or strokes JSON) and get
+**Flow.** `POST /segment` an image with scribbles (a label or colour PNG, or strokes JSON) and get
 a job id; poll `GET /jobs/{id}` (or add `?wait=S` to the POST) until it `succeeded`; then
 fetch `/jobs/{id}/mask`, `/overlay`, `/probabilities`, `/uncertainty`.
 
@@ -115,20 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (segment, jobs, options, health):
         app.include_router(module.router)
 
-    keyed = [Depends(require_api_key)]
-
-    @app.get("/openapi.json", include_in_schema=False, dependencies=keyed)
-    def openapi() -> JSONResponse:
-        return JSONResponse(app.openapi())
-
-    @app.get("/docs", include_in_schema=False, dependencies=keyed)
-    def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="gdc API")
-
-    @app.get("/redoc", include_in_schema=False, dependencies=keyed)
-    def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title="gdc API")
-
+    install_docs(app, [Depends(require_api_key)])  # mounts /static/docs, so before /static
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -137,5 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not page.is_file():
             raise HTTPException(status_code=404, detail="the web page is not installed")
         return FileResponse(page)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # browsers ask for it at the root, whatever the page links
+        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/vnd.microsoft.icon")
 
     return app

@@ -40,18 +40,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from gdc.arguments import ProgressBar
-    from gdc.client import ApiError, Client, JobFailed
+    from gdc.client import ApiError, Client, JobFailed, ServerUnreachable
+    from gdc.imageio import read_scribbles
 
     if args.scribbles is None and args.previous is None:
         print("gdc submit: error: give the image and its scribbles, or --previous JOB and the scribbles", file=sys.stderr)
         return 2
     # With --previous the image is optional: one file given is the scribbles.
     image, scribbles = (None, Path(args.image)) if args.scribbles is None else (args.image, Path(args.scribbles))
-    given = (
-        {"strokes": json.loads(scribbles.read_text())}
-        if scribbles.suffix.lower() == ".json"
-        else {"scribbles": scribbles}
-    )
+    strokes = scribbles.suffix.lower() == ".json"
+    given = {"strokes": json.loads(scribbles.read_text())} if strokes else {"scribbles": scribbles}
+    # Colour scribbles get their mask back in their colours, as from `gdc segment`.
+    mask_format = "colour" if not strokes and read_scribbles(scribbles)[1] is not None else "png"
     options = {name: getattr(args, name) for name in (*NUMERIC_OPTIONS, "conv")}
     bar = ProgressBar(sys.stderr.isatty())
     try:
@@ -61,12 +61,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
             else:
                 job_id = client.submit(image, **given, **options)
             job = client.wait(job_id, timeout=args.timeout, on_progress=bar)
-            Path(args.output).write_bytes(client.result(job_id, "mask"))
+            Path(args.output).write_bytes(client.result(job_id, "mask", format=mask_format))
             if args.overlay:
                 Path(args.overlay).write_bytes(client.result(job_id, "overlay"))
     except (ApiError, JobFailed, TimeoutError) as error:
         print(f"gdc submit: error: {error}", file=sys.stderr)
         return 1
+    except ServerUnreachable as error:  # no server at that URL: for the user to fix, like the CLI's other exit-2 errors
+        print(f"gdc submit: error: {error}", file=sys.stderr)
+        return 2
     finally:
         bar.close()
     started = {True: f", refining {args.previous}", False: f", from scratch: {args.previous} had expired", None: ""}
@@ -84,7 +87,12 @@ def register(commands) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes to start without REDIS_URL (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes to start without REDIS_URL (default: on the CPU, usable cores / GDC_WORKER_THREADS; "
+        "on a GPU, 1)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser("worker", help="run a segmentation worker: load the engine once, then run jobs")
@@ -99,7 +107,8 @@ def register(commands) -> None:
     submit.add_argument(
         "scribbles",
         nargs="?",
-        help="label PNG of the image's size (0 unlabeled, 1..K), or strokes as a .json file",
+        help="PNG of the image's size, labels (0 unlabeled, 1..K) or colours (black unlabeled, each colour a "
+        "class), or strokes as a .json file",
     )
     submit.add_argument(
         "--previous",
@@ -112,7 +121,9 @@ def register(commands) -> None:
         default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
         help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)",
     )
-    submit.add_argument("-o", "--output", required=True, help="label map PNG to write")
+    submit.add_argument(
+        "-o", "--output", required=True, help="mask PNG to write, in the scribbles' values (or colours)"
+    )
     submit.add_argument("--overlay", help="also write the image tinted by class here")
     submit.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")
     submit.add_argument("--timeout", type=float, default=600, help="seconds to wait for the job (default 600)")
@@ -120,5 +131,8 @@ def register(commands) -> None:
     group = submit.add_argument_group("engine options (default: the server's)")
     group.add_argument("--conv", choices=HEAD_CONVS, help=fields["conv"].description)
     for name in NUMERIC_OPTIONS:
-        group.add_argument(f"--{name}", type=type(fields[name].default), help=fields[name].description)
+        # Dashed like `gdc segment`'s flags; argparse stores them under the underscored name.
+        group.add_argument(
+            f"--{name.replace('_', '-')}", type=type(fields[name].default), help=fields[name].description
+        )
     submit.set_defaults(func=cmd_submit)

@@ -14,7 +14,8 @@ from gdc.options import HEAD_CONVS, SegmentOptions
 from .settings import Settings
 
 # The engine options a request may set; the worker decides the rest (device, weights, ...).
-NUMERIC_OPTIONS = ("steps", "refine_steps", "samples", "sigma", "superpixel_size", "seed")
+NUMERIC_OPTIONS = ("steps", "refine_steps", "samples", "sigma", "superpixel_size", "edge_strength", "seed")
+SWITCH_OPTIONS = ("edges",)
 _SERVER_MAXIMA = {"steps": "max_steps", "refine_steps": "max_steps", "samples": "max_samples"}
 
 
@@ -50,6 +51,7 @@ class ServerOptions(BaseModel):
     """Defaults and limits of this server, for forms in front-ends."""
 
     fields: dict[str, FieldLimits]
+    switches: dict[str, bool] = Field(description="on/off options and their defaults")
     conv: ConvChoices
     max_classes: int
     max_upload_bytes: int
@@ -60,6 +62,7 @@ class ServerOptions(BaseModel):
     def from_settings(cls, settings: Settings) -> ServerOptions:
         return cls(
             fields=option_limits(settings),
+            switches={name: SegmentOptions.model_fields[name].default for name in SWITCH_OPTIONS},
             conv=ConvChoices(default=SegmentOptions.model_fields["conv"].default, choices=list(HEAD_CONVS)),
             max_classes=settings.max_classes,
             max_upload_bytes=settings.max_upload_bytes,
@@ -124,6 +127,8 @@ def resolve_options(given: dict[str, Any], settings: Settings) -> dict[str, Any]
     """
     limits = option_limits(settings)
     values = {name: limit.default if given.get(name) is None else given[name] for name, limit in limits.items()}
+    for name in SWITCH_OPTIONS:
+        values[name] = SegmentOptions.model_fields[name].default if given.get(name) is None else given[name]
     values["conv"] = given.get("conv") or SegmentOptions.model_fields["conv"].default
     try:
         SegmentOptions(**values)

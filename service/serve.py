@@ -13,6 +13,8 @@ from contextlib import ExitStack
 
 import uvicorn
 
+from gdc.threads import usable_cores
+
 from .app import create_app
 from .settings import Settings
 
@@ -36,7 +38,20 @@ def start_worker(redis_url: str) -> subprocess.Popen:
     return subprocess.Popen(command, start_new_session=True)
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
+def default_workers(settings: Settings) -> int:
+    """Workers to start when not told: on the CPU, one per ``worker_threads`` of the usable cores; on a GPU, one.
+
+    Each worker runs one job at a time, so with one thread each the cores run one job
+    apiece (the most jobs/s: benchmarks/RESULTS.md) and another program on a core slows
+    only the job beside it. A GPU worker needs a core for the CPU phases; docs/docker.md
+    covers several GPUs.
+    """
+    if settings.device != "cpu":
+        return 1
+    return max(1, usable_cores() // settings.worker_threads)
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
         with ExitStack() as stack:
@@ -50,7 +65,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
                 print(f"gdc serve: embedded Redis-protocol server (Valkey) at {settings.redis_url}", flush=True)
                 processes = []
                 stack.callback(_stop_workers, processes)
-                for _ in range(workers):
+                for _ in range(workers or default_workers(settings)):
                     processes.append(start_worker(settings.redis_url))
                     print(f"gdc serve: worker process {processes[-1].pid}", flush=True)
             else:

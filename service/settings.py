@@ -26,7 +26,7 @@ class Settings(QueueSettings):
         "segments at its own working size and returns full-size results)",
     )
     max_classes: int = Field(16, ge=2, le=255, description="most scribble classes in one request")
-    max_steps: int = Field(500, ge=0, description="most SGD steps a request may ask for (the engine caps it too)")
+    max_steps: int = Field(500, ge=0, description="most optimiser steps a request may ask for (the engine caps it too)")
     max_samples: int = Field(
         200, ge=1, description="most stochastic samples a request may ask for (the engine caps it too)"
     )

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from pydantic import ValidationError
 
 from gdc.errors import InputError
-from gdc.imageio import read_image, read_labels
+from gdc.imageio import read_image, read_scribbles
 
 from .schemas import STROKES, describe_errors
 
@@ -52,17 +52,20 @@ def read_image_upload(data: bytes, max_pixels: int) -> np.ndarray:
     return read_image(data)
 
 
-def read_scribbles_upload(data: bytes, width: int, height: int) -> np.ndarray:
-    """The uploaded label PNG as (H, W) uint8, after checking it is the image's size."""
+def read_scribbles_upload(
+    data: bytes, width: int, height: int, max_classes: int
+) -> tuple[np.ndarray, list[str] | None]:
+    """The uploaded label or colour PNG as (H, W) uint8 labels and, for colours, each class's
+    (:func:`gdc.imageio.read_scribbles`), after checking it is the image's size."""
     header = _header(data, "scribbles")
     if header.format != "PNG":
-        raise InputError(f"scribbles must be a PNG label map, got {header.format}")
+        raise InputError(f"scribbles must be a PNG (label or colour), got {header.format}")
     if header.size != (width, height):
         raise InputError(
             f"scribbles are {header.size[0]}x{header.size[1]} but the image is {width}x{height}; "
             "they must be the same size"
         )
-    return read_labels(data)
+    return read_scribbles(data, max_classes)
 
 
 def draw_strokes(strokes_json: str, width: int, height: int) -> np.ndarray:

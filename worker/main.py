@@ -20,8 +20,10 @@ import logging
 import sys
 import threading
 import time
+from contextlib import suppress
 
 from redis.exceptions import RedisError
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
@@ -55,7 +57,7 @@ def resolve_device(device: str, redis, queue: str, gpus: int) -> str:
 
 
 def preload(weights: str, device: str, threads: int) -> None:
-    """Import the engine, start the device and load the stem, before the first job; ``threads`` > 0 caps torch's."""
+    """Import the engine, start the device and load the stem, before the first job, on ``threads`` CPU threads."""
     # What the result's polygons need (worker.store imports them lazily, for the API's sake):
     # ~0.5 s here rather than in the first job. skimage loads submodules on first attribute use.
     from skimage.measure import approximate_polygon, find_contours  # noqa: F401
@@ -63,8 +65,7 @@ def preload(weights: str, device: str, threads: int) -> None:
 
     from gdc.engine import cached_stem
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
     cached_stem(weights, device)
 
@@ -95,6 +96,27 @@ class SegmentWorker(SimpleWorker):
             current_worker.reset(token)
             if public_status(job) in ENDED:
                 notify(queue, job, self.context.settings)
+
+    def canceled_on_request(self, job: Job) -> bool:
+        """The job stopped because DELETE asked it to (not because this worker is shutting down)."""
+        return not self.context.stopping.is_set() and bool(self.connection.exists(key_for(Kind.CANCEL, job.id)))
+
+    def handle_exception(self, job: Job, *exc_info) -> None:
+        if self.canceled_on_request(job):  # asked for, so no traceback: one line says it happened
+            self.log.info("Worker %s: job %s canceled on request", self.name, job.id)
+            return
+        super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="", execution=None):
+        if not self.canceled_on_request(job):
+            return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        # RQ would file it as failed; a cancel goes to RQ's CanceledJobRegistry, where /metrics counts it.
+        with self.connection.pipeline() as pipeline:
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            pipeline.execute()
+        with suppress(InvalidJobOperation):  # already canceled
+            job.cancel()
+        self.connection.expire(job.key, self.context.settings.failure_ttl)
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()

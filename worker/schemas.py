@@ -9,13 +9,15 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 from rq.job import Job
 
+from gdc.imageio import class_colours
+
 from .jobs import ENDED, Status, public_status
 
 
 class Progress(BaseModel):
     phase: str = Field(
         description='"queued" until a worker takes the job, "starting" while it reads the upload, '
-        'then the engine\'s phases: "superpixels", "features", "optimise", "sample"'
+        'then the engine\'s phases: "superpixels", "features", "optimise", "sample", "edges" (when on)'
     )
     step: int
     total: int
@@ -78,6 +80,7 @@ class JobPublic(JobCreated):
                     "width": 640,
                     "height": 480,
                     "classes": [1, 2, 3],
+                    "colours": ["#e6194b", "#3cb44b", "#0082c8"],
                 }
             ]
         }
@@ -98,6 +101,10 @@ class JobPublic(JobCreated):
         None,
         description="of a refine: true once it started from the previous job's superpixels, features and head; "
         "false when it ran from scratch (the previous job's data had expired); null for other jobs",
+    )
+    colours: list[str] = Field(
+        description="each class's colour as #rrggbb, in `classes` order: for colour-PNG scribbles their own "
+        "(class k is the k-th colour), else the overlay's; `/mask?format=colour` paints the mask in them"
     )
 
     @classmethod
@@ -127,4 +134,5 @@ class JobPublic(JobCreated):
             classes=meta["classes"],
             previous=meta.get("previous"),
             warm=meta.get("warm"),
+            colours=class_colours(meta["classes"], meta.get("colours")),
         )

@@ -10,6 +10,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gdc.threads import DEFAULT_THREADS
+
 SecondsList = Annotated[list[int], NoDecode]
 
 
@@ -40,7 +42,9 @@ class QueueSettings(BaseSettings):
         "worker the next GPU in turn",
     )
     worker_threads: int = Field(
-        0, ge=0, description="torch CPU threads per worker; 0: torch's default (all cores), 1 when workers share cores"
+        DEFAULT_THREADS,
+        ge=1,
+        description="torch CPU threads per worker; `gdc serve` starts cores / threads CPU workers (docs/docker.md: sizing)",
     )
 
     job_timeout: int = Field(600, gt=0, description="seconds a job may run before the worker stops it")

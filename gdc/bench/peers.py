@@ -9,6 +9,7 @@ libraries come with gdc's ``bench`` extra and are imported inside each peer.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import importlib.util
 import itertools
@@ -39,11 +40,12 @@ def scribble_values(scribbles: np.ndarray) -> np.ndarray:
     return np.unique(scribbles[scribbles > 0])
 
 
-def gdc_labels(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
-    """gdc with its default options."""
+def gdc_labels(image: np.ndarray, scribbles: np.ndarray, **changes) -> np.ndarray:
+    """gdc with its default options, or those with ``changes``."""
     from ..engine import segment
+    from ..options import SegmentOptions
 
-    return segment(image, scribbles).labels
+    return segment(image, scribbles, SegmentOptions(**changes)).labels
 
 
 def grabcut_labels(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
@@ -123,6 +125,8 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "gdc": Method(gdc_labels, ("torch",)),
+    # Without the edge-aware labelling step: the head's argmax, as before issue 14.
+    "gdc-no-edges": Method(functools.partial(gdc_labels, edges=False), ("torch",)),
     "grabcut": Method(grabcut_labels, ("cv2",), two_classes_only=True),
     "random-walker": Method(random_walker_labels, ("skimage",)),
     "random-forest": Method(random_forest_labels, ("skimage", "sklearn")),
@@ -243,7 +247,7 @@ def benchmark(
         methods={name: dict(summary=summarise(method_rows), images=method_rows) for name, method_rows in rows.items()},
         notes=notes(rows, len(samples)),
     )
-    if "gdc" in names:
+    if {"gdc", "gdc-no-edges"} & set(names):
         from ..options import SegmentOptions
 
         report["gdc_options"] = SegmentOptions().model_dump()
@@ -324,8 +328,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``peers`` command to a ``bench`` command's subparsers."""
     parser = subparsers.add_parser(
         "peers",
-        help="compare gdc with GrabCut, random walker and a random forest on a data set",
-        description="Run gdc (default options) and each peer on the same images and scribbles; print a table, "
+        help="compare gdc (with and without its edge step) with GrabCut, random walker and a random forest on a data set",
+        description="Run gdc (default options, and without the edge step) and each peer on the same images and scribbles; print a table, "
         "write JSON and a plot named after the data set and scribble set.",
     )
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")

@@ -1,34 +1,56 @@
-"""``gdc bench speed``: where the time goes, and how it grows with the image (issue 6).
+"""``gdc bench speed``: gdc against GrabCut, steadiness beside a busy core, jobs/s per worker count,
+and how time grows with the image (issues 6 and 15).
 
-Each image size runs in a fresh process, so its peak memory is its own. The image is a
-photo that scikit-image ships, resized, with scribbles drawn in code (thin strokes of
-three classes, as users draw them); each phase is timed from encoded bytes in to an
-encoded mask out. ``--jobs`` measures throughput with several images in flight.
+Three measurements, in one run so that their ratios share the machine's load:
+
+* **One photo** (``--data``/``--image``, by default a generated two-class scene of the
+  same size): the engine's time against OpenCV GrabCut's on the same image and scribbles,
+  each quiet and with one core kept busy by a spinning process this bench starts and
+  stops. The methods and the loads take turns, so drifting load falls on all alike.
+* **The service**: ``gdc serve --workers N`` (embedded Redis, one torch thread per
+  worker) for each N of ``--workers``: jobs/s over ``--jobs`` jobs of that photo submitted
+  at once, and for the last N one job's end-to-end time quiet and beside a busy core.
+* **Sizes** (``--sizes``): per-phase time and peak memory from 0.1 to 4 megapixels, each
+  size in a fresh process so its peak memory is its own, on a photo that scikit-image
+  ships with three classes of thin scribbles drawn in code.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
+import os
 import platform
 import resource
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 
-PHASES = ("decode", "superpixels", "features", "optimise", "sample", "upsample", "encode")
+from ..errors import InputError
+
+PHASES = ("decode", "superpixels", "features", "optimise", "sample", "upsample", "edges", "encode")
 DEFAULT_SIZES = "0.1,0.2,0.5,1,2,4"
+DEFAULT_IMAGE = "image_0108_9010"  # the icg-dev photo issue 15 measured
+BUSY_SETTLE_SECONDS = 0.5  # lets the spinning process take its core before timing starts
+SERVICE_START_SECONDS = 300  # workers import torch and load the stem; slow on a loaded machine
+SERVICE_STOP_SECONDS = 60
 
 
-def test_scene(megapixels: float) -> tuple[bytes, np.ndarray]:
-    """(JPEG bytes, scribbles) of about ``megapixels``, 3:2, three classes in 1-3 px strokes."""
-    import io
+def test_scene(megapixels: float, classes: int = 3) -> tuple[bytes, np.ndarray]:
+    """(JPEG bytes, scribbles) of about ``megapixels``, 3:2, in 1-3 px strokes.
 
+    Three classes: the background, the astronaut's suit, her face and hair; two: the
+    background against the astronaut.
+    """
     import skimage.data
     from PIL import Image, ImageDraw
 
@@ -40,20 +62,49 @@ def test_scene(megapixels: float) -> tuple[bytes, np.ndarray]:
     scribbles = Image.new("L", (width, height))
     draw = ImageDraw.Draw(scribbles)
     stroke = max(1, width // 600)
-    # Background on the left and right edges, the suit, the face and hair.
     for value, points in (
         (1, [(0.05, 0.1), (0.08, 0.9)]), (1, [(0.95, 0.1), (0.92, 0.9)]),
         (2, [(0.3, 0.8), (0.7, 0.85)]),
-        (3, [(0.42, 0.25), (0.55, 0.35)]),
+        (min(3, classes), [(0.42, 0.25), (0.55, 0.35)]),
     ):
         draw.line([(x * width, y * height) for x, y in points], fill=value, width=stroke)
     return encoded.getvalue(), np.asarray(scribbles)
 
 
+def load_photo(data_dir: str | None, name: str, scribbles_folder: str = "scribbles") -> tuple[str, bytes, np.ndarray]:
+    """(name, encoded image, scribbles) of ``data_dir``'s image ``name``, or a generated two-class scene."""
+    from PIL import Image
+
+    if data_dir is None:
+        encoded, scribbles = test_scene(625 * 391 / 1e6, classes=2)
+        return "generated two-class scene", encoded, scribbles
+    root = Path(data_dir)
+    images = sorted((root / "images").glob(f"{name}.*"))
+    if not images:
+        raise FileNotFoundError(f"no image named {name} in {root / 'images'}")
+    scribbles = np.asarray(Image.open(root / scribbles_folder / f"{name}.png"))
+    classes = len(np.unique(scribbles[scribbles > 0]))
+    if classes != 2:
+        raise InputError(f"{name} has {classes} scribble classes; GrabCut, the comparison, separates two")
+    return name, images[0].read_bytes(), scribbles
+
+
+@contextmanager
+def busy_core():
+    """Another program keeping one core busy (a Python loop), for as long as the block runs."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(BUSY_SETTLE_SECONDS)
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 def run_once(encoded: bytes, scribbles: np.ndarray, options) -> dict[str, float]:
     """Seconds per phase for one image, bytes in and PNG bytes out."""
-    from ..imageio import encode_png, read_image
     from ..engine import segment
+    from ..imageio import encode_png, read_image
 
     started = time.perf_counter()
     image = read_image(encoded)
@@ -63,6 +114,119 @@ def run_once(encoded: bytes, scribbles: np.ndarray, options) -> dict[str, float]
     encode_png(result.labels)
     finished = time.perf_counter()
     return {"decode": decoded - started, **result.timings, "encode": finished - encode_start}
+
+
+def measure_photo(encoded: bytes, scribbles: np.ndarray, options, repeats: int) -> dict:
+    """gdc's engine time and GrabCut's on one image, quiet and beside a busy core: medians and ratios."""
+    from ..engine import segment
+    from ..imageio import read_image
+    from .peers import grabcut_labels
+
+    image = read_image(encoded)
+    methods = {
+        "gdc": lambda: segment(image, scribbles, options).timings,
+        "grabcut": lambda: grabcut_labels(image, scribbles),
+    }
+    for label in methods.values():
+        label()  # warm-up: the stem, the allocator, OpenCV's first call
+    seconds = {(name, load): [] for name in methods for load in ("quiet", "busy")}
+    phases = []
+    for _ in range(repeats):
+        for load in ("quiet", "busy"):
+            with busy_core() if load == "busy" else nullcontext():
+                for name, label in methods.items():
+                    started = time.perf_counter()
+                    timings = label()
+                    seconds[name, load].append(time.perf_counter() - started)
+                    if name == "gdc" and load == "quiet":
+                        phases.append(timings)
+    median = {f"{name}_{load}": statistics.median(runs) for (name, load), runs in seconds.items()}
+    return dict(
+        width=image.shape[1],
+        height=image.shape[0],
+        seconds=median,
+        gdc_phases={phase: statistics.median(run[phase] for run in phases) for phase in phases[0]},
+        gdc_over_grabcut=median["gdc_quiet"] / median["grabcut_quiet"],
+        gdc_busy_over_quiet=median["gdc_busy"] / median["gdc_quiet"],
+        grabcut_busy_over_quiet=median["grabcut_busy"] / median["grabcut_quiet"],
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_service(workers: int, threads: int):
+    """``gdc serve`` with ``workers`` workers of ``threads`` torch threads; yields its URL once all listen."""
+    import httpx
+
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}  # its own embedded Redis
+    env["GDC_WORKER_THREADS"] = str(threads)
+    command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: nobody reads uvicorn's access log
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + SERVICE_START_SECONDS
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"gdc serve --workers {workers} did not get ready:\n{log.read()[-2000:]}")
+                try:
+                    ready = httpx.get(f"{url}/readyz", timeout=2)
+                    if ready.status_code == 200 and ready.json()["workers"] >= workers:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(SERVICE_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def measure_service(
+    workers: int, threads: int, encoded: bytes, scribbles: np.ndarray, options, jobs: int, latency_repeats: int
+) -> dict:
+    """Jobs/s through ``gdc serve`` with ``jobs`` submitted at once; and one job's seconds quiet and beside a busy core."""
+    from ..client import Client
+    from ..imageio import encode_png
+
+    scribbles_png = encode_png(scribbles.astype(np.uint8))
+    job_options = dict(steps=options.steps, samples=options.samples, sigma=options.sigma,
+                       superpixel_size=options.superpixel_size, conv=options.conv)
+
+    def run_jobs(client: Client, seeds: range) -> None:
+        ids = [client.submit(encoded, scribbles_png, seed=seed, **job_options) for seed in seeds]
+        for job_id in ids:
+            client.wait(job_id, timeout=SERVICE_START_SECONDS, poll=0.02)
+            client.result(job_id, "mask")
+
+    with running_service(workers, threads) as url, Client(url) as client:
+        run_jobs(client, range(workers))  # warm-up: each worker's first job
+        started = time.perf_counter()
+        run_jobs(client, range(jobs))
+        seconds = time.perf_counter() - started
+        record = dict(workers=workers, threads=threads, jobs=jobs, seconds=seconds, jobs_per_second=jobs / seconds)
+        if latency_repeats:
+            latency = {"quiet": [], "busy": []}
+            for repeat in range(latency_repeats):
+                for load in latency:
+                    with busy_core() if load == "busy" else nullcontext():
+                        started = time.perf_counter()
+                        run_jobs(client, range(repeat, repeat + 1))
+                        latency[load].append(time.perf_counter() - started)
+            record["job_seconds"] = {load: statistics.median(runs) for load, runs in latency.items()}
+            record["job_busy_over_quiet"] = record["job_seconds"]["busy"] / record["job_seconds"]["quiet"]
+    return record
 
 
 def measure_size(megapixels: float, repeats: int, options) -> dict:
@@ -88,30 +252,6 @@ def measure_size(megapixels: float, repeats: int, options) -> dict:
     return record
 
 
-def measure_throughput(jobs: int, in_flight: int, megapixels: float, options) -> dict:
-    """Jobs per second with ``in_flight`` images processed at once (one CUDA stream each on a GPU)."""
-    import torch
-
-    encoded, scribbles = test_scene(megapixels)
-    cuda = options.device.startswith("cuda")
-
-    def job(index: int) -> None:
-        seeded = options.model_copy(update={"seed": index})
-        if cuda:
-            with torch.cuda.stream(torch.cuda.Stream()):
-                run_once(encoded, scribbles, seeded)
-            torch.cuda.synchronize()
-        else:
-            run_once(encoded, scribbles, seeded)
-
-    job(0)  # warm-up
-    started = time.perf_counter()
-    with ThreadPoolExecutor(in_flight) as pool:
-        list(pool.map(job, range(jobs)))
-    seconds = time.perf_counter() - started
-    return dict(jobs=jobs, in_flight=in_flight, megapixels=megapixels, seconds=seconds, jobs_per_second=jobs / seconds)
-
-
 def growth_slope(records: list[dict], up_to_megapixels: float = float("inf")) -> float:
     """The exponent b of total time ∝ pixels^b, fitted in log-log space (1 is linear).
 
@@ -129,9 +269,11 @@ def growth_slope(records: list[dict], up_to_megapixels: float = float("inf")) ->
 def machine() -> str:
     import torch
 
+    from ..threads import usable_cores
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{platform.processor() or platform.machine()}, {usable_cores()} cores"
 
 
 def table(records: list[dict]) -> str:
@@ -143,24 +285,43 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(records: list[dict], slope: float, path: Path) -> None:
+def plot(report: dict, path: Path) -> None:
+    """Up to three panels: the photo quiet and busy against GrabCut, jobs/s per worker count, phases by size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    megapixels = [r["megapixels"] for r in records]
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    bottom = np.zeros(len(records))
-    for phase in PHASES:
-        seconds = np.array([r["phases"][phase] for r in records])
-        axis.bar(range(len(records)), seconds, bottom=bottom, label=phase)
-        bottom += seconds
-    axis.set_xticks(range(len(records)), [f"{m:.1f}" for m in megapixels])
-    axis.set_xlabel("megapixels")
-    axis.set_ylabel("seconds per image")
-    axis.set_title(f"gdc segment, per phase (time ∝ pixels^{slope:.2f})")
-    axis.legend(fontsize=8)
+    panels = [key for key in ("photo", "service", "sizes") if report.get(key)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for axis, panel in zip(axes[0], panels):
+        if panel == "photo":
+            seconds = report["photo"]["seconds"]
+            for offset, (name, colour) in enumerate((("gdc", "tab:blue"), ("grabcut", "tab:orange"))):
+                values = [seconds[f"{name}_quiet"], seconds[f"{name}_busy"]]
+                axis.bar(np.arange(2) + 0.4 * offset, values, 0.4, label=name, color=colour)
+            axis.set_xticks(np.arange(2) + 0.2, ["quiet", "one core busy"])
+            axis.set_ylabel("seconds per image")
+            axis.set_title(f"{report['photo']['name']}: gdc / GrabCut = {report['photo']['gdc_over_grabcut']:.2f}")
+            axis.legend(fontsize=8)
+        elif panel == "service":
+            runs = report["service"]["runs"]
+            axis.bar([str(run["workers"]) for run in runs], [run["jobs_per_second"] for run in runs])
+            axis.set_xlabel(f"workers ({runs[0]['threads']} thread each)")
+            axis.set_ylabel("jobs per second")
+            axis.set_title(f"gdc serve: {report['service']['speedup']:.2f}x from 1 to {runs[-1]['workers']} workers")
+        else:
+            records = report["sizes"]
+            bottom = np.zeros(len(records))
+            for phase in PHASES:
+                values = np.array([r["phases"][phase] for r in records])
+                axis.bar(range(len(records)), values, bottom=bottom, label=phase)
+                bottom += values
+            axis.set_xticks(range(len(records)), [f"{r['megapixels']:.1f}" for r in records])
+            axis.set_xlabel("megapixels")
+            axis.set_ylabel("seconds per image")
+            axis.set_title(f"per phase (time ∝ pixels^{report['slope']:.2f})")
+            axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -170,50 +331,88 @@ def run(args: argparse.Namespace) -> int:
     from ..arguments import engine_options
 
     options = engine_options(args)
+    report = dict(device=options.device, threads=args.threads, options=options.model_dump())
+    name, encoded, scribbles = load_photo(args.data, args.image, args.scribbles)
+    photo = measure_photo(encoded, scribbles, options, args.repeats)
+    report["photo"] = dict(name=name, **photo)
+    s = photo["seconds"]
+    print(f"{name} ({photo['width']}x{photo['height']}), {args.threads} thread(s), medians of {args.repeats}:")
+    print(f"  quiet:          gdc {s['gdc_quiet']:.3f} s, GrabCut {s['grabcut_quiet']:.3f} s: "
+          f"gdc / GrabCut = {photo['gdc_over_grabcut']:.2f}")
+    print(f"  one core busy:  gdc {s['gdc_busy']:.3f} s ({photo['gdc_busy_over_quiet']:.2f}x quiet), "
+          f"GrabCut {s['grabcut_busy']:.3f} s ({photo['grabcut_busy_over_quiet']:.2f}x quiet)")
+    print("  gdc phases: " + ", ".join(f"{phase} {seconds:.3f}" for phase, seconds in photo["gdc_phases"].items()))
+    worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
+    if worker_counts:
+        runs = [
+            measure_service(n, args.worker_threads, encoded, scribbles, options, args.jobs,
+                            args.repeats if n == worker_counts[-1] else 0)
+            for n in worker_counts
+        ]
+        speedup = runs[-1]["jobs_per_second"] / runs[0]["jobs_per_second"]
+        report["service"] = dict(runs=runs, speedup=speedup)
+        for record in runs:
+            print(f"gdc serve, {record['workers']} worker(s) x {record['threads']} thread(s): "
+                  f"{record['jobs_per_second']:.2f} jobs/s ({record['jobs']} jobs)")
+        last = runs[-1]
+        print(f"  {last['workers']} against {runs[0]['workers']} worker(s): {speedup:.2f}x the jobs/s")
+        print(f"  one job through {last['workers']} worker(s): quiet {last['job_seconds']['quiet']:.3f} s, "
+              f"one core busy {last['job_seconds']['busy']:.3f} s ({last['job_busy_over_quiet']:.2f}x)")
+    sizes = [float(size) for size in args.sizes.split(",") if size.strip()]
     records = []
-    for megapixels in (float(s) for s in args.sizes.split(",")):
-        spec = json.dumps(dict(megapixels=megapixels, repeats=args.repeats, options=options.model_dump()))
+    for megapixels in sizes:
+        spec = json.dumps(dict(megapixels=megapixels, repeats=args.repeats, threads=args.threads,
+                               options=options.model_dump()))
         output = subprocess.run(
             [sys.executable, "-m", "gdc.bench.speed", spec], check=True, capture_output=True, text=True
         ).stdout
         records.append(json.loads(output))
         print(f"{megapixels} MP: {records[-1]['total']:.2f} s", file=sys.stderr)
-    cap = options.max_pixels / 1e6
-    slope = growth_slope(records, cap)
-    print(table(records))
-    print(f"up to the {cap:g} MP working size, time grows as pixels^{slope:.2f} (1.00 is linear); "
-          "larger images are segmented at that size, so only decoding and upsampling grow")
-    report = dict(
-        machine=machine(), device=options.device, options=options.model_dump(), sizes=records, slope=slope, slope_up_to_mp=cap
-    )
-    if args.jobs:
-        report["throughput"] = measure_throughput(args.jobs, args.in_flight, 0.25, options)
-        print(f"throughput: {report['throughput']['jobs_per_second']:.2f} jobs/s "
-              f"({args.jobs} jobs of 0.25 MP, {args.in_flight} in flight)")
+    if records:
+        cap = options.max_pixels / 1e6
+        report.update(sizes=records, slope=growth_slope(records, cap), slope_up_to_mp=cap)
+        print(table(records))
+        print(f"up to the {cap:g} MP working size, time grows as pixels^{report['slope']:.2f} (1.00 is linear); "
+              "larger images are segmented at that size, so only decoding and upsampling grow")
+    report["machine"] = machine()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"speed-{options.device.split(':')[0]}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    plot(records, slope, out / f"{stem}.png")
+    plot(report, out / f"{stem}.png")
     print(f"wrote {out / stem}.json and .png")
     return 0
 
 
 def add_parser(commands) -> None:
-    from ..arguments import add_engine_options
+    from ..arguments import add_engine_options, thread_count
+    from ..threads import DEFAULT_THREADS
 
-    parser = commands.add_parser("speed", help="per-phase time and peak memory from 0.1 to 4 megapixels")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"megapixels to measure (default {DEFAULT_SIZES})")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per size, after a warm-up (default 3)")
-    parser.add_argument("--jobs", type=int, default=0, help="also measure throughput over this many jobs")
-    parser.add_argument("--in-flight", type=int, default=1, help="images processed at once for --jobs (default 1)")
+    parser = commands.add_parser(
+        "speed", help="gdc against GrabCut, beside a busy core, jobs/s per worker count, time by image size"
+    )
+    parser.add_argument("--data", help="a data set folder (images/, scribbles/) holding --image; default: a generated scene")
+    parser.add_argument("--scribbles", default="scribbles", help="scribble folder name in --data (default scribbles)")
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"image name in --data (default {DEFAULT_IMAGE}); two classes, for GrabCut")
+    parser.add_argument("--workers", default="1,2", help="worker counts of gdc serve to measure jobs/s for (default 1,2; empty: skip)")
+    parser.add_argument("--worker-threads", type=thread_count, default=DEFAULT_THREADS,
+                        help=f"torch threads of each worker (default {DEFAULT_THREADS})")
+    parser.add_argument("--jobs", type=int, default=8, help="jobs submitted at once per worker count (default 8)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"megapixels to measure (default {DEFAULT_SIZES}; empty: skip)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement, after a warm-up (default 3)")
     parser.add_argument("--output-dir", default="benchmarks", help="where to write JSON and the plot")
     add_engine_options(parser)
     parser.set_defaults(func=run)
 
 
 if __name__ == "__main__":  # one size, in its own process: python -m gdc.bench.speed SPEC_JSON
+    from ..threads import passive_openmp
+
+    passive_openmp()
+    import torch
+
     from ..options import SegmentOptions
 
     spec = json.loads(sys.argv[1])
+    torch.set_num_threads(spec["threads"])
     print(json.dumps(measure_size(spec["megapixels"], spec["repeats"], SegmentOptions(**spec["options"]))))

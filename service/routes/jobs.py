@@ -6,10 +6,11 @@ import zlib
 from enum import Enum
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from rq.job import Job, JobStatus
 
-from gdc.imageio import encode_png, overlay, read_image, read_labels
+from gdc.imageio import colour_table, encode_png, overlay, read_image, read_labels
 from worker import store
 from worker.jobs import ENDED, Status, cancel_job, public_status, sweep
 from worker.keys import Kind, key_for
@@ -32,6 +33,7 @@ _PNG = {"content": {"image/png": {}}}
 
 class MaskFormat(str, Enum):
     png = "png"
+    colour = "colour"
     rle = "rle"
     polygons = "polygons"
 
@@ -47,6 +49,11 @@ def _result(redis, job: Job, field: str) -> bytes:
     if data is None:
         raise HTTPException(status_code=404, detail=f"the results of job {job.id} expired")
     return data
+
+
+def _colours(job: Job) -> np.ndarray:
+    """The job's class colours as a :func:`gdc.imageio.colour_table`."""
+    return colour_table(job.meta["classes"], job.meta.get("colours"))
 
 
 def _png(data: bytes, job: Job, name: str, **headers: str) -> Response:
@@ -74,7 +81,8 @@ def read_mask(
         MaskFormat,
         Query(
             description=(
-                "`png`: label PNG in the scribbles' class values. `rle`: per class, COCO uncompressed RLE "
+                "`png`: label PNG in the scribbles' class values. `colour`: RGB PNG, each class in its "
+                "colour of the job's `colours` (colour scribbles: their own). `rle`: per class, COCO uncompressed RLE "
                 '(`{"size": [h, w], "counts": [...]}`, column-major, zeros first). `polygons`: per class, '
                 "closed rings of [x, y] points (pixel (x, y) spans [x, x+1] x [y, y+1]; holes included, fill even-odd)."
             )
@@ -83,6 +91,9 @@ def read_mask(
 ) -> Response:
     if format is MaskFormat.png:
         return _png(_result(redis, job, "mask"), job, "mask")
+    if format is MaskFormat.colour:
+        labels = read_labels(_result(redis, job, "mask"))
+        return _png(encode_png(_colours(job)[labels]), job, "mask")
     if format is MaskFormat.rle:
         labels = read_labels(_result(redis, job, "mask"))
         classes = store.mask_rle(labels, job.meta["classes"])
@@ -98,7 +109,7 @@ def read_overlay(job: JobDep, redis: RedisDep) -> Response:
     image = store.load_image(redis, job.id)
     if image is None:
         raise HTTPException(status_code=404, detail=f"the image of job {job.id} expired")
-    return _png(encode_png(overlay(read_image(image), labels)), job, "overlay")
+    return _png(encode_png(overlay(read_image(image), labels, table=_colours(job))), job, "overlay")
 
 
 @router.get(

@@ -119,13 +119,15 @@ def create_job(
         )
     pixels = check_image(read_image_upload(image, settings.max_pixels))
     height, width = pixels.shape[:2]
-    labels = (
-        draw_strokes(strokes, width, height) if strokes is not None else read_scribbles_upload(scribbles, width, height)
+    labels, colours = (
+        (draw_strokes(strokes, width, height), None)
+        if strokes is not None
+        else read_scribbles_upload(scribbles, width, height, settings.max_classes)
     )
     classes = scribble_classes(labels, pixels.shape, settings.max_classes).tolist()
 
     new_id = new_job_id()
-    meta = {"width": width, "height": height, "classes": classes, "callback_url": callback_url}
+    meta = {"width": width, "height": height, "classes": classes, "colours": colours, "callback_url": callback_url}
     if refined is not None:
         # warm stays unknown until a worker tries the warm start; with the data already gone, it is cold.
         meta |= {"previous": refined.job_id, "warm": None if refined.kept else False}
@@ -198,7 +200,11 @@ async def submit_segmentation(
         ),
     ] = None,
     scribbles: Annotated[
-        UploadFile | None, File(description="label PNG the image's size: 0 unlabeled, 1..K classes")
+        UploadFile | None,
+        File(
+            description="PNG the image's size: a label PNG (0 unlabeled, 1..K classes) or a colour PNG "
+            "(RGB/RGBA: black or transparent unlabeled, each colour a class; the job's `colours` says which)"
+        ),
     ] = None,
     strokes: Annotated[
         str | None,
@@ -214,6 +220,8 @@ async def submit_segmentation(
     sigma: Annotated[float | None, Form(description=_HELP["sigma"].description)] = None,
     conv: Annotated[HeadConv | None, Form(description=_HELP["conv"].description)] = None,
     superpixel_size: Annotated[int | None, Form(description=_HELP["superpixel_size"].description)] = None,
+    edges: Annotated[bool | None, Form(description=_HELP["edges"].description)] = None,
+    edge_strength: Annotated[float | None, Form(description=_HELP["edge_strength"].description)] = None,
     seed: Annotated[int | None, Form(description=_HELP["seed"].description)] = None,
     callback_url: Annotated[
         str | None,
@@ -254,6 +262,8 @@ async def submit_segmentation(
             "sigma": sigma,
             "conv": conv,
             "superpixel_size": superpixel_size,
+            "edges": edges,
+            "edge_strength": edge_strength,
             "seed": seed,
         },
         callback_url=callback_url,

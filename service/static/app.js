@@ -26,7 +26,7 @@ const state = {
   file: null, // the image as chosen; sent as is, so the server reads it (and its EXIF) itself
   labels: null, // LabelMap of the scribbles
   classes: FIRST_CLASSES.map((name, i) => ({ value: i + 1, name, colour: COLOURS[i] })),
-  active: 1,
+  active: 2, // the first foreground class: a first stroke usually marks the object
   zoom: 1,
   fitted: true, // keep fitting the image to the stage as the window changes
   lastPoint: null,
@@ -162,7 +162,7 @@ function addClass() {
 
 /** The options form, built from the server's defaults and limits (GET /options). */
 function renderOptions() {
-  const { fields, conv } = state.options;
+  const { fields, switches, conv } = state.options;
   const rows = Object.entries(fields).map(([name, field]) => {
     const input = Object.assign(document.createElement("input"), { id: `option-${name}`, name, type: "number" });
     input.value = field.default ?? "";
@@ -171,6 +171,9 @@ function renderOptions() {
     if (field.maximum != null) input.max = field.maximum;
     return optionRow(name, input);
   });
+  for (const [name, on] of Object.entries(switches)) {
+    rows.push(optionRow(name, Object.assign(document.createElement("input"), { id: `option-${name}`, name, type: "checkbox", checked: on })));
+  }
   const select = Object.assign(document.createElement("select"), { id: "option-conv", name: "conv" });
   select.append(...conv.choices.map((choice) => new Option(choice, choice, false, choice === conv.default)));
   rows.push(optionRow("conv", select));
@@ -357,7 +360,8 @@ async function submit(previous) {
   else form.append("image", state.file, state.file.name || "pasted.png");
   form.append("scribbles", await encodeGreyPng(width, height, values), "scribbles.png");
   for (const control of $("option-fields").querySelectorAll("input, select")) {
-    if (control.value !== "") form.append(control.name, control.value);
+    if (control.type === "checkbox") form.append(control.name, String(control.checked));
+    else if (control.value !== "") form.append(control.name, control.value);
   }
   try {
     return await (await request("segment", { method: "POST", body: form })).json();

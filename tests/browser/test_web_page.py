@@ -1,11 +1,12 @@
 """The web page at ``/``, driven like a user in headless Chromium against a live service.
 
-The screenshot of a finished segmentation lands in ``artifacts/web-page.png``;
-``docs/web-page.png`` is a copy of it (``cp artifacts/web-page.png docs/``).
+The screenshot of a finished segmentation lands in ``artifacts/web-page.png``, and with
+``GDC_UPDATE_DOCS=1`` also in ``docs/web-page.png``, the README's picture of the page.
 """
 from __future__ import annotations
 
 import io
+import os
 import re
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -14,6 +15,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.conftest import REPO
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)").expect
 
@@ -131,6 +134,7 @@ def test_segment_refine_and_download(scribbler, sample_image, live_server, strok
         assert all(labels[y, x] == value for points in points_of_strokes for x, y in points)  # under the pointer
     form = sent_form(first.request)
     assert (form["steps"], form["samples"]) == (b"3", b"2")  # as set in the options panel
+    assert form["edges"] == b"true"  # the switch's default, sent as the form's boolean
 
     # Refine: one more stroke, segment again: the job refines the first one, the image stays on the server.
     scribbler.paint(1, [[(5, 140), (30, 145)]])
@@ -191,6 +195,8 @@ def test_a_finished_segmentation_follows_the_scribbles(scribbler, sample_image, 
     page.locator(".panel").evaluate("panel => panel.scrollTo(0, 0)")
     page.get_by_role("button", name="Fit").click()
     page.screenshot(path=artifacts / "web-page.png")
+    if os.environ.get("GDC_UPDATE_DOCS") == "1":
+        page.screenshot(path=REPO / "docs" / "web-page.png")
 
 
 def test_cancel_stops_a_running_job(scribbler, sample_image, live_server):
@@ -286,6 +292,8 @@ def test_options_panel_shows_the_servers_defaults_and_limits(scribbler, live_ser
         for attribute, number in expected.items():
             shown = field.input_value() if attribute == "value" else field.get_attribute(attribute)
             assert shown in (None, "") if number is None else float(shown) == number, (name, attribute)
+    for name, on in served["switches"].items():
+        assert page.get_by_label(name, exact=True).is_checked() is on, name
     conv = page.get_by_label("conv", exact=True)
     assert conv.locator("option").all_inner_texts() == served["conv"]["choices"]
     assert conv.input_value() == served["conv"]["default"]

@@ -1,6 +1,7 @@
 """The ``gdc segment`` and ``gdc eval`` commands, run as a user runs them."""
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def test_segment_writes_mask_probabilities_overlay_and_timings(files, capsys):
         assert overlay.size == (160, 120) and uncertainty.mode == "L"
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"total \d+\.\d\d s", lines[-1])
-    assert {line.split()[0] for line in lines[:-1]} == {"decode", "superpixels", "features", "optimise", "sample", "upsample", "encode"}
+    phases = {"decode", "superpixels", "features", "optimise", "sample", "upsample", "edges", "encode"}
+    assert {line.split()[0] for line in lines[:-1]} == phases
 
 
 def test_an_option_out_of_range_gives_a_one_line_error(files, capsys):
@@ -89,7 +91,42 @@ def test_eval_scores_a_data_set_and_writes_json(tiny_dataset, tmp_path, capsys):
 def test_engine_flags_reach_the_options():
     parser = argparse.ArgumentParser()
     add_engine_options(parser)
-    flags = ["--conv", "normal", "--superpixel-size", "0", "--feature-stride", "2", "--precision", "float32"]
+    flags = ["--conv", "normal", "--superpixel-size", "0", "--feature-stride", "2", "--precision", "float32",
+             "--optimiser", "adam", "--lr", "0.05"]
     options = engine_options(parser.parse_args(flags))
     assert (options.conv, options.superpixel_size, options.feature_stride, options.precision) == ("normal", 0, 2, "float32")
+    assert (options.optimiser, options.lr) == ("adam", 0.05)
     assert engine_options(parser.parse_args([])).precision == "auto"
+    edges = engine_options(parser.parse_args(["--no-edges", "--edge-strength", "20"]))
+    assert (edges.edges, edges.edge_strength) == (False, 20.0)
+    assert engine_options(parser.parse_args([])).edges is True
+
+
+def test_threads_below_one_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["segment", "a.png", "b.png", "-o", "c.png", "--threads", "0"])
+    assert exit.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "threads"), [([], 1), (["--threads", "2"], 2)])
+def test_engine_commands_run_torch_on_the_threads_asked_and_openmp_waits_passively(flags, threads, files, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    before = torch.get_num_threads()
+    try:
+        code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(files / "t.png"),
+                     *FAST, *flags])
+        assert code == 0 and torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_a_wait_policy_the_user_set_is_kept(monkeypatch):
+    from gdc.threads import passive_openmp
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    passive_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -47,6 +47,25 @@ def test_border_padding_equals_replicate_padded_conv(delta, draws_per_image):
     torch.testing.assert_close(out, reference.repeat(draws_per_image, 1, 1, 1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("draws_per_image", [1, 3])
+def test_outputs_limited_to_some_pixels_equal_the_full_ones_there_and_zero_elsewhere(draws_per_image):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 11, 13, requires_grad=True)
+    weight, bias = torch.randn(4, 5, 3, 3), torch.randn(4)
+    offsets = torch.randint(0, 6, (2 * draws_per_image, 9, 2, 11, 13))
+    at = torch.tensor([0, 7, 40, 142])
+    full = gather_conv2d(x, weight, bias, offsets).flatten(2)
+    limited = gather_conv2d(x, weight, bias, offsets, at=at).flatten(2)
+    torch.testing.assert_close(limited[..., at], full[..., at])
+    others = torch.ones(11 * 13, dtype=torch.bool)
+    others[at] = False
+    assert limited[..., others].abs().max() == 0
+    # The gradient reaching the input is the one of the kept outputs alone.
+    (grad_full,) = torch.autograd.grad(full[..., at].sum(), x)
+    (grad_limited,) = torch.autograd.grad(limited.sum(), x)
+    torch.testing.assert_close(grad_limited, grad_full)
+
+
 def test_unknown_padding_is_refused():
     with pytest.raises(ValueError, match="padding must be one of"):
         GaussianDynamicConv2d(2, 2, padding="reflect")

@@ -33,6 +33,17 @@ def test_a_superpixel_touched_by_two_classes_keeps_only_the_scribbles():
     assert np.count_nonzero(expanded[:, :30] >= 0) == 6
 
 
+def test_superpixels_from_a_shrunk_image_still_grow_scribbles_up_to_the_edge():
+    image = two_halves()
+    labels = np.full((40, 60), -1)
+    labels[20, 5:8] = 0
+    labels[20, 50:53] = 1
+    expanded = grow_over(labels, superpixels(image, superpixel_size=600, compactness=1, smoothing=0, shrink=2))
+    assert expanded.shape == labels.shape
+    assert (expanded[:, :30] == 0).mean() > 0.4 and (expanded[:, 30:] == 1).mean() > 0.4
+    assert not (expanded[:, :30] == 1).any() and not (expanded[:, 30:] == 0).any()
+
+
 def test_zero_superpixel_size_turns_expansion_off():
     labels = np.full((40, 60), -1)
     labels[3, 3] = 1

@@ -42,7 +42,7 @@ def test_result_contract(scene3, device):
     np.testing.assert_array_equal(result.labels, np.array([10, 20, 30])[result.probabilities.argmax(0)])
     assert result.uncertainty.shape == (height, width)
     assert 0 <= result.uncertainty.min() and result.uncertainty.max() <= 1
-    assert set(result.timings) == {"superpixels", "features", "optimise", "sample", "upsample"}
+    assert set(result.timings) == {"superpixels", "features", "optimise", "sample", "upsample", "edges"}
 
 
 def test_same_seed_same_result_other_seed_differs(scene2, device):
@@ -71,12 +71,20 @@ def test_every_head_conv_runs(conv, scene2, device):
     assert score(result.labels, truth)[1] > 0.8
 
 
+@pytest.mark.parametrize("optimiser", ["sgd", "adam"])
+def test_each_optimiser_trains_the_head(optimiser, scene2, device):
+    image, truth, scribbles = scene2
+    untrained = segment(image, scribbles, SegmentOptions(device=device, steps=0, samples=4))
+    trained = segment(image, scribbles, SegmentOptions(device=device, optimiser=optimiser, steps=20, samples=4))
+    assert score(trained.labels, truth)[0] > score(untrained.labels, truth)[0] + 0.2
+
+
 def test_progress_reports_each_phase_in_order(scene2, device):
     image, _, scribbles = scene2
     calls = []
     segment(image, scribbles, SegmentOptions(device=device, steps=3, samples=25), progress=lambda *a: calls.append(a))
     phases = [phase for phase, _, _ in calls]
-    assert list(dict.fromkeys(phases)) == ["superpixels", "features", "optimise", "sample"]
+    assert list(dict.fromkeys(phases)) == ["superpixels", "features", "optimise", "sample", "edges"]
     assert ("optimise", 3, 3) in calls and ("sample", 25, 25) in calls
     steps = [step for phase, step, _ in calls if phase == "optimise"]
     assert steps == sorted(steps)
@@ -196,3 +204,18 @@ def test_cuda_agrees_with_cpu(scene2):
     cpu = segment(image, scribbles, SegmentOptions(device="cpu"))
     gpu = segment(image, scribbles, SegmentOptions(device="cuda"))
     assert (cpu.labels == gpu.labels).mean() > 0.97
+
+
+def test_edge_step_off_gives_the_heads_argmax_and_on_keeps_its_values(scene3, device):
+    image, truth, scribbles = scene3
+    on, off = (segment(image, scribbles, SegmentOptions(device=device, edges=edges, **FAST)) for edges in (True, False))
+    classes = np.array(off.classes)
+    # Off: the head's argmax, as before the step existed; on: relabelled, scribbles kept, probabilities agreeing.
+    np.testing.assert_array_equal(off.labels, classes[off.probabilities.argmax(0)])
+    assert "edges" not in off.timings and on.timings["edges"] > 0
+    assert not np.array_equal(on.labels, off.labels)
+    marked = scribbles > 0
+    np.testing.assert_array_equal(on.labels[marked], scribbles[marked])
+    np.testing.assert_array_equal(on.labels, classes[on.probabilities.argmax(0)])
+    np.testing.assert_array_equal(np.sort(on.probabilities, 0), np.sort(off.probabilities, 0))
+    np.testing.assert_array_equal(on.uncertainty, off.uncertainty)

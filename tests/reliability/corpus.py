@@ -5,7 +5,9 @@ What is accepted, and why (also in the API description):
 - grey, palette, 16-bit, CMYK, RGBA images: valid images, converted to 8-bit RGB (alpha dropped);
 - animated PNG and WebP, multi-page TIFF: the first frame is segmented;
 - GIF (animated or not), ICO, PDF, floating-point TIFF: refused with 422;
-- headers claiming more than GDC_MAX_PIXELS: 413 before any pixel is decoded.
+- headers claiming more than GDC_MAX_PIXELS: 413 before any pixel is decoded;
+- label PNG scribbles (mode L or P) and colour PNG scribbles (RGB, RGBA: each colour a class, up to
+  GDC_MAX_CLASSES colours); JPEG or 16-bit scribbles are refused.
 """
 
 from __future__ import annotations
@@ -150,12 +152,18 @@ def hostile_cases(max_upload_bytes: int) -> list[Case]:
             f"scribbles are {WIDTH + 2}x{HEIGHT + 2} but the image is {WIDTH}x{HEIGHT}",
             scribbles=encode_png(np.pad(tiny_scribbles(), 1)),
         ),
-        Case("RGB scribbles", 422, "got mode RGB", scribbles=encode_png(np.stack([tiny_scribbles()] * 3, -1))),
+        Case("RGB scribbles", 202, scribbles=encode_png(np.stack([tiny_scribbles() * 100] * 3, -1))),
+        Case(
+            "a photo as scribbles",
+            422,
+            "colours, and each colour is a class: at most 16 are accepted",
+            scribbles=encode_png(tiny_image(0)),
+        ),
         Case("16-bit scribbles", 422, "got mode I;16", scribbles=encode_png(tiny_scribbles().astype(np.uint16) * 300)),
         Case(
             "JPEG scribbles",
             422,
-            "scribbles must be a PNG label map, got JPEG",
+            "scribbles must be a PNG (label or colour), got JPEG",
             scribbles=encoded(Image.fromarray(tiny_scribbles()), "JPEG"),
         ),
         Case("zero-byte scribbles", 422, "scribbles is an empty file", scribbles=b""),

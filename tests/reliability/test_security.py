@@ -21,15 +21,16 @@ from worker.jobs import SEGMENT_TASK, new_job_id, open_queue
 KEY = "reliability-key"
 AN_ID = "NoSuchJobNoSuchJob0000"
 # Decided: these hold no data and must load before a user can type a key.
-PUBLIC = {"/healthz", "/readyz", "/", "/static"}
+PUBLIC = {"/healthz", "/readyz", "/", "/static", "/favicon.ico"}
 
 
 def routes(app) -> list[tuple[str, str]]:
     """(method, concrete path) of every route the app serves: its documented ones and its own."""
     found = [(method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations]
     for route in app.routes:
-        if isinstance(route, Mount):
-            found.append(("GET", f"{route.path}/app.js"))
+        if isinstance(route, Mount):  # one file it serves
+            directory = Path(route.app.all_directories[0])
+            found.append(("GET", f"{route.path}/{min(path.name for path in directory.iterdir() if path.is_file())}"))
         elif isinstance(route, Route):
             found += [(method, route.path) for method in route.methods - {"HEAD"}]
     return [(method, path.replace("{job_id}", AN_ID)) for method, path in found]

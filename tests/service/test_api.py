@@ -77,6 +77,8 @@ def test_more_classes_than_allowed(api, upload):
         ({"conv": "fancy"}, "conv: Input should be 'gdc'"),
         ({"steps": "many"}, "steps: Input should be a valid integer"),
         ({"superpixel_size": -1}, "superpixel_size: Input should be greater than or equal to 0"),
+        ({"edge_strength": -1}, "edge_strength: Input should be greater than or equal to 0"),
+        ({"edges": "maybe"}, "edges: Input should be a valid boolean"),
     ],
 )
 def test_options_out_of_range(api, upload, options, message):
@@ -164,15 +166,17 @@ def test_an_idempotency_key_cannot_be_reused_for_another_body(client, upload):
 
 
 def test_options_come_from_the_engine_and_the_settings(make_client):
-    body = make_client(max_steps=20, api_keys="k").get("/options", headers={"X-API-Key": "k"}).json()
+    body = make_client(max_steps=10, api_keys="k").get("/options", headers={"X-API-Key": "k"}).json()
     fields = SegmentOptions.model_fields
-    assert body["fields"]["steps"] == {"default": 20, "minimum": 0, "maximum": 20}  # the engine's 50 capped by 20
+    assert body["fields"]["steps"] == {"default": 10, "minimum": 0, "maximum": 10}  # the engine's 20 capped by 10
     assert body["fields"]["samples"]["default"] == fields["samples"].default
     assert body["fields"]["sigma"]["maximum"] == fields["sigma"].metadata[1].le
     assert body["fields"]["seed"]["maximum"] == 2**53 - 1  # exact in a browser's number
+    assert body["fields"]["edge_strength"] == {"default": fields["edge_strength"].default, "minimum": 0, "maximum": 10_000}
+    assert body["switches"] == {"edges": True}
     assert body["conv"] == {"default": fields["conv"].default, "choices": list(HEAD_CONVS)}
     assert body["auth_required"] is True
-    assert set(body) == {"fields", "conv", "max_classes", "max_upload_bytes", "max_pixels", "auth_required"}
+    assert set(body) == {"fields", "switches", "conv", "max_classes", "max_upload_bytes", "max_pixels", "auth_required"}
 
 
 @pytest.mark.parametrize(
@@ -262,3 +266,12 @@ def test_an_image_stays_an_image(client, upload, coffee):
     for image in (jpeg.getvalue(), encode_png(coffee[..., 0])):
         response = post(client, upload() | {"image": ("noext", image, "application/octet-stream")})
         assert response.status_code == 202, response.text
+
+
+def test_the_edge_switch_defaults_on_and_turns_off():
+    from service.schemas import resolve_options
+    from service.settings import Settings
+
+    assert resolve_options({}, Settings())["edges"] is True
+    resolved = resolve_options({"edges": False, "edge_strength": 20.0}, Settings())
+    assert (resolved["edges"], resolved["edge_strength"]) == (False, 20.0)

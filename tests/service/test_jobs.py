@@ -16,7 +16,7 @@ from worker.jobs import enqueue_segment, new_job_id, open_queue
 from worker.keys import Kind, key_for
 from worker.tasks import ProgressWriter
 
-ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "upsample"}
+ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "upsample", "edges"}
 
 
 def submit(client, files, data=FAST, **kwargs) -> str:
@@ -75,7 +75,8 @@ def test_a_job_runs_and_every_result_reads_back(client, upload, run_queued, coff
     redis = Redis.from_url(redis_url)
     rq_job = Job.fetch(job_id, connection=redis, serializer=open_queue(redis, "gdc").serializer)
     assert rq_job.kwargs["upload"] == key_for(Kind.UPLOAD, job_id)  # arguments carry the key, not pixels
-    assert set(rq_job.kwargs["options"]) == {"steps", "refine_steps", "samples", "sigma", "conv", "superpixel_size", "seed"}
+    options = {"steps", "refine_steps", "samples", "sigma", "conv", "superpixel_size", "edges", "edge_strength", "seed"}
+    assert set(rq_job.kwargs["options"]) == options
     for kind in (Kind.UPLOAD, Kind.RESULT):
         assert 0 < redis.ttl(key_for(kind, job_id)) <= Settings().result_ttl
     assert all(key.startswith((b"gdc:", b"rq:")) for key in redis.keys("*"))

@@ -19,7 +19,7 @@ from tests.service.conftest import CALLBACK_SECRET, FAST, MULTI, SLOW
 from worker.callbacks import verify_signature
 from worker.jobs import open_queue
 
-ENGINE_PHASES = {"superpixels", "features", "optimise", "sample"}
+ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "edges"}
 RUNNING_PHASES = ENGINE_PHASES | {"starting"}
 
 
@@ -204,7 +204,7 @@ def test_gdc_submit_command(live, coffee, tmp_path):
         "-o",
         str(output),
     ]
-    options = [f"--{name}={value}" for name, value in FAST.items()]
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in FAST.items()]
     done = subprocess.run(command + options, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout

@@ -89,3 +89,24 @@ def test_worker_refuses_a_device_it_cannot_use(redis_url):
     done = subprocess.run(command, env=process_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "gdc worker: error: cannot use device 'cuda:99'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "device", "expected"),
+    [(2, 1, "cpu", 2), (16, 4, "cpu", 4), (2, 4, "cpu", 1), (16, 1, "cuda:auto", 1)],
+)
+def test_default_workers_share_the_usable_cores_on_the_cpu(cores, threads, device, expected, monkeypatch):
+    from service import serve
+    from service.settings import Settings
+
+    monkeypatch.setattr(serve, "usable_cores", lambda: cores)
+    assert serve.default_workers(Settings(worker_threads=threads, device=device)) == expected
+
+
+def test_worker_threads_below_one_are_refused():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="worker_threads"):
+        Settings(worker_threads=0)

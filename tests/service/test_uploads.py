@@ -1,6 +1,7 @@
 """Uploads are checked from their headers before decoding; strokes are drawn like a round brush."""
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -81,8 +82,8 @@ def test_only_the_listed_formats_are_accepted():
 
 def test_scribbles_must_be_a_png_of_the_image_size():
     with pytest.raises(InputError, match="scribbles are 20x10 but the image is 30x10"):
-        read_scribbles_upload(encode_png(np.zeros((10, 20), np.uint8)), 30, 10)
+        read_scribbles_upload(encode_png(np.zeros((10, 20), np.uint8)), 30, 10, max_classes=16)
     jpeg = io.BytesIO()
     Image.new("L", (30, 10)).save(jpeg, format="JPEG")
-    with pytest.raises(InputError, match="scribbles must be a PNG label map, got JPEG"):
-        read_scribbles_upload(jpeg.getvalue(), 30, 10)
+    with pytest.raises(InputError, match=re.escape("scribbles must be a PNG (label or colour), got JPEG")):
+        read_scribbles_upload(jpeg.getvalue(), 30, 10, max_classes=16)

@@ -1,0 +1,266 @@
+"""Edge-aware labelling: the head's probabilities relabelled so that class borders follow the image's edges.
+
+The head sees the image on a 1/4 grid, so the argmax of its upsampled probabilities is
+stair-stepped and leaks across weak edges. This step minimises a contrast-sensitive Potts
+energy over the label map f (Boykov & Jolly, ICCV 2001; the smoothness term of GrabCut,
+Rother et al., SIGGRAPH 2004):
+
+    E(f) = Σ_p −log P_p(f_p)
+           + λ Σ_{p,q 8-neighbours} exp(−β ‖I_p − I_q‖²) / ‖p − q‖ · [f_p ≠ f_q]
+
+with P the head's probabilities, I the RGB image (0..255), β = 1 / (2 ⟨‖I_p − I_q‖²⟩) over
+the image's neighbour pairs (so the contrast scale adapts to each photo), and λ the
+strength. Scribbled pixels keep their class.
+
+It is minimised coarse to fine, each pass by one sweep of fusion moves over the classes
+(α-expansion, Boykov, Veksler & Zabih, PAMI 2001, generalised so that pixels already α may
+also leave it), each move one max-flow with PyMaxflow; for two classes the one move is the
+exact minimum. The coarse pass runs on cells of COARSENING² pixels and decides regions; the
+fine pass frees only the band of pixels within FINE_RADIUS of the coarse labels' borders
+(the rest are fixed neighbours), so its graph is a few times the borders' length, not the
+image's area. Above MAX_PIXELS the step runs at that size and its labels are upsampled.
+"""
+from __future__ import annotations
+
+import math
+
+import maxflow
+import numpy as np
+from scipy.ndimage import maximum_filter
+
+# (dy, dx) of half the 8-neighbourhood: each unordered pair of neighbours once.
+NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
+COARSENING = 4  # the coarse pass works on cells of this many pixels a side
+FINE_RADIUS = 5  # the fine pass frees pixels this close to a change of the coarse labels
+# Above this many pixels the step runs on a box-downsampled copy of this size and its labels are upsampled.
+MAX_PIXELS = 2_000_000
+PROBABILITY_FLOOR = 1e-6  # keeps −log P finite where the head put no mass
+
+
+def edge_aware_labels(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    scribbles: np.ndarray,
+    strength: float,
+    *,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """The label map minimising the contrast-sensitive Potts energy above.
+
+    Arguments:
+      image: (H, W, 3) uint8 RGB.
+      probabilities: (K, H, W) float per-class probabilities, summing to 1 per pixel.
+      scribbles: (H, W) integer class indices 0..K-1 of scribbled pixels, -1 elsewhere.
+      strength: λ, the weight of a label change across a flat (edge-free) neighbour pair
+        against −log P; 0 gives the argmax.
+      max_pixels: images above this many pixels are labelled at this size, then upsampled.
+
+    Returns:
+      (H, W) uint8 class indices; scribbled pixels hold their scribble's class.
+    """
+    height, width = scribbles.shape
+    if strength == 0:
+        labels = probabilities.argmax(0).astype(np.uint8)
+    elif height * width <= max_pixels:
+        labels = _coarse_to_fine(image, probabilities, scribbles, strength)
+    else:
+        rows, cols = _cells(height, width, max_pixels)
+        small = _coarse_to_fine(*_downsampled(image, probabilities, scribbles, rows, cols), strength)
+        labels = small[rows][:, cols]
+    marked = scribbles >= 0
+    labels[marked] = scribbles[marked]
+    return labels
+
+
+def make_consistent(probabilities: np.ndarray, labels: np.ndarray) -> None:
+    """Exchange, in place, each pixel's top probability with its label's, so the argmax is ``labels``.
+
+    The exchange keeps each pixel's set of values, so its entropy (the engine's uncertainty)
+    stays the head's. Runs a band of rows at a time to bound memory on large images.
+    """
+    classes, height, width = probabilities.shape
+    band_rows = max(1, (1 << 22) // width)
+    for start in range(0, height, band_rows):
+        band = probabilities[:, start : start + band_rows]
+        label = labels[start : start + band_rows].astype(np.intp)[None]
+        top = band.argmax(0)[None]
+        top_value = np.take_along_axis(band, top, 0)
+        np.put_along_axis(band, top, np.take_along_axis(band, label, 0), 0)
+        np.put_along_axis(band, label, top_value, 0)
+
+
+def _coarse_to_fine(image: np.ndarray, probabilities: np.ndarray, scribbles: np.ndarray, strength: float) -> np.ndarray:
+    """Minimise on cells of COARSENING² pixels, then again at full size near the coarse labels' changes.
+
+    The coarse pass settles which regions take which class at a quarter of the cost; the
+    fine one moves the borders to the pixel. A cell's unary is its pixels' mean, so its
+    Potts weight is λ / COARSENING: a cell border is COARSENING pixel borders long, against
+    COARSENING² pixels' unaries. Both passes take β from the full-size image: averaging
+    cells removes pixel noise, and a coarse β of its own would make weak edges cheap to cross.
+    """
+    height, width = scribbles.shape
+    rows, cols = _cells(height, width, height * width / COARSENING**2)
+    small_image, small_probabilities, small_scribbles = _downsampled(image, probabilities, scribbles, rows, cols)
+    differences = _differences(image)
+    beta = _contrast(differences)
+    coarse = _minimise(
+        _differences(small_image),
+        beta,
+        small_probabilities,
+        _initial(small_probabilities, small_scribbles),
+        small_scribbles < 0,
+        strength / COARSENING,
+    )
+    labels = np.where(scribbles >= 0, scribbles, coarse[rows][:, cols]).astype(np.uint8)
+    free = _near_changes(labels) & (scribbles < 0)
+    return _minimise(differences, beta, probabilities, labels, free, strength, FINE_RADIUS)
+
+
+def _initial(probabilities: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
+    return np.where(scribbles >= 0, scribbles, probabilities.argmax(0)).astype(np.uint8)
+
+
+def _cells(height: int, width: int, pixels: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column cell maps that cut (height, width) into about ``pixels`` cells."""
+    scale = min(1.0, math.sqrt(pixels / (height * width)))
+    rows = np.arange(height) * max(1, round(height * scale)) // height
+    cols = np.arange(width) * max(1, round(width * scale)) // width
+    return rows, cols
+
+
+def _cell_starts(cells: np.ndarray) -> np.ndarray:
+    """First index of each run of equal values in a non-decreasing cell map."""
+    return np.flatnonzero(np.diff(cells, prepend=-1))
+
+
+def _downsampled(image, probabilities, scribbles, rows, cols):
+    """Image and probabilities averaged over the cells; each cell's scribble class, if it holds one."""
+    row_starts, col_starts = _cell_starts(rows), _cell_starts(cols)
+    area = (np.bincount(rows)[:, None] * np.bincount(cols)[None, :]).astype(np.float32)
+
+    def mean(plane: np.ndarray) -> np.ndarray:  # one plane at a time bounds the working memory
+        sums = np.add.reduceat(np.add.reduceat(plane, col_starts, axis=1, dtype=np.float32), row_starts, axis=0)
+        return sums / area
+
+    small_image = np.stack([mean(image[..., c]) for c in range(image.shape[2])], axis=-1)
+    small_probabilities = np.stack([mean(plane) for plane in probabilities])
+    # Any scribbled pixel marks its cell (the highest class where strokes of two meet), so 1-pixel strokes stay.
+    small_scribbles = np.maximum.reduceat(np.maximum.reduceat(scribbles, col_starts, axis=1), row_starts, axis=0)
+    return small_image, small_probabilities, small_scribbles
+
+
+def _near_changes(labels: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels within FINE_RADIUS of a change of ``labels``."""
+    changes = np.zeros(labels.shape, bool)
+    changes[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    changes[1:] |= labels[1:] != labels[:-1]
+    return maximum_filter(changes, size=2 * FINE_RADIUS + 1)
+
+
+def _differences(image: np.ndarray) -> list:
+    """Per neighbour offset: the two slices that pair pixels, their distance, and ‖I_p − I_q‖² (float32)."""
+    height, width = image.shape[:2]
+    pixels = image.astype(np.float32)
+    differences = []
+    for dy, dx in NEIGHBOURS:
+        first = (slice(0, height - dy), slice(max(0, -dx), width - max(0, dx)))
+        second = (slice(dy, height), slice(max(0, dx), width - max(0, -dx)))
+        differences.append((first, second, math.hypot(dy, dx), ((pixels[first] - pixels[second]) ** 2).sum(-1)))
+    return differences
+
+
+def _contrast(differences: list) -> float:
+    """β = 1 / (2 ⟨‖I_p − I_q‖²⟩) over all neighbour pairs."""
+    total = sum(float(squared.sum(dtype=np.float64)) for *_, squared in differences)
+    return 1 / (2 * max(total / sum(squared.size for *_, squared in differences), 1e-6))
+
+
+def _neighbour_pairs(differences: list, beta: float, free: np.ndarray, strength: float):
+    """(p, q, weight): flat indices and Potts weights of the neighbour pairs touching a free pixel."""
+    index = np.arange(free.size).reshape(free.shape)
+    firsts, seconds, weights = [], [], []
+    for first, second, distance, squared in differences:
+        touching = free[first] | free[second]
+        firsts.append(index[first][touching])
+        seconds.append(index[second][touching])
+        weights.append(strength / distance * np.exp(-beta * squared[touching]))
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(weights).astype(np.float64)
+
+
+def _minimise(differences, beta, probabilities, labels, free, strength, reach=None) -> np.ndarray:
+    """Fusion moves from ``labels`` over the ``free`` pixels, one per class; the (H, W) uint8 result.
+
+    Pixels not free keep their label and enter the free ones' energy as fixed neighbours.
+    With ``reach``, a move towards class α frees only pixels within that many pixels of
+    one labelled α: borders then move by at most ``reach``, at the cost of the border alone.
+    """
+    classes = probabilities.shape[0]
+    flat = labels.reshape(-1)  # a view: moves write through to ``labels``
+    pixels = np.flatnonzero(free)
+    slot = np.full(flat.size, -1, np.int64)
+    slot[pixels] = np.arange(pixels.size)
+    band_probabilities = probabilities.reshape(classes, -1)[:, pixels].T
+    unary = -np.log(np.maximum(band_probabilities, PROBABILITY_FLOOR)).astype(np.float64)
+    ranked = np.argsort(unary, axis=1)[:, :2]  # each free pixel's two likeliest classes
+    pairs = _neighbour_pairs(differences, beta, free, strength)
+    pairs = (*pairs, slot[pairs[0]], slot[pairs[1]])
+    # One sweep over the classes (a second moved icg-dev's mIoU by 0.2 at twice the time); with
+    # two classes the move towards class 1 chooses freely between both, so it alone is exact.
+    for alpha in range(classes) if classes > 2 else (1,):
+        if reach is None:
+            movable = np.ones(pixels.size, bool)
+        else:
+            movable = maximum_filter(labels == alpha, size=2 * reach + 1).reshape(-1)[pixels]
+        _fusion_move(flat, pixels, unary, ranked, alpha, movable, pairs)
+    return labels
+
+
+def _fusion_move(flat, pixels, unary, ranked, alpha, movable, pairs) -> None:
+    """One move in place: each ``movable`` free pixel takes α or its other label, whichever lowers E.
+
+    The other label is the pixel's own, or its likeliest non-α class where it is α now, so
+    the current labelling is one of the choices and E never rises (a fusion move, Lempitsky
+    et al., PAMI 2010, of the labelling with constant α; α-expansion where no pixel is α).
+    With x = 1 for α, a pair's Potts term w[f_p ≠ f_q] is w·[other_p ≠ other_q] at x = (0, 0),
+    w at (0, 1) and (1, 0), 0 at (1, 1): an edge p→q of capacity w, q→p of w when the other
+    labels agree, and w on q's x = 0 when they differ. A pair with one fixed end adds to the
+    free end's unaries. Graph convention: the sink side (x = 1) pays the source capacity.
+    """
+    first, second, weight, first_slot, second_slot = pairs
+    if not movable.any():
+        return
+    node = np.where(movable, np.cumsum(movable) - 1, -1)  # graph node of each free pixel, -1 where held
+    first_node = np.where(first_slot >= 0, node[first_slot], -1)
+    second_node = np.where(second_slot >= 0, node[second_slot], -1)
+    count = pixels.size
+    current = flat[pixels]
+    other = np.where(current != alpha, current, np.where(ranked[:, 0] != alpha, ranked[:, 0], ranked[:, 1]))
+    other = np.where(movable, other, current)
+    keep = unary[np.arange(count), other]  # cost of x = 0
+    switch = unary[:, alpha].copy()  # cost of x = 1
+
+    first_label, second_label = flat[first], flat[second]  # held pixels' labels; movable ones' are set next
+    first_label[first_slot >= 0] = other[first_slot[first_slot >= 0]]
+    second_label[second_slot >= 0] = other[second_slot[second_slot >= 0]]
+    first_free, second_free = first_node >= 0, second_node >= 0
+    for one, one_slot, one_label, fixed_label in (
+        (first_free & ~second_free, first_slot, first_label, second_label),
+        (second_free & ~first_free, second_slot, second_label, first_label),
+    ):
+        slots, w, fixed = one_slot[one], weight[one], fixed_label[one]
+        switch += np.bincount(slots, w * (fixed != alpha), minlength=count)
+        keep += np.bincount(slots, w * (one_label[one] != fixed), minlength=count)
+    both = first_free & second_free
+    agree = first_label == second_label
+    parted = both & ~agree
+    keep += np.bincount(second_slot[parted], weight[parted], minlength=count)
+
+    w = weight[both]
+    graph = maxflow.Graph[float](int(movable.sum()), w.size)
+    nodes = graph.add_nodes(int(movable.sum()))
+    graph.add_grid_tedges(nodes, switch[movable], keep[movable])
+    graph.add_edges(first_node[both], second_node[both], w, w * agree[both])
+    graph.maxflow()
+    chosen = other.copy()
+    chosen[np.flatnonzero(movable)[graph.get_grid_segments(nodes)]] = alpha
+    flat[pixels] = chosen
