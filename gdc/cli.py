@@ -14,8 +14,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from . import batch
 from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, refine, speed
+from .bench import batch as batch_bench
 from .errors import InputError
 from .threads import passive_openmp
 
@@ -108,12 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(ev)
     ev.set_defaults(func=cmd_eval)
 
+    batch.add_parser(commands)
+
     bench = commands.add_parser("bench", help="benchmarks: speed, and quality and time against other tools")
     bench_commands = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     speed.add_parser(bench_commands)
     peers.add_parser(bench_commands)
     ablation.add_parser(bench_commands)
     refine.add_parser(bench_commands)
+    batch_bench.add_parser(bench_commands)
 
     try:
         from service.cli import register

@@ -59,12 +59,25 @@ def _file(source: Source) -> bytes:
     return Path(source).read_bytes()
 
 
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a busy server asked us to wait (Retry-After in seconds; 1 when absent or a date)."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return 1.0
+
+
 class Client:
     """Submit images with scribbles to a gdc server, follow the jobs, fetch the results."""
 
-    def __init__(self, server: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, server: str, *, api_key: str | None = None, timeout: float = 60.0, busy_timeout: float | None = 600.0
+    ) -> None:
+        """``busy_timeout``: seconds to keep resending a request the server refused as busy (429, its queue
+        full), waiting its ``Retry-After`` each time; None: for as long as it takes."""
         headers = {"X-API-Key": api_key} if api_key else {}
         self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=timeout)
+        self.busy_timeout = busy_timeout
 
     def __enter__(self) -> Client:
         return self
@@ -75,11 +88,18 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except httpx.TransportError as error:
             raise ServerUnreachable(str(self.http.base_url.join(path)), error) from error
+
+    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        deadline = None if self.busy_timeout is None else time.monotonic() + self.busy_timeout
+        response = self._send(method, path, **kwargs)
+        while response.status_code == 429 and (deadline is None or time.monotonic() < deadline):
+            time.sleep(_retry_after(response))
+            response = self._send(method, path, **kwargs)
         if response.is_error:
             try:
                 detail = response.json()["detail"]
@@ -146,6 +166,10 @@ class Client:
             data["callback_url"] = callback_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/segment", files=files, data=data, headers=headers).json()["id"]
+
+    def options(self) -> dict:
+        """The server's engine-option defaults and limits (see GET /options)."""
+        return self._call("GET", "/options").json()
 
     def status(self, job_id: str) -> dict:
         """The job's status body (see GET /jobs/{id})."""

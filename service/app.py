@@ -25,7 +25,7 @@ from .deps import require_api_key
 from .docs import install_docs
 from .metrics import install_metrics
 from .middleware import BodySizeLimit
-from .routes import health, jobs, options, segment
+from .routes import cvat, health, jobs, labelstudio, options, segment
 from .schemas import describe_errors
 from .settings import Settings
 from .uploads import UploadTooLarge
@@ -41,15 +41,17 @@ fetch `/jobs/{id}/mask`, `/overlay`, `/probabilities`, `/uncertainty`.
 
 **Errors** are `{"detail": "..."}` naming the problem: 422 bad input, 413 too large,
 401 missing or wrong `X-API-Key` (when the server has keys), 404 unknown or expired job,
-409 results asked for before the job succeeded, 503 the job store (Redis) is unreachable
-or full (nothing was stored; send it again later).
+409 results asked for before the job succeeded, 429 more than `GDC_MAX_QUEUED` jobs are
+waiting, 503 the job store (Redis) is unreachable or full (for 429 and 503 nothing was
+stored; send it again after `Retry-After` seconds).
 
 **Images** are PNG, JPEG, WebP, TIFF or BMP, recognised from their bytes. Grey, palette,
 16-bit and CMYK images are converted to 8-bit RGB and alpha is dropped; of an animated
 PNG or WebP, or a multi-page TIFF, the first frame is segmented. GIF and floating-point
 images are refused.
 
-**Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key`, these docs and
+**Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key` (or the key as an HTTP
+basic-auth password, as Label Studio sends it), these docs and
 `/openapi.json` included, except `/healthz`, `/readyz` and the web page (`/`, `/static/*`),
 which hold no data. Job ids are 128-bit random: a job is readable by whoever holds its id.
 
@@ -112,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def store_unavailable(request: Request, error: RedisError) -> JSONResponse:
         return _answer(503, _store_trouble(error), **{"Retry-After": "5"})
 
-    for module in (segment, jobs, options, health):
+    for module in (segment, jobs, options, health, labelstudio, cvat):
         app.include_router(module.router)
 
     install_docs(app, [Depends(require_api_key)])  # mounts /static/docs, so before /static

@@ -5,7 +5,7 @@ from secrets import compare_digest
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBasicCredentials
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -36,11 +36,17 @@ def get_queue(settings: SettingsDep, redis: RedisDep) -> Queue:
 QueueDep = Annotated[Queue, Depends(get_queue)]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="needed when the server has API keys")
+# Label Studio sends the credentials of a backend URL (http://user:KEY@host/...) as HTTP basic auth.
+basic_auth = HTTPBasic(auto_error=False, description="the API key as the password, any user name")
 
 
-def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    """Let the request through when no keys are configured or its X-API-Key is one of them."""
-    given = (key or "").encode()
+def require_api_key(
+    settings: SettingsDep,
+    key: Annotated[str | None, Security(api_key_header)],
+    basic: Annotated[HTTPBasicCredentials | None, Security(basic_auth)],
+) -> None:
+    """Let the request through when no keys are configured or its X-API-Key (or basic-auth password) is one of them."""
+    given = (key or (basic.password if basic else "")).encode()
     if settings.api_keys and not any(compare_digest(given, accepted.encode()) for accepted in settings.api_keys):
         raise HTTPException(status_code=401, detail="missing or invalid API key")
 

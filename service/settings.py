@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from worker.settings import QueueSettings, split_commas
@@ -30,9 +30,34 @@ class Settings(QueueSettings):
     max_samples: int = Field(
         200, ge=1, description="most stochastic samples a request may ask for (the engine caps it too)"
     )
+    max_queued: int = Field(
+        1000,
+        ge=1,
+        description="most jobs waiting in the queue; past it POST /segment answers 429 with Retry-After, so a "
+        "script cannot fill Redis (size Redis for this many uploads plus the results kept for GDC_RESULT_TTL)",
+    )
 
     cors_origins: CommaList = Field([], description="origins allowed to call the API from a browser, comma-separated")
     api_keys: CommaList = Field([], description="accepted `X-API-Key` values, comma-separated; empty: no key needed")
+
+    interactive_wait: float = Field(
+        50.0,
+        gt=0,
+        description="seconds the Label Studio and CVAT routes wait for their job (inside Label Studio's 100 s and "
+        "CVAT's 60 s interactor timeouts); past it they answer 504",
+    )
+    label_studio_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("LABEL_STUDIO_URL", "GDC_LABEL_STUDIO_URL", "label_studio_url"),
+        description="Label Studio's address, to fetch task images given as `/data/upload/...` or "
+        "`/data/local-files/?d=...`",
+    )
+    label_studio_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "GDC_LABEL_STUDIO_API_KEY", "label_studio_api_key"),
+        description="Label Studio token sent when fetching its images: a legacy token (sent as `Token`) or a "
+        "personal access token (a JWT, exchanged for a `Bearer` access token)",
+    )
 
     _split_lists = field_validator("cors_origins", "api_keys", mode="before")(split_commas)
 
@@ -41,9 +66,8 @@ def settings_table() -> str:
     """The settings as a Markdown table: variable, default, meaning."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        variable = f"`GDC_{name.upper()}`"
-        if name == "redis_url":
-            variable = "`REDIS_URL` or `GDC_REDIS_URL`"
+        names = field.validation_alias.choices[:2] if field.validation_alias else [f"GDC_{name.upper()}"]
+        variable = " or ".join(f"`{env}`" for env in names)
         default = field.default
         if isinstance(default, list):
             default = ",".join(str(item) for item in default)

@@ -80,6 +80,7 @@ class SegmentWorker(SimpleWorker):
         self.context = WorkerContext(settings)
         self.pulse_every = settings.heartbeat_ttl / 3
         self._stopped = threading.Event()
+        self.shutting_down = threading.Event()
         self._running: tuple[Job, object] | None = None
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -119,8 +120,10 @@ class SegmentWorker(SimpleWorker):
         self.connection.expire(job.key, self.context.settings.failure_ttl)
 
     def handle_warm_shutdown_request(self) -> None:
-        super().handle_warm_shutdown_request()
-        self.context.stopping.set()  # the running job stops at the engine's next step and is retried
+        super().handle_warm_shutdown_request()  # RQ's: no new job, exit once the running one returns
+        self.shutting_down.set()
+        if not self.context.settings.finish_job_on_stop:
+            self.context.stopping.set()  # the running job stops at the engine's next step and is retried
 
     def clean_registries(self) -> None:
         for queue in self.queues:  # ours first: it records why and sends callbacks, RQ's alone would not
@@ -176,7 +179,7 @@ def run(settings: QueueSettings, queues: list[str], *, burst: bool = False) -> i
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as error:  # raised while registering or deregistering
             print(f"gdc worker {worker.name}: Redis failed: {error}", flush=True)
-        stopping = worker.context.stopping
+        stopping = worker.shutting_down
         if burst or stopping.is_set():
             # Ctrl-C on `gdc serve` reaches the embedded server too, which may be gone before we deregister.
             print(f"gdc worker {worker.name}: stopped", flush=True)

@@ -52,6 +52,11 @@ class QueueSettings(BaseSettings):
     retry_backoff: SecondsList = Field(
         [10, 60], description="seconds before each retry, comma-separated; the last repeats"
     )
+    finish_job_on_stop: bool = Field(
+        False,
+        description="on SIGTERM a worker finishes its running job before it exits (scale-down: give it a grace "
+        "period above GDC_JOB_TIMEOUT); false: the job stops at the engine's next step and is retried elsewhere",
+    )
     heartbeat_ttl: int = Field(
         30, ge=1, description="seconds without a worker heartbeat after which its running job counts as abandoned"
     )

@@ -43,6 +43,7 @@ _ERRORS = error_responses(
         409: "the `previous` job has not ended yet",
         410: "the `previous` job is unknown or its data expired, and no image was sent",
         413: "the request or the image is larger than this server accepts",
+        429: "more than GDC_MAX_QUEUED jobs are waiting; nothing was stored, send it again after `Retry-After` s",
     },
 )
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)], responses=_ERRORS)
@@ -51,6 +52,24 @@ _HELP = SegmentOptions.model_fields
 _STROKES_EXAMPLE = (
     '[{"label": 1, "points": [[10, 12], [60, 14]], "width": 6}, {"label": 2, "points": [[30, 80]], "width": 12}]'
 )
+
+
+# Seconds a refused client waits before sending again: long enough for workers to take a few jobs.
+QUEUE_FULL_RETRY_AFTER = 2
+
+
+class QueueFull(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            429,
+            f"the queue is full ({limit} jobs waiting, GDC_MAX_QUEUED); send it again later",
+            headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)},
+        )
+
+
+def _refuse_when_full(redis, queue: Queue, limit: int) -> None:
+    if redis.llen(queue.key) >= limit:
+        raise QueueFull(limit)
 
 
 class IdempotencyConflict(HTTPException):
@@ -97,6 +116,7 @@ def create_job(
         digest = body.hexdigest()
         if (job_id := _remembered(redis, record, digest, key)) is not None:
             return job_id
+    _refuse_when_full(redis, queue, settings.max_queued)  # before decoding anything
 
     refined = None
     if previous is not None:
@@ -136,6 +156,7 @@ def create_job(
         if record is not None:
             if (job_id := _remembered(pipeline, record, digest, key)) is not None:
                 return job_id
+        _refuse_when_full(pipeline, queue, settings.max_queued)  # again under WATCH: never past the limit
         pipeline.multi()
         if record is not None:
             pipeline.set(record, json.dumps({"id": new_id, "digest": digest}), ex=settings.result_ttl)
@@ -152,7 +173,7 @@ def create_job(
         )
         return new_id
 
-    return redis.transaction(enqueue, *([record] if record else []), value_from_callable=True)
+    return redis.transaction(enqueue, queue.key, *([record] if record else []), value_from_callable=True)
 
 
 def _describe(queue: Queue, job_id: str) -> JobPublic | None:
@@ -160,7 +181,7 @@ def _describe(queue: Queue, job_id: str) -> JobPublic | None:
     return None if job is None else JobPublic.from_job(job)
 
 
-async def _wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic | None:
+async def wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic | None:
     """The job once it ended, or as it is after ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
@@ -270,7 +291,7 @@ async def submit_segmentation(
         idempotency=(idempotency_key, x_api_key or "") if idempotency_key else None,
     )
     headers = {"Location": f"/jobs/{job_id}"}
-    job = await (_wait_for_end(queue, job_id, wait) if wait else run_in_threadpool(_describe, queue, job_id))
+    job = await (wait_for_end(queue, job_id, wait) if wait else run_in_threadpool(_describe, queue, job_id))
     if job is not None and wait and job.status in ENDED:
         return JSONResponse(job.model_dump(mode="json"), status_code=200, headers=headers)
     # A repeated Idempotency-Key may name a job that has moved on (or been deleted since).

@@ -1,0 +1,79 @@
+"""Segmenting while an annotation tool waits: one ordinary gdc job, enqueued and awaited.
+
+Label Studio's and CVAT's routes turn their tools' clicks and brush strokes into a label
+map here and get the label map back. The job goes through :func:`create_job` like any
+``POST /segment``, so it meets the same limits, queue and workers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from fastapi import HTTPException
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image, ImageDraw
+from rq import Queue
+
+from gdc.imageio import encode_png, read_labels
+from worker import store
+from worker.jobs import ErrorCode, Status, cancel_job, fetch_job
+
+from .routes.segment import create_job, wait_for_end
+from .settings import Settings
+
+# A clicked point becomes a disk this fraction of the image's shorter side across (at least 3 px).
+POINT_DISK_FRACTION = 0.02
+
+
+def point_radius(width: int, height: int) -> float:
+    """The radius in pixels of the disk a clicked point stands for."""
+    return max(1.5, POINT_DISK_FRACTION * min(width, height) / 2)
+
+
+def draw_points(labels: np.ndarray, points: list[tuple[float, float]], value: int) -> None:
+    """Paint a small disk of class ``value`` at each (x, y) of ``points`` into ``labels`` (H, W) uint8."""
+    height, width = labels.shape
+    radius = point_radius(width, height)
+    canvas = Image.fromarray(labels)
+    draw = ImageDraw.Draw(canvas)
+    for x, y in points:
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=value)
+    labels[...] = np.asarray(canvas)
+
+
+async def segment_and_wait(
+    queue: Queue, settings: Settings, image: bytes, scribbles: np.ndarray
+) -> tuple[str, np.ndarray]:
+    """Run one gdc job on ``image`` (file bytes) and ``scribbles`` (H, W label map); its id and label map.
+
+    Raises HTTPException: 422 when gdc refused the input, 504 when the job did not end
+    within ``settings.interactive_wait`` seconds (it is canceled then: nobody waits for it),
+    503 when it failed otherwise.
+    """
+    job_id = await run_in_threadpool(
+        create_job,
+        queue,
+        settings,
+        image=image,
+        scribbles=encode_png(scribbles),
+        strokes=None,
+        options={},
+        callback_url=None,
+        idempotency=None,
+    )
+    job = await wait_for_end(queue, job_id, settings.interactive_wait)
+    if job is None or job.status is Status.CANCELED:
+        raise HTTPException(503, f"gdc job {job_id} was canceled or expired before it ended")
+    if job.status is not Status.SUCCEEDED and job.status is not Status.FAILED:
+        if (running := fetch_job(queue, job_id)) is not None:
+            await run_in_threadpool(cancel_job, queue, running, settings)
+        raise HTTPException(
+            504,
+            f"gdc job {job_id} did not end within {settings.interactive_wait:g} s (GDC_INTERACTIVE_WAIT); "
+            "the workers are busy or too few",
+        )
+    if job.status is Status.FAILED:
+        code = 422 if job.error and job.error.code == ErrorCode.INVALID_INPUT.value else 503
+        raise HTTPException(code, f"gdc job {job_id} failed: {job.error.message if job.error else 'no reason given'}")
+    mask = await run_in_threadpool(store.load_result, queue.connection, job_id, "mask")
+    if mask is None:
+        raise HTTPException(503, f"the result of gdc job {job_id} expired before it was read")
+    return job_id, read_labels(mask)

@@ -1,0 +1,87 @@
+"""POST /cvat/interactor: CVAT's interactor call (what integrations/cvat/main.py forwards).
+
+CVAT sends the frame and the person's clicks; positive points are class 1, negative
+points class 2, each a small disk, and a box, when given, lays class 2 along its outside.
+The answer is the mask of class 1 as rows of 0 and 255, as CVAT's HRNet interactor gives it.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from gdc.errors import InputError
+from gdc.inputs import check_image
+
+from ..deps import QueueDep, SettingsDep, require_api_key
+from ..interactive import draw_points, point_radius, segment_and_wait
+from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, error_responses
+from ..uploads import read_image_upload
+
+router = APIRouter(
+    prefix="/cvat",
+    tags=["cvat"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(
+        KEY_REFUSED, BAD_INPUT, STORE_DOWN, {504: "the job did not end within GDC_INTERACTIVE_WAIT seconds"}
+    ),
+)
+
+Point = tuple[float, float]
+
+
+class InteractorRequest(BaseModel):
+    image: str = Field(description="the frame's image file, base64")
+    pos_points: list[Point] = Field(min_length=1, description="[x, y] clicks on the object")
+    neg_points: list[Point] = Field([], description="[x, y] clicks off the object")
+    obj_bbox: list[Point] | None = Field(
+        None, min_length=2, max_length=2, description="[[x1, y1], [x2, y2]]: a box around the object"
+    )
+
+
+class InteractorResult(BaseModel):
+    mask: list[list[int]] = Field(description="H rows of W values: 255 on the object, 0 elsewhere")
+
+
+def _box_ring(box: list[Point], width: int, height: int) -> np.ndarray:
+    """An (H, W) mask of a ring around ``box``, one to two disk diameters outside it."""
+    (x1, y1), (x2, y2) = box
+    margin = round(2 * point_radius(width, height))
+    left, right = sorted((round(x1), round(x2)))
+    top, bottom = sorted((round(y1), round(y2)))
+
+    def grown(by: int) -> tuple[slice, slice]:
+        return slice(max(0, top - by), bottom + by + 1), slice(max(0, left - by), right + by + 1)
+
+    ring = np.zeros((height, width), bool)
+    ring[grown(2 * margin)] = True
+    ring[grown(margin)] = False
+    return ring
+
+
+def _scribbles(request: InteractorRequest, width: int, height: int) -> np.ndarray:
+    labels = np.zeros((height, width), np.uint8)
+    if request.obj_bbox is not None:
+        labels[_box_ring(request.obj_bbox, width, height)] = 2
+    draw_points(labels, request.neg_points, 2)
+    draw_points(labels, request.pos_points, 1)
+    return labels
+
+
+@router.post("/interactor", response_model=InteractorResult, summary="CVAT's interactor: clicks in, a mask out")
+async def interactor(request: InteractorRequest, settings: SettingsDep, queue: QueueDep) -> dict:
+    try:
+        image = base64.b64decode(request.image.split(",")[-1], validate=True)  # a data: URL prefix is dropped
+    except binascii.Error:
+        raise InputError("image is not valid base64") from None
+    pixels = await run_in_threadpool(lambda: check_image(read_image_upload(image, settings.max_pixels)))
+    height, width = pixels.shape[:2]
+    scribbles = _scribbles(request, width, height)
+    if not (scribbles == 2).any():
+        raise InputError("give at least one negative point or a box, so gdc knows what is not the object")
+    _, mask = await segment_and_wait(queue, settings, image, scribbles)
+    return {"mask": np.where(mask == 1, 255, 0).tolist()}

@@ -1,0 +1,89 @@
+"""deploy/kubernetes/, validated offline: core objects against Kubernetes' schemas (kubernetes-validate),
+the KEDA ScaledObject against KEDA's CRD schema (vendored in tests/deploy/keda/), and what ties them
+to the code: RQ's queue key, the job timeout against the grace period, a GPU per worker."""
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from redis import Redis
+
+from service.settings import Settings
+from worker.jobs import open_queue
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "deploy" / "kubernetes"
+KEDA_CRD = Path(__file__).parent / "keda" / "keda.sh_scaledobjects.yaml"
+KUBERNETES_VERSION = "1.31.0"
+
+
+def documents() -> list[dict]:
+    listed = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
+    return [doc for name in listed for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc]
+
+
+def find(kind: str, name: str) -> dict:
+    return next(doc for doc in documents() if doc["kind"] == kind and doc["metadata"]["name"] == name)
+
+
+def test_kustomization_lists_every_manifest():
+    listed = set(yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"])
+    assert listed == {path.name for path in MANIFESTS.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+@pytest.mark.parametrize("doc", [d for d in documents() if d["kind"] != "ScaledObject"], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_core_objects_are_valid_kubernetes(doc):
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def scaled_object_schema() -> dict:
+    crd = yaml.safe_load(KEDA_CRD.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")["schema"]["openAPIV3Schema"]
+
+
+def test_the_scaled_object_is_valid_for_kedas_crd():
+    scaled = find("ScaledObject", "gdc-worker")
+    jsonschema.validate(scaled, scaled_object_schema())
+    with pytest.raises(jsonschema.ValidationError):  # the schema does refuse a broken one
+        jsonschema.validate({**scaled, "spec": {"triggers": scaled["spec"]["triggers"]}}, scaled_object_schema())
+
+
+def settings() -> Settings:
+    """The settings the pods read from the ConfigMap."""
+    data = find("ConfigMap", "gdc-settings")["data"]
+    given = {key.removeprefix("GDC_").lower(): value for key, value in data.items() if key.startswith("GDC_")}
+    return Settings(**given, redis_url=data["REDIS_URL"])
+
+
+def test_every_setting_in_the_config_map_is_one_gdc_reads():
+    known = {f"GDC_{name.upper()}" for name in Settings.model_fields} | {"REDIS_URL"}
+    assert set(find("ConfigMap", "gdc-settings")["data"]) <= known
+
+
+def test_keda_watches_rqs_list_of_waiting_jobs_on_the_workers_redis():
+    trigger = find("ScaledObject", "gdc-worker")["spec"]["triggers"][0]
+    assert trigger["type"] == "redis"
+    queue = open_queue(Redis(), settings().queue)  # no connection is made
+    assert trigger["metadata"]["listName"] == queue.key == "rq:queue:gdc"
+    redis = Redis.from_url(settings().redis_url)
+    kwargs = redis.connection_pool.connection_kwargs
+    assert trigger["metadata"]["address"] == f"{kwargs['host']}:{kwargs['port']}"
+    assert int(trigger["metadata"]["databaseIndex"]) == kwargs.get("db", 0)
+    assert find("ScaledObject", "gdc-worker")["spec"]["scaleTargetRef"]["name"] == find("Deployment", "gdc-worker")["metadata"]["name"]
+
+
+def test_a_worker_has_one_gpu_and_finishes_its_job_before_it_is_killed():
+    pod = find("Deployment", "gdc-worker")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["GDC_FINISH_JOB_ON_STOP"] == "true"
+    assert pod["terminationGracePeriodSeconds"] > settings().job_timeout
+
+
+def test_the_api_has_a_service_and_the_queue_a_bound():
+    api = find("Deployment", "gdc-api")
+    service = find("Service", "gdc-api")
+    assert service["spec"]["selector"].items() <= api["spec"]["template"]["metadata"]["labels"].items()
+    assert "GDC_MAX_QUEUED" in find("ConfigMap", "gdc-settings")["data"] and settings().max_queued == 1000
