@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from . import batch
 from .arguments import ProgressBar, add_engine_options, engine_options
-from .bench import ablation, peers, speed
+from .bench import ablation, peers, refine, speed
 from .bench import batch as batch_bench
 from .errors import InputError
 from .threads import passive_openmp
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_parser(bench_commands)
     peers.add_parser(bench_commands)
     ablation.add_parser(bench_commands)
+    refine.add_parser(bench_commands)
     batch_bench.add_parser(bench_commands)
 
     try:

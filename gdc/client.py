@@ -6,6 +6,7 @@ client = Client("http://127.0.0.1:8000")
 job_id = client.submit("photo.jpg", "scribbles.png", steps=50)
 client.wait(job_id, timeout=120, on_progress=print)
 labels = client.mask(job_id)            # (H, W) uint8 in the scribbles' values
+second = client.refine(job_id, "more-scribbles.png")  # all strokes so far; the image stays on the server
 """
 from __future__ import annotations
 
@@ -124,11 +125,38 @@ class Client:
           scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes; or
             colour scribbles (RGB/RGBA PNG or (H, W, 3) array): black unlabeled, each colour a class.
           strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
-          options: engine options the server accepts (steps, samples, sigma, conv, superpixel_size, seed).
+          options: engine options the server accepts (steps, refine_steps, samples, sigma, conv, superpixel_size, seed).
         """
+        return self._segment({"image": ("image", _file(image))}, scribbles, strokes, callback_url, idempotency_key, options)
+
+    def refine(
+        self,
+        job_id: str,
+        scribbles: Source | None = None,
+        *,
+        strokes: list[dict] | None = None,
+        image: Source | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+        **options,
+    ) -> str:
+        """Queue a refine of job ``job_id`` with the complete current scribbles on its image; the new job's id.
+
+        The new job starts from the previous one's superpixels, features and trained head
+        and trains ``refine_steps`` steps; it keeps that job's options unless given. Send
+        ``image`` (the same one) where the previous job may have expired: the refine then
+        runs from scratch instead of failing, and its status says ``"warm": false``.
+
+        Raises:
+          ApiError: 410 when the previous job's data expired and no image was given; 422
+            when ``image`` is not the previous job's; 409 while that job is still running.
+        """
+        files = {} if image is None else {"image": ("image", _file(image))}
+        return self._segment(files, scribbles, strokes, callback_url, idempotency_key, {"previous": job_id, **options})
+
+    def _segment(self, files: dict, scribbles, strokes, callback_url, idempotency_key, options: dict) -> str:
         if (scribbles is None) == (strokes is None):
             raise ValueError("give scribbles or strokes, not both or neither")
-        files = {"image": ("image", _file(image))}
         data = {name: str(value) for name, value in options.items() if value is not None}
         if scribbles is not None:
             files["scribbles"] = ("scribbles.png", _file(scribbles))

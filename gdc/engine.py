@@ -23,8 +23,9 @@ from .inputs import check_image, scribble_classes
 from .labelling import edge_aware_labels, make_consistent
 from .net import GDCHead
 from .options import SegmentOptions
-from .scribbles import expand_scribbles
+from .scribbles import grow_over, superpixels
 from .stem import MobileNetV2Stem, load_stem
+from .warm import WarmStart, fingerprint
 
 # progress(phase, step, total): phases are "superpixels", "features", "optimise", "sample", "edges" (when on).
 ProgressHook = Callable[[str, int, int], None]
@@ -47,6 +48,8 @@ class SegmentResult:
         (the exchange leaves it as it was).
       classes: the K class values, in the order of ``probabilities``.
       timings: seconds spent per phase.
+      warm_start: what a next round of strokes on this image can start from (``previous``).
+      warm: whether this call started from its ``previous`` (False: it ran cold).
     """
 
     labels: np.ndarray
@@ -54,6 +57,8 @@ class SegmentResult:
     uncertainty: np.ndarray
     classes: tuple[int, ...]
     timings: dict[str, float] = field(default_factory=dict)
+    warm_start: WarmStart | None = None
+    warm: bool = False
 
 
 @lru_cache(maxsize=4)
@@ -161,6 +166,7 @@ def segment(
     *,
     progress: ProgressHook | None = None,
     cancel: CancelHook | None = None,
+    previous: WarmStart | None = None,
 ) -> SegmentResult:
     """Segment one image from its scribbles with a freshly trained GDC head.
 
@@ -171,6 +177,11 @@ def segment(
       options: see :class:`SegmentOptions`; the paper's defaults when None.
       progress: called as ``progress(phase, step, total)`` as work advances.
       cancel: polled between steps; when it returns True, :class:`Cancelled` is raised.
+      previous: the ``warm_start`` of an earlier result on the same image: its superpixels,
+        features and head are reused and ``options.refine_steps`` steps at
+        ``options.refine_lr`` train instead of ``options.steps`` at ``options.lr``.
+        Ignored (a cold start) when the image or the options it depends on differ
+        (:data:`gdc.warm.REUSED_WITH`).
 
     Returns:
       A :class:`SegmentResult` at the image's full resolution.
@@ -200,31 +211,44 @@ def segment(
     with _timed(timings, "superpixels"):
         labels = np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1)
         image, labels = shrink(image, labels, working_size(height, width, options.max_pixels))
-        expanded = expand_scribbles(
-            image,
-            labels,
-            superpixel_size=options.superpixel_size,
-            compactness=options.compactness,
-            smoothing=options.superpixel_smoothing,
-            shrink=options.superpixel_shrink,
+        image_key = fingerprint(image, options)
+        reuse = previous if previous is not None and previous.fingerprint == image_key else None
+        segments = (
+            reuse.segments
+            if reuse is not None
+            else superpixels(
+                image,
+                superpixel_size=options.superpixel_size,
+                compactness=options.compactness,
+                smoothing=options.superpixel_smoothing,
+                shrink=options.superpixel_shrink,
+            )
         )
+        expanded = grow_over(labels, segments)
     check_cancel()
 
     report("features", 0, 1)
     with _timed(timings, "features"), torch.no_grad():
-        stem = cached_stem(options.weights, str(device))
-        pixels = torch.tensor(image, device=device).permute(2, 0, 1)[None].float() / 255
-        features = stem(pixels, stride=options.feature_stride)
-        # Per-image standardisation puts every channel on the scale SGD at lr 0.01 expects.
-        features = (features - features.mean((2, 3), keepdim=True)) / (features.std((2, 3), keepdim=True) + 1e-5)
+        if reuse is not None:
+            features = reuse.feature_tensor(device)
+        else:
+            stem = cached_stem(options.weights, str(device))
+            pixels = torch.tensor(image, device=device).permute(2, 0, 1)[None].float() / 255
+            features = stem(pixels, stride=options.feature_stride)
+            # Per-image standardisation puts every channel on the scale SGD at lr 0.01 expects.
+            features = (features - features.mean((2, 3), keepdim=True)) / (features.std((2, 3), keepdim=True) + 1e-5)
     check_cancel()
 
     k = len(classes)
     head = GDCHead(k, conv=options.conv, width=options.width, sigma=options.sigma, generator=generator, device=device)
+    if reuse is not None:
+        reuse.load_head(head, classes)
+    steps = options.refine_steps if reuse is not None else options.steps
     counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
-    optimiser = make_optimiser(head.parameters(), options)
+    # A refine starts trained: it takes its own (smaller) step count and learning rate.
+    optimiser = make_optimiser(head.parameters(), options.model_copy(update={"lr": options.refine_lr}) if reuse is not None else options)
     # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
     dtype = head_dtype(options.precision, device)
     mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -232,8 +256,8 @@ def segment(
     context_at = head.context_cells(targets.sum(0) > 0)  # the loss reads the logits of labelled cells alone
     with _timed(timings, "optimise"):
         head.train()
-        for step in range(options.steps):
-            report("optimise", step, options.steps)
+        for step in range(steps):
+            report("optimise", step, steps)
             with torch.autocast(**mixed):
                 logits = head(features, context_at=context_at)
             loss = -(targets * logits[0].float().log_softmax(0)).sum()
@@ -241,7 +265,7 @@ def segment(
             loss.backward()
             optimiser.step()
             check_cancel()
-        report("optimise", options.steps, options.steps)
+        report("optimise", steps, steps)
 
     samples = options.samples if head.stochastic else 1
     with _timed(timings, "sample"), torch.no_grad():
@@ -284,4 +308,6 @@ def segment(
         uncertainty=uncertainty,
         classes=tuple(int(c) for c in classes),
         timings=timings,
+        warm_start=WarmStart.capture(image_key, classes, features, segments, head),
+        warm=reuse is not None,
     )

@@ -26,6 +26,11 @@ class SegmentOptions(BaseModel):
     samples: int = Field(
         20, ge=1, le=1000, description="stochastic passes averaged at inference (the paper: 50; 20 scored the same)"
     )
+    # Measured under SGD (benchmarks/RESULTS.md, refine); to re-measure with Adam (issue 15).
+    refine_steps: int = Field(
+        8, ge=0, le=1000, description="optimiser steps of a refine: a round started from a previous one's head on the same image"
+    )
+    refine_lr: float = Field(0.003, gt=0.0, le=1.0, description="learning rate of a refine")
     sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
     optimiser: Literal["sgd", "adam"] = Field(
         "adam", description="optimiser of the head: Adam, or SGD with momentum as the paper (lr 0.01 there)"

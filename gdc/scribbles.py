@@ -10,39 +10,30 @@ from PIL import Image
 from skimage.segmentation import slic
 
 
-def expand_scribbles(
+def superpixels(
     image: np.ndarray,
-    labels: np.ndarray,
     *,
     superpixel_size: int = 120,
     compactness: float = 10.0,
     smoothing: float = 1.0,
     shrink: int = 1,
-) -> np.ndarray:
-    """Grow scribbles over the SLIC superpixels they touch.
-
-    A superpixel touched by scribbles of exactly one class takes that class; one touched
-    by several classes keeps only its scribbled pixels; untouched ones stay unlabeled.
+) -> np.ndarray | None:
+    """(H, W) SLIC superpixel ids of an (H, W, 3) uint8 image; None when ``superpixel_size`` is 0.
 
     Arguments:
-      image: (H, W, 3) uint8 RGB.
-      labels: (H, W) integer map, -1 unlabeled and 0..K-1 the classes.
       superpixel_size: the average superpixel area in pixels, so that superpixels keep
-        their size whatever the image's; 0 returns ``labels`` unchanged.
+        their size whatever the image's; 0 turns superpixels off.
       compactness: SLIC's balance of colour against space (higher: squarer superpixels).
       smoothing: σ in pixels of the Gaussian blur SLIC applies first. Without it, pixel
         noise splits superpixels into fragments that SLIC then merges across edges.
       shrink: SLIC runs on the image shrunk by this factor per side (box-averaged, which
-        also smooths), and its superpixels are stretched back; the scribbles vote at
-        full size. SLIC's cost is per pixel, so 2 makes it about 4x cheaper.
-
-    Returns:
-      (H, W) int64 map in the same encoding.
+        also smooths), and its superpixels are stretched back. SLIC's cost is per pixel,
+        so 2 makes it about 4x cheaper.
     """
     if superpixel_size == 0:
-        return labels.astype(np.int64)
-    n_segments = max(1, round(labels.size / superpixel_size))
-    height, width = labels.shape
+        return None
+    height, width = image.shape[:2]
+    n_segments = max(1, round(height * width / superpixel_size))
     small = image
     if shrink > 1:
         small = np.asarray(Image.fromarray(image).resize((max(1, width // shrink), max(1, height // shrink)), Image.Resampling.BOX))
@@ -51,12 +42,31 @@ def expand_scribbles(
         rows = np.arange(height) * small.shape[0] // height
         cols = np.arange(width) * small.shape[1] // width
         segments = segments[rows[:, None], cols[None, :]]
+    return segments
+
+
+def grow_over(labels: np.ndarray, segments: np.ndarray | None) -> np.ndarray:
+    """Grow scribbles over the superpixels they touch (``segments`` from :func:`superpixels`).
+
+    A superpixel touched by scribbles of exactly one class takes that class; one touched
+    by several classes keeps only its scribbled pixels; untouched ones stay unlabeled.
+
+    Arguments:
+      labels: (H, W) integer map, -1 unlabeled and 0..K-1 the classes.
+      segments: (H, W) superpixel ids, or None to return ``labels`` unchanged.
+
+    Returns:
+      (H, W) int64 map in the same encoding.
+    """
+    if segments is None:
+        return labels.astype(np.int64)
     n_classes = int(labels.max()) + 1
     scribbled = labels >= 0
     # votes[s, k]: how many pixels of class k superpixel s holds.
-    votes = np.zeros((segments.max() + 1, n_classes), dtype=np.int64)
+    votes = np.zeros((int(segments.max()) + 1, n_classes), dtype=np.int64)
     np.add.at(votes, (segments[scribbled], labels[scribbled]), 1)
     touched_by = (votes > 0).sum(axis=1)
     segment_label = np.where(touched_by == 1, votes.argmax(axis=1), -1)
     expanded = segment_label[segments]
     return np.where(scribbled, labels, expanded).astype(np.int64)
+

@@ -43,7 +43,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from gdc.client import ApiError, Client, JobFailed, ServerUnreachable
     from gdc.imageio import read_scribbles
 
-    scribbles = Path(args.scribbles)
+    if args.scribbles is None and args.previous is None:
+        print("gdc submit: error: give the image and its scribbles, or --previous JOB and the scribbles", file=sys.stderr)
+        return 2
+    # With --previous the image is optional: one file given is the scribbles.
+    image, scribbles = (None, Path(args.image)) if args.scribbles is None else (args.image, Path(args.scribbles))
     strokes = scribbles.suffix.lower() == ".json"
     given = {"strokes": json.loads(scribbles.read_text())} if strokes else {"scribbles": scribbles}
     # Colour scribbles get their mask back in their colours, as from `gdc segment`.
@@ -52,8 +56,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     bar = ProgressBar(sys.stderr.isatty())
     try:
         with Client(args.server, api_key=args.api_key) as client:
-            job_id = client.submit(args.image, **given, **options)
-            client.wait(job_id, timeout=args.timeout, on_progress=bar)
+            if args.previous is not None:
+                job_id = client.refine(args.previous, image=image, **given, **options)
+            else:
+                job_id = client.submit(image, **given, **options)
+            job = client.wait(job_id, timeout=args.timeout, on_progress=bar)
             Path(args.output).write_bytes(client.result(job_id, "mask", format=mask_format))
             if args.overlay:
                 Path(args.overlay).write_bytes(client.result(job_id, "overlay"))
@@ -65,7 +72,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 2
     finally:
         bar.close()
-    print(f"wrote {args.output} (job {job_id})")
+    started = {True: f", refining {args.previous}", False: f", from scratch: {args.previous} had expired", None: ""}
+    print(f"wrote {args.output} (job {job_id}{started[job['warm']]})")
     return 0
 
 
@@ -95,11 +103,18 @@ def register(commands) -> None:
     worker.set_defaults(func=cmd_worker)
 
     submit = commands.add_parser("submit", help="segment an image on a gdc server and save the mask")
-    submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
+    submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP); optional with --previous")
     submit.add_argument(
         "scribbles",
+        nargs="?",
         help="PNG of the image's size, labels (0 unlabeled, 1..K) or colours (black unlabeled, each colour a "
         "class), or strokes as a .json file",
+    )
+    submit.add_argument(
+        "--previous",
+        metavar="JOB",
+        help="refine job JOB: send all strokes so far; it starts from that job's head and trains refine_steps "
+        "steps (the image may be left out; given, it must be the same)",
     )
     submit.add_argument(
         "--server",

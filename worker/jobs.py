@@ -124,15 +124,17 @@ def enqueue_segment(
     scribbles_png: bytes,
     options: dict,
     meta: dict,
+    previous: str | None = None,
 ) -> None:
     """Add storing the upload and enqueueing its job to ``pipeline`` (the caller executes it).
 
-    The job's arguments are JSON: the upload's Redis key and the engine options.
+    The job's arguments are JSON: the upload's Redis key, the engine options and, for a
+    refine, the id of the job whose warm start it starts from.
     """
     store.save_upload(pipeline, job_id, image, scribbles_png, settings.queued_ttl)
     queue.enqueue_call(
         SEGMENT_TASK,
-        kwargs={"upload": key_for(Kind.UPLOAD, job_id), "options": options},
+        kwargs={"upload": key_for(Kind.UPLOAD, job_id), "options": options, "previous": previous},
         job_id=job_id,
         timeout=settings.job_timeout,
         ttl=settings.queued_ttl,

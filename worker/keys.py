@@ -11,6 +11,7 @@ class Kind(str, Enum):
 
     UPLOAD = "upload"  # hash: the image bytes and the scribbles PNG of a job
     RESULT = "result"  # hash: mask, probabilities, uncertainty, polygons of a finished job
+    WARM = "warm"  # bytes: a finished job's warm start (superpixels, features, head) for refining it
     CANCEL = "cancel"  # flag: the job was canceled by request
     IDEMPOTENCY = "idempotency"  # JSON: job id and request digest behind an Idempotency-Key
     NOTIFIED = "notified"  # flag: the job's callback delivery has been enqueued once

@@ -96,6 +96,12 @@ class JobPublic(JobCreated):
     width: int
     height: int
     classes: list[int] = Field(description="the scribbles' class values, as in the mask")
+    previous: str | None = Field(None, description="the job this one refines, if any")
+    warm: bool | None = Field(
+        None,
+        description="of a refine: true once it started from the previous job's superpixels, features and head; "
+        "false when it ran from scratch (the previous job's data had expired); null for other jobs",
+    )
     colours: list[str] = Field(
         description="each class's colour as #rrggbb, in `classes` order: for colour-PNG scribbles their own "
         "(class k is the k-th colour), else the overlay's; `/mask?format=colour` paints the mask in them"
@@ -126,5 +132,7 @@ class JobPublic(JobCreated):
             width=meta["width"],
             height=meta["height"],
             classes=meta["classes"],
+            previous=meta.get("previous"),
+            warm=meta.get("warm"),
             colours=class_colours(meta["classes"], meta.get("colours")),
         )

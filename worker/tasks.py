@@ -21,6 +21,7 @@ from gdc.engine import segment
 from gdc.errors import Cancelled, InputError
 from gdc.imageio import read_image, read_labels
 from gdc.options import SegmentOptions
+from gdc.warm import WarmStart
 
 from . import store
 from .callbacks import check_callback_url, signature_headers
@@ -66,8 +67,12 @@ class ProgressWriter:
         self.job.save_meta()
 
 
-def run_segment(upload: str, options: dict) -> dict:
+def run_segment(upload: str, options: dict, previous: str | None = None) -> dict:
     """Segment the image and scribbles stored under ``upload``; store the result under the job id.
+
+    A refine names the ``previous`` job: it starts from that job's warm start when it is
+    still stored, else runs cold; ``job.meta["warm"]`` says which. Every job stores its
+    own warm start beside its result, so chains of refines go on.
 
     Returns the phase timings (seconds). Failures are recorded in ``job.meta["error"]``;
     only a worker shutdown or a Redis failure leaves the job its retries (the same input
@@ -94,30 +99,47 @@ def run_segment(upload: str, options: dict) -> dict:
         started = time.perf_counter()
         image, scribbles = read_image(files[0]), read_labels(files[1])
         decoded = time.perf_counter()
+        warm_start = _load_warm_start(redis, previous)
+        loaded = time.perf_counter()
         result = segment(
             image,
             scribbles,
             SegmentOptions(**options, device=settings.device),
             progress=ProgressWriter(job, settings.progress_interval),
             cancel=stop_requested,
+            previous=warm_start,
         )
+        if previous is not None:
+            job.meta["warm"] = result.warm
+            job.save_meta()
         encoding = time.perf_counter()
         fields = store.encode_result(result.labels, result.probabilities, result.uncertainty, result.classes)
+        warm_bytes = result.warm_start.to_bytes()
 
         def save_unless_canceled(pipeline) -> None:
             if pipeline.exists(cancel_key):
                 raise Cancelled("canceled while storing the result")
             pipeline.multi()
             store.save_result(pipeline, job.id, fields, settings.result_ttl)
+            store.save_warm_start(pipeline, job.id, warm_bytes, settings.result_ttl)
             pipeline.expire(upload, settings.result_ttl)  # the overlay is drawn from it
 
         redis.transaction(save_unless_canceled, cancel_key)
-        return {"timings": {"decode": decoded - started, **result.timings, "encode": time.perf_counter() - encoding}}
+        timings = {"decode": decoded - started, **result.timings, "encode": time.perf_counter() - encoding}
+        if previous is not None:
+            timings["previous"] = loaded - decoded
+        return {"timings": timings}
     except Exception as error:
         if not _record_failure(job, error, context):
             job.retries_left = 0  # read by RQ when it handles this failure
             store.delete_job_data(redis, job.id)
         raise
+
+
+def _load_warm_start(redis, previous: str | None) -> WarmStart | None:
+    """The previous job's warm start; None without one, or once it expired or was deleted."""
+    data = None if previous is None else store.load_warm_start(redis, previous)
+    return None if data is None else WarmStart.from_bytes(data)
 
 
 def _record_failure(job: Job, error: Exception, context: WorkerContext) -> bool:

@@ -17,11 +17,12 @@ from gdc.imageio import encode_png
 from gdc.inputs import check_image, scribble_classes
 from gdc.options import HeadConv, SegmentOptions
 from worker.callbacks import check_callback_url
-from worker.jobs import ENDED, enqueue_segment, fetch_job, new_job_id
+from worker.jobs import ENDED, JOB_ID_PATTERN, enqueue_segment, fetch_job, new_job_id
 from worker.keys import Kind, key_for
 from worker.schemas import JobCreated, JobPublic, Links
 
 from ..deps import QueueDep, SettingsDep, require_api_key
+from ..previous import find_previous
 from ..schemas import (
     BAD_INPUT,
     KEY_REFUSED,
@@ -39,6 +40,8 @@ _ERRORS = error_responses(
     STORE_DOWN,
     {
         400: "the body is not multipart form data",
+        409: "the `previous` job has not ended yet",
+        410: "the `previous` job is unknown or its data expired, and no image was sent",
         413: "the request or the image is larger than this server accepts",
         429: "more than GDC_MAX_QUEUED jobs are waiting; nothing was stored, send it again after `Retry-After` s",
     },
@@ -89,7 +92,8 @@ def create_job(
     queue: Queue,
     settings: Settings,
     *,
-    image: bytes,
+    image: bytes | None,
+    previous: str | None = None,
     scribbles: bytes | None,
     strokes: str | None,
     options: dict,
@@ -99,20 +103,29 @@ def create_job(
     """Check the request, store its upload and enqueue its job; the job id.
 
     ``idempotency`` is (Idempotency-Key, the caller's API key): the same pair with the
-    same body gives the same job, without decoding or running anything again.
+    same body gives the same job, without decoding or running anything again. ``previous``
+    names the job a refine starts from (:mod:`service.previous`); ``image`` may be None then.
     """
     redis = queue.connection
     record = digest = None
     if idempotency is not None:
         key, api_key = idempotency
         record = key_for(Kind.IDEMPOTENCY, hashlib.sha256(f"{api_key}\0{key}".encode()).hexdigest())
-        body = hashlib.sha256(image + b"\0" + (scribbles or b"") + b"\0" + (strokes or "").encode())
-        body.update(json.dumps([options, callback_url], sort_keys=True).encode())
+        body = hashlib.sha256((image or b"") + b"\0" + (scribbles or b"") + b"\0" + (strokes or "").encode())
+        body.update(json.dumps([options, callback_url, previous], sort_keys=True).encode())
         digest = body.hexdigest()
         if (job_id := _remembered(redis, record, digest, key)) is not None:
             return job_id
     _refuse_when_full(redis, queue, settings.max_queued)  # before decoding anything
 
+    refined = None
+    if previous is not None:
+        refined = find_previous(queue, previous, image, settings.max_pixels)
+        image = refined.image
+        # A refine goes on with the previous job's options, so its warm start fits, unless it sets them.
+        options = {**refined.options, **{name: value for name, value in options.items() if value is not None}}
+    elif image is None:
+        raise InputError("send the image as the file 'image', or name the job to refine as 'previous'")
     try:
         resolved = resolve_options(options, settings)
         if callback_url:
@@ -135,6 +148,9 @@ def create_job(
 
     new_id = new_job_id()
     meta = {"width": width, "height": height, "classes": classes, "colours": colours, "callback_url": callback_url}
+    if refined is not None:
+        # warm stays unknown until a worker tries the warm start; with the data already gone, it is cold.
+        meta |= {"previous": refined.job_id, "warm": None if refined.kept else False}
 
     def enqueue(pipeline) -> str:
         if record is not None:
@@ -153,6 +169,7 @@ def create_job(
             scribbles_png=encode_png(labels),
             options=resolved,
             meta=meta,
+            previous=refined.job_id if refined is not None and refined.kept else None,
         )
         return new_id
 
@@ -186,12 +203,23 @@ async def submit_segmentation(
     settings: SettingsDep,
     queue: QueueDep,
     image: Annotated[
-        UploadFile,
+        UploadFile | None,
         File(
             description="PNG, JPEG, WebP, TIFF or BMP (sniffed from the bytes); EXIF orientation applied; "
-            "converted to 8-bit RGB; of an animated or multi-page image the first frame"
+            "converted to 8-bit RGB; of an animated or multi-page image the first frame. "
+            "Optional with `previous`; given, it must be that job's image"
         ),
-    ],
+    ] = None,
+    previous: Annotated[
+        str | None,
+        Form(
+            pattern=JOB_ID_PATTERN,
+            description="refine this job: the id of an earlier job on the same image, sent with the complete "
+            "current scribbles. The new job starts from its superpixels, features and trained head "
+            "and trains `refine_steps` steps; it keeps the previous job's options unless given. "
+            "Once that job's data expired, a request with the image runs from scratch (`warm: false`)",
+        ),
+    ] = None,
     scribbles: Annotated[
         UploadFile | None,
         File(
@@ -208,6 +236,7 @@ async def submit_segmentation(
         ),
     ] = None,
     steps: Annotated[int | None, Form(description=_HELP["steps"].description)] = None,
+    refine_steps: Annotated[int | None, Form(description=_HELP["refine_steps"].description)] = None,
     samples: Annotated[int | None, Form(description=_HELP["samples"].description)] = None,
     sigma: Annotated[float | None, Form(description=_HELP["sigma"].description)] = None,
     conv: Annotated[HeadConv | None, Form(description=_HELP["conv"].description)] = None,
@@ -243,11 +272,13 @@ async def submit_segmentation(
         create_job,
         queue,
         settings,
-        image=await image.read(),
+        image=await image.read() if image is not None else None,
+        previous=previous,
         scribbles=await scribbles.read() if scribbles is not None else None,
         strokes=strokes,
         options={
             "steps": steps,
+            "refine_steps": refine_steps,
             "samples": samples,
             "sigma": sigma,
             "conv": conv,

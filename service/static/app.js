@@ -335,15 +335,7 @@ async function segment() {
   updateControls();
   setStatus("Uploading");
   try {
-    const { width, height, values } = state.labels;
-    const form = new FormData();
-    form.append("image", state.file, state.file.name || "pasted.png");
-    form.append("scribbles", await encodeGreyPng(width, height, values), "scribbles.png");
-    for (const control of $("option-fields").querySelectorAll("input, select")) {
-      if (control.type === "checkbox") form.append(control.name, String(control.checked));
-      else if (control.value !== "") form.append(control.name, control.value);
-    }
-    state.running = await (await request("segment", { method: "POST", body: form })).json();
+    state.running = await submit(state.job?.id);
     updateControls();
     const job = await follow(state.running, showProgress, () => state.stopped);
     if (job) await showJob(job);
@@ -353,6 +345,29 @@ async function segment() {
   } finally {
     state.running = null;
     updateControls();
+  }
+}
+
+/**
+ * POST /segment with all strokes so far. After a first result the job refines it (`previous`):
+ * the image stays on the server and the head starts trained. Once that job expired (410) the
+ * image goes up again and the job runs from scratch.
+ */
+async function submit(previous) {
+  const { width, height, values } = state.labels;
+  const form = new FormData();
+  if (previous) form.append("previous", previous);
+  else form.append("image", state.file, state.file.name || "pasted.png");
+  form.append("scribbles", await encodeGreyPng(width, height, values), "scribbles.png");
+  for (const control of $("option-fields").querySelectorAll("input, select")) {
+    if (control.type === "checkbox") form.append(control.name, String(control.checked));
+    else if (control.value !== "") form.append(control.name, control.value);
+  }
+  try {
+    return await (await request("segment", { method: "POST", body: form })).json();
+  } catch (error) {
+    if (previous && error instanceof ApiError && error.status === 410) return submit(null);
+    throw error;
   }
 }
 

@@ -136,11 +136,14 @@ def test_segment_refine_and_download(scribbler, sample_image, live_server, strok
     assert (form["steps"], form["samples"]) == (b"3", b"2")  # as set in the options panel
     assert form["edges"] == b"true"  # the switch's default, sent as the form's boolean
 
-    # Refine: one more stroke, segment again with the same image.
+    # Refine: one more stroke, segment again: the job refines the first one, the image stays on the server.
     scribbler.paint(1, [[(5, 140), (30, 145)]])
     second = scribbler.segment()
     assert second.json()["id"] != first.json()["id"]
     assert np.asarray(sent_scribbles(second.request))[142, 15] == 1
+    refined = sent_form(second.request)
+    assert "image" not in refined and refined["previous"] == first.json()["id"].encode()
+    assert httpx.get(f"{live_server}/jobs/{second.json()['id']}").json()["warm"] is True
 
     mask = scribbler.download("Download mask")
     assert (mask.mode, mask.size) == ("L", (225, 150))

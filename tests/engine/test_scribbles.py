@@ -3,7 +3,7 @@ import pytest
 
 from gdc.errors import InputError
 from gdc.inputs import scribble_classes
-from gdc.scribbles import expand_scribbles
+from gdc.scribbles import grow_over, superpixels
 
 
 def two_halves():
@@ -17,7 +17,7 @@ def test_a_superpixel_touched_by_one_class_takes_it():
     image = two_halves()
     labels = np.full((40, 60), -1)
     labels[20, 5:8] = 0
-    expanded = expand_scribbles(image, labels, superpixel_size=600, compactness=1, smoothing=0)
+    expanded = grow_over(labels, superpixels(image, superpixel_size=600, compactness=1, smoothing=0))
     assert (expanded[:, :30] == 0).mean() > 0.4, "the scribble grew over its superpixel"
     assert (expanded[:, 30:] == -1).all(), "superpixels across the edge stay unlabeled"
 
@@ -27,7 +27,7 @@ def test_a_superpixel_touched_by_two_classes_keeps_only_the_scribbles():
     labels = np.full((40, 60), -1)
     labels[5, 5:8] = 0
     labels[6, 5:8] = 1
-    expanded = expand_scribbles(image, labels, superpixel_size=600, compactness=1, smoothing=0)
+    expanded = grow_over(labels, superpixels(image, superpixel_size=600, compactness=1, smoothing=0))
     assert (expanded[labels >= 0] == labels[labels >= 0]).all()
     # The superpixel under both scribbles grows neither class.
     assert np.count_nonzero(expanded[:, :30] >= 0) == 6
@@ -38,16 +38,16 @@ def test_superpixels_from_a_shrunk_image_still_grow_scribbles_up_to_the_edge():
     labels = np.full((40, 60), -1)
     labels[20, 5:8] = 0
     labels[20, 50:53] = 1
-    expanded = expand_scribbles(image, labels, superpixel_size=600, compactness=1, smoothing=0, shrink=2)
+    expanded = grow_over(labels, superpixels(image, superpixel_size=600, compactness=1, smoothing=0, shrink=2))
     assert expanded.shape == labels.shape
     assert (expanded[:, :30] == 0).mean() > 0.4 and (expanded[:, 30:] == 1).mean() > 0.4
     assert not (expanded[:, :30] == 1).any() and not (expanded[:, 30:] == 0).any()
 
 
-def test_zero_segments_turns_expansion_off():
+def test_zero_superpixel_size_turns_expansion_off():
     labels = np.full((40, 60), -1)
     labels[3, 3] = 1
-    np.testing.assert_array_equal(expand_scribbles(two_halves(), labels, superpixel_size=0), labels)
+    np.testing.assert_array_equal(grow_over(labels, superpixels(two_halves(), superpixel_size=0)), labels)
 
 
 def test_scribble_classes_are_the_values_present():
@@ -79,7 +79,7 @@ def test_superpixels_keep_their_size_whatever_the_image():
         image = np.repeat(np.repeat(two_halves(), scale, 0), scale, 1)
         labels = np.full(image.shape[:2], -1)
         labels[5 * scale, 5 * scale], labels[-5 * scale, -5 * scale] = 0, 1
-        grown.append(np.count_nonzero(expand_scribbles(image, labels, superpixel_size=100) == 0))
+        grown.append(np.count_nonzero(grow_over(labels, superpixels(image, superpixel_size=100)) == 0))
     # One scribbled pixel grows over about one superpixel (100 pixels) on a 40x60 image and a 120x180 one.
     assert all(40 < count < 250 for count in grown)
 
@@ -91,7 +91,7 @@ def test_smoothing_keeps_noisy_superpixels_from_crossing_an_edge():
     image = np.clip(np.where(truth[..., None] == 1, 190, 60) + rng.normal(0, 12, (64, 96, 3)), 0, 255).astype(np.uint8)
     labels = np.full(truth.shape, -1)
     labels[16:48, 12], labels[16:48, 84] = 0, 1
-    expanded = expand_scribbles(image, labels, superpixel_size=120, smoothing=1.0)
+    expanded = grow_over(labels, superpixels(image, superpixel_size=120, smoothing=1.0))
     grown = expanded >= 0
     assert grown.mean() > 0.1, "the scribbles grew"
     # Unsmoothed, this noise merges superpixels across the edge and mislabels ~1000 pixels.

@@ -30,7 +30,7 @@ def assert_error(response, status: int, *fragments: str) -> None:
 def test_missing_image(api, upload):
     files = upload()
     del files["image"]
-    assert_error(post(api, files), 422, "image: Field required")
+    assert_error(post(api, files), 422, "send the image as the file 'image', or name the job to refine as 'previous'")
 
 
 def test_not_an_image(api, upload):

@@ -1,0 +1,223 @@
+"""``gdc bench refine``: a second round of strokes, warm against cold (issue 16).
+
+Per photo: round 1 segments the first strokes; round 2 segments all strokes twice, cold
+(from scratch) and warm (``previous`` = round 1's warm start, for each ``refine_steps``
+asked for). Rounds come from two scribble folders (GrabCut's scribbles-1, then the union
+of scribbles-1 and scribbles-2) or from one folder split in two (half of each class's
+connected strokes, then all of them). The engine time of a round is the sum of its
+timings. With ``--server`` every round is a job on a running ``gdc serve`` and round 2's
+warm run is a refine job, timed by the job's own timings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_REFINE_STEPS = "5,10,15,20"
+TIME_TARGET = 0.4  # the refine's engine time at most this fraction of a cold run's (median)
+MIOU_TARGET = 0.5  # the refine's mIoU at most this many points below the cold run's (mean)
+
+
+def union(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Both rounds' scribbles in one map; where they overlap the second round's strokes win."""
+    return np.where(second > 0, second, first)
+
+
+def first_half(scribbles: np.ndarray) -> np.ndarray:
+    """Half of each class's connected strokes (rounded up, so every class keeps one), in reading order."""
+    from skimage.measure import label
+
+    kept = np.zeros_like(scribbles)
+    for value in np.unique(scribbles[scribbles > 0]):
+        strokes = label(scribbles == value, connectivity=2)
+        count = int(strokes.max())
+        kept[(strokes > 0) & (strokes <= (count + 1) // 2)] = value
+    return kept
+
+
+def rounds(data_dir: str, scribbles: str, second: str | None, limit: int | None):
+    """(sample, round-1 scribbles, round-2 scribbles) per photo."""
+    from ..evaluate import load_dataset
+
+    samples = list(load_dataset(data_dir, scribbles))[:limit]
+    if second is None:
+        return [(sample, first_half(sample.scribbles), sample.scribbles) for sample in samples]
+    later = {sample.name: sample.scribbles for sample in load_dataset(data_dir, second)}
+    return [(sample, sample.scribbles, union(sample.scribbles, later[sample.name])) for sample in samples]
+
+
+class InProcess:
+    """Rounds as :func:`gdc.engine.segment` calls in this process."""
+
+    def __init__(self, options) -> None:
+        self.options = options
+
+    def first(self, image, scribbles):
+        from ..engine import segment
+
+        result = segment(image, scribbles, self.options)
+        return result.warm_start, result.labels, result.timings
+
+    def cold(self, image, scribbles):
+        from ..engine import segment
+
+        result = segment(image, scribbles, self.options)
+        return result.labels, result.timings
+
+    def refine(self, previous, image, scribbles, refine_steps: int):
+        from ..engine import segment
+
+        options = self.options.model_copy(update={"refine_steps": refine_steps})
+        result = segment(image, scribbles, options, previous=previous)
+        assert result.warm, "the refine ran cold"
+        return result.labels, result.timings
+
+
+class ThroughService:
+    """Rounds as jobs on a gdc server; the refine is a job with ``previous``."""
+
+    def __init__(self, server: str) -> None:
+        from ..client import Client
+
+        self.client = Client(server)
+
+    def _finish(self, job_id: str):
+        job = self.client.wait(job_id, timeout=600)
+        return self.client.mask(job_id), job
+
+    def first(self, image, scribbles):
+        job_id = self.client.submit(image, scribbles)
+        labels, job = self._finish(job_id)
+        return job_id, labels, job["timings"]
+
+    def cold(self, image, scribbles):
+        labels, job = self._finish(self.client.submit(image, scribbles))
+        return labels, job["timings"]
+
+    def refine(self, previous, image, scribbles, refine_steps: int):
+        labels, job = self._finish(self.client.refine(previous, scribbles, refine_steps=refine_steps))
+        assert job["warm"], f"the refine job {job['id']} ran cold"
+        return labels, job["timings"]
+
+
+def measure(runner, photos, refine_steps: list[int], log) -> list[dict]:
+    """Per photo: round 1, cold and warm round 2 (per refine_steps), with engine seconds and mIoU."""
+    from ..evaluate import score
+
+    rows = []
+    for sample, first, both in photos:
+        previous, labels, timings = runner.first(sample.image, first)
+        row = dict(name=sample.name, first=dict(seconds=sum(timings.values()), miou=_miou(labels, sample, score)))
+        labels, timings = runner.cold(sample.image, both)
+        row["cold"] = dict(seconds=sum(timings.values()), miou=_miou(labels, sample, score), timings=timings)
+        row["warm"] = {}
+        for steps in refine_steps:
+            labels, timings = runner.refine(previous, sample.image, both, steps)
+            row["warm"][steps] = dict(seconds=sum(timings.values()), miou=_miou(labels, sample, score), timings=timings)
+        log(
+            f"{sample.name:<24} round 1 {100 * row['first']['miou']:5.1f}  cold {100 * row['cold']['miou']:5.1f} "
+            f"{row['cold']['seconds']:5.2f} s  "
+            + "  ".join(
+                f"warm@{steps} {100 * warm['miou']:5.1f} {warm['seconds']:5.2f} s" for steps, warm in row["warm"].items()
+            )
+        )
+        rows.append(row)
+    return rows
+
+
+def _miou(labels: np.ndarray, sample, score) -> float:
+    # Scribble value k+1 is class k, so the label map minus one is the class index.
+    return score(labels.astype(np.int64) - 1, sample.truth)[0]
+
+
+def summarise(rows: list[dict], refine_steps: list[int]) -> list[dict]:
+    """Per refine_steps: median time ratio warm / cold, mean mIoU of round 1, cold and warm, and the verdict."""
+    cold_miou = float(np.mean([row["cold"]["miou"] for row in rows]))
+    summary = []
+    for steps in refine_steps:
+        ratio = statistics.median(row["warm"][steps]["seconds"] / row["cold"]["seconds"] for row in rows)
+        warm_miou = float(np.mean([row["warm"][steps]["miou"] for row in rows]))
+        summary.append(
+            dict(
+                refine_steps=steps,
+                time_ratio_median=ratio,
+                cold_seconds_median=statistics.median(row["cold"]["seconds"] for row in rows),
+                warm_seconds_median=statistics.median(row["warm"][steps]["seconds"] for row in rows),
+                first_miou=float(np.mean([row["first"]["miou"] for row in rows])),
+                cold_miou=cold_miou,
+                warm_miou=warm_miou,
+                meets_targets=bool(ratio <= TIME_TARGET and 100 * (cold_miou - warm_miou) <= MIOU_TARGET),
+            )
+        )
+    return summary
+
+
+def markdown(summary: list[dict]) -> str:
+    lines = [
+        "| refine_steps | warm / cold time (median) | cold s | warm s | mIoU round 1 | mIoU cold | mIoU warm | targets |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['refine_steps']} | {100 * s['time_ratio_median']:.0f}% | {s['cold_seconds_median']:.2f} "
+            f"| {s['warm_seconds_median']:.2f} | {100 * s['first_miou']:.2f} | {100 * s['cold_miou']:.2f} "
+            f"| {100 * s['warm_miou']:.2f} | {'met' if s['meets_targets'] else 'missed'} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..arguments import engine_options
+
+    options = engine_options(args)
+    refine_steps = [int(s) for s in args.refine_step_counts.split(",")]
+    runner = ThroughService(args.server) if args.server else InProcess(options)
+    photos = rounds(args.data_dir, args.scribbles, args.second, args.limit)
+    rows = measure(runner, photos, refine_steps, (lambda line: print(line, flush=True)) if args.verbose else lambda line: None)
+    summary = summarise(rows, refine_steps)
+    table = markdown(summary)
+    print(table)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"refine-{Path(args.data_dir).resolve().name}" + ("-service" if args.server else "")
+    report = dict(
+        data=str(args.data_dir),
+        scribbles=args.scribbles,
+        second=args.second or "first half of each class's strokes, then all",
+        path="service" if args.server else "in-process",
+        options=options.model_dump(),
+        summary=summary,
+        images=rows,
+    )
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / name}.json")
+    return 0
+
+
+def add_parser(commands) -> None:
+    from ..arguments import add_engine_options
+
+    parser = commands.add_parser("refine", help="a second round of strokes: refine (warm) against from scratch (cold)")
+    parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
+    parser.add_argument("--scribbles", default="scribbles", help="round 1's scribble folder (default scribbles)")
+    parser.add_argument(
+        "--second",
+        help="round 2 adds this folder's strokes to round 1's (e.g. scribbles-2); "
+        "unset: round 1 is half of each class's strokes, round 2 all",
+    )
+    parser.add_argument(
+        "--refine-steps",
+        dest="refine_step_counts",
+        default=DEFAULT_REFINE_STEPS,
+        help=f"refine steps to compare, comma-separated (default {DEFAULT_REFINE_STEPS})",
+    )
+    parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--server", help="run every round as a job on this gdc server (e.g. http://127.0.0.1:8000)")
+    parser.add_argument("--output-dir", default="benchmarks", help="where to write the JSON report")
+    parser.add_argument("--verbose", action="store_true", help="print every image's figures")
+    add_engine_options(parser)
+    parser.set_defaults(func=run)

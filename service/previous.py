@@ -1,0 +1,87 @@
+"""The ``previous`` field of POST /segment: the job a refine starts from.
+
+A refine sends the complete current scribbles and the id of an earlier job on the same
+image; the image itself may be left out. While the earlier job's data is kept, the new job
+starts from its warm start (superpixels, features, trained head); once that has expired,
+a refine that brought the image runs from scratch and says so (``warm: false``), one that
+did not is refused with 410 naming the job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import HTTPException
+from rq import Queue
+
+from gdc.errors import InputError
+from worker import store
+from worker.jobs import SEGMENT_TASK, Status, fetch_job, public_status
+
+from .uploads import read_image_upload
+
+
+class PreviousGone(HTTPException):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            410, f"previous job {job_id} is unknown or its data expired; send the image too to segment from scratch"
+        )
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The job a refine names, as far as the new job needs it.
+
+    Attributes:
+      job_id: its id.
+      image: the image file to segment: the one sent, else the previous job's own.
+      options: the previous job's engine options, which the refine keeps unless it sets them.
+      kept: whether its warm start is still stored (False: the refine runs cold).
+    """
+
+    job_id: str
+    image: bytes
+    options: dict
+    kept: bool
+
+
+def find_previous(queue: Queue, job_id: str, image: bytes | None, max_pixels: int) -> Previous:
+    """The previous job of a refine; raises what the API answers when it cannot be used.
+
+    Raises:
+      HTTPException: 409 while the previous job has not ended; 410 when its data is gone
+        and no image was sent.
+      InputError: the image sent is not the previous job's (422).
+    """
+    job = fetch_job(queue, job_id)
+    if job is not None and job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
+        job = None
+    status = None if job is None else public_status(job)
+    if status is not None and status not in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED):
+        raise HTTPException(409, f"previous job {job_id} is {status.value}; refine it once it has succeeded")
+    redis = queue.connection
+    stored = store.load_image(redis, job_id) if status is Status.SUCCEEDED else None
+    kept = stored is not None and store.has_warm_start(redis, job_id)
+    if image is None and stored is None:
+        raise PreviousGone(job_id)
+    if image is not None and stored is not None:
+        check_same_image(image, stored, job_id, max_pixels)
+    options = job.kwargs.get("options", {}) if job is not None else {}
+    return Previous(job_id=job_id, image=image if image is not None else stored, options=options, kept=kept)
+
+
+def check_same_image(image: bytes, stored: bytes, job_id: str, max_pixels: int) -> None:
+    """Refuse an image that differs from the previous job's: the same file, or the same pixels in another file."""
+    if image == stored:
+        return
+    sent, theirs = read_image_upload(image, max_pixels), read_image_upload(stored, max_pixels)
+    if sent.shape != theirs.shape:
+        raise InputError(
+            f"image is {sent.shape[1]}x{sent.shape[0]} but previous job {job_id} segmented a "
+            f"{theirs.shape[1]}x{theirs.shape[0]} image; send that image, or none"
+        )
+    if not np.array_equal(sent, theirs):
+        raise InputError(
+            f"image differs from the image of previous job {job_id} (same size, other pixels); "
+            "send that image, or none"
+        )

@@ -1,0 +1,114 @@
+"""Warm starts: a refine reuses a previous result's superpixels, features and head (gdc/warm.py)."""
+import numpy as np
+import pytest
+
+from gdc.engine import segment
+from gdc.evaluate import score
+from gdc.options import SegmentOptions
+from gdc.warm import WarmStart
+
+FAST = dict(steps=10, samples=4)
+
+
+def half_of_strokes(scribbles: np.ndarray) -> np.ndarray:
+    """The scribbles' left half: a first round with fewer strokes."""
+    first = scribbles.copy()
+    first[:, scribbles.shape[1] // 2 :] = 0
+    return first
+
+
+@pytest.fixture(scope="module")
+def first_round(scene2):
+    image, _, scribbles = scene2
+    return segment(image, half_of_strokes(scribbles), SegmentOptions(**FAST))
+
+
+def test_a_refine_starts_from_the_previous_head(scene2, device):
+    image, _, scribbles = scene2
+    # A deterministic head and no steps at all: the trained head alone gives the first answer back
+    # (up to the features' float16).
+    options = SegmentOptions(device=device, conv="normal", steps=10, refine_steps=0)
+    first = segment(image, half_of_strokes(scribbles), options)
+    again = segment(image, half_of_strokes(scribbles), options, previous=first.warm_start)
+    assert again.warm
+    np.testing.assert_allclose(again.probabilities, first.probabilities, atol=0.02)
+    untrained = segment(image, half_of_strokes(scribbles), options.model_copy(update={"steps": 0}))
+    assert not untrained.warm and not np.allclose(untrained.probabilities, first.probabilities, atol=0.02)
+
+
+def test_a_refine_learns_the_new_strokes(scene2, first_round, device):
+    image, truth, scribbles = scene2
+    refined = segment(image, scribbles, SegmentOptions(device=device, **FAST), previous=first_round.warm_start)
+    assert refined.warm
+    assert score(refined.labels, truth)[0] > 0.7
+
+
+def test_a_refine_may_add_and_drop_classes(scene3, device):
+    image, _, scribbles = scene3
+    two = np.where(scribbles == 3, 0, scribbles).astype(np.uint8)
+    first = segment(image, two, SegmentOptions(device=device, **FAST))
+    three = segment(image, scribbles, SegmentOptions(device=device, **FAST), previous=first.warm_start)
+    assert three.warm and three.classes == (1, 2, 3)
+    assert 3 in np.unique(three.labels)
+    # A class no longer scribbled is dropped; the shared ones keep their trained rows.
+    without_two = np.where(scribbles == 2, 0, scribbles).astype(np.uint8)
+    dropped = segment(image, without_two, SegmentOptions(device=device, **FAST), previous=three.warm_start)
+    assert dropped.warm and dropped.classes == (1, 3)
+
+
+def test_a_chain_of_refines_stays_warm(scene2, first_round, device):
+    image, _, scribbles = scene2
+    options = SegmentOptions(device=device, **FAST)
+    second = segment(image, scribbles, options, previous=first_round.warm_start)
+    third = segment(image, scribbles, options, previous=WarmStart.from_bytes(second.warm_start.to_bytes()))
+    assert second.warm and third.warm
+    assert third.warm_start.fingerprint == first_round.warm_start.fingerprint
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(superpixel_size=60), dict(conv="normal"), dict(width=16), dict(max_pixels=10_000)],
+    ids=lambda change: next(iter(change)),
+)
+def test_other_options_the_parts_depend_on_start_cold(scene2, first_round, device, change):
+    image, _, scribbles = scene2
+    result = segment(image, scribbles, SegmentOptions(device=device, **FAST, **change), previous=first_round.warm_start)
+    assert not result.warm
+
+
+def test_another_image_starts_cold(scene2, scene3, first_round, device):
+    image, _, scribbles = scene3
+    result = segment(image, scribbles, SegmentOptions(device=device, **FAST), previous=first_round.warm_start)
+    assert not result.warm and result.classes == (1, 2, 3)
+
+
+def test_warm_start_bytes_round_trip(first_round):
+    state = first_round.warm_start
+    back = WarmStart.from_bytes(state.to_bytes())
+    assert (back.fingerprint, back.classes) == (state.fingerprint, state.classes)
+    np.testing.assert_array_equal(back.features, state.features)
+    np.testing.assert_array_equal(back.segments, state.segments)
+    assert back.head.keys() == state.head.keys()
+    for name in state.head:
+        np.testing.assert_array_equal(back.head[name], state.head[name])
+
+
+def test_warm_start_is_plain_and_bounded(first_round):
+    state = first_round.warm_start
+    assert state.features.dtype == np.float16 and state.segments.dtype == np.uint16
+    # 120x160 working pixels: features at 1/16 of them, 40 channels, float16; segments 2 bytes each.
+    assert state.features.nbytes == 40 * 30 * 40 * 2
+    assert len(state.to_bytes()) < state.features.nbytes + state.segments.nbytes + 200_000
+
+
+def test_no_superpixels_round_trip(scene2, device):
+    image, _, scribbles = scene2
+    first = segment(image, scribbles, SegmentOptions(device=device, **FAST, superpixel_size=0))
+    back = WarmStart.from_bytes(first.warm_start.to_bytes())
+    assert back.segments is None
+    assert segment(image, scribbles, SegmentOptions(device=device, **FAST, superpixel_size=0), previous=back).warm
+
+
+def test_garbage_is_not_a_warm_start():
+    with pytest.raises(ValueError, match="not a warm start"):
+        WarmStart.from_bytes(b"not an npz")
