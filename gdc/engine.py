@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .errors import Cancelled

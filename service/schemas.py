@@ -28,6 +28,7 @@ class ErrorBody(BaseModel):
 # Errors several routers answer with, by status.
 KEY_REFUSED = {401: "missing or invalid `X-API-Key` (the server has keys)"}
 BAD_INPUT = {422: "bad input; `detail` names the problem"}
+UNREADABLE_JSON = {400: "the body is not readable JSON"}
 STORE_DOWN = {503: "the job store (Redis) is unreachable or full; nothing was stored, send it again later"}
 
 

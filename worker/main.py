@@ -35,6 +35,7 @@ from rq.worker import SimpleWorker
 
 from .gpus import AUTO_GPU, GpuLease, claim_gpu
 from .jobs import ENDED, connect, notify, public_status, sweep
+from .keys import Kind, key_for
 from .settings import QueueSettings
 from .tasks import WorkerContext, current_worker
 

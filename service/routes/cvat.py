@@ -19,7 +19,7 @@ from gdc.inputs import check_image
 
 from ..deps import QueueDep, SettingsDep, require_api_key
 from ..interactive import draw_points, point_radius, segment_and_wait
-from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, error_responses
+from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, UNREADABLE_JSON, error_responses
 from ..uploads import read_image_upload
 
 router = APIRouter(
@@ -27,7 +27,7 @@ router = APIRouter(
     tags=["cvat"],
     dependencies=[Depends(require_api_key)],
     responses=error_responses(
-        KEY_REFUSED, BAD_INPUT, STORE_DOWN, {504: "the job did not end within GDC_INTERACTIVE_WAIT seconds"}
+        KEY_REFUSED, BAD_INPUT, UNREADABLE_JSON, STORE_DOWN, {504: "the job did not end within GDC_INTERACTIVE_WAIT seconds"}
     ),
 )
 
@@ -47,26 +47,21 @@ class InteractorResult(BaseModel):
     mask: list[list[int]] = Field(description="H rows of W values: 255 on the object, 0 elsewhere")
 
 
-def _box_ring(box: list[Point], width: int, height: int) -> np.ndarray:
-    """An (H, W) mask of a ring around ``box``, one to two disk diameters outside it."""
+def _outside_box(box: list[Point], width: int, height: int) -> np.ndarray:
+    """An (H, W) mask of everything beyond ``box`` grown by a disk diameter: the box holds the object, as in GrabCut."""
     (x1, y1), (x2, y2) = box
     margin = round(2 * point_radius(width, height))
     left, right = sorted((round(x1), round(x2)))
     top, bottom = sorted((round(y1), round(y2)))
-
-    def grown(by: int) -> tuple[slice, slice]:
-        return slice(max(0, top - by), bottom + by + 1), slice(max(0, left - by), right + by + 1)
-
-    ring = np.zeros((height, width), bool)
-    ring[grown(2 * margin)] = True
-    ring[grown(margin)] = False
-    return ring
+    outside = np.ones((height, width), bool)
+    outside[max(0, top - margin) : bottom + margin + 1, max(0, left - margin) : right + margin + 1] = False
+    return outside
 
 
 def _scribbles(request: InteractorRequest, width: int, height: int) -> np.ndarray:
     labels = np.zeros((height, width), np.uint8)
     if request.obj_bbox is not None:
-        labels[_box_ring(request.obj_bbox, width, height)] = 2
+        labels[_outside_box(request.obj_bbox, width, height)] = 2
     draw_points(labels, request.neg_points, 2)
     draw_points(labels, request.pos_points, 1)
     return labels
@@ -76,7 +71,7 @@ def _scribbles(request: InteractorRequest, width: int, height: int) -> np.ndarra
 async def interactor(request: InteractorRequest, settings: SettingsDep, queue: QueueDep) -> dict:
     try:
         image = base64.b64decode(request.image.split(",")[-1], validate=True)  # a data: URL prefix is dropped
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         raise InputError("image is not valid base64") from None
     pixels = await run_in_threadpool(lambda: check_image(read_image_upload(image, settings.max_pixels)))
     height, width = pixels.shape[:2]

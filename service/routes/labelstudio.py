@@ -21,7 +21,7 @@ from worker import store
 from ..deps import QueueDep, SettingsDep, require_api_key
 from ..interactive import segment_and_wait
 from ..labelstudio import LabelConfig, brush_regions, context_scribbles, fetch_image
-from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, error_responses
+from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, UNREADABLE_JSON, error_responses
 
 MODEL_VERSION = f"gdc-{version('gdc')}"
 
@@ -32,6 +32,7 @@ router = APIRouter(
     responses=error_responses(
         KEY_REFUSED,
         BAD_INPUT,
+        UNREADABLE_JSON,
         STORE_DOWN,
         {
             413: "the task's image is larger than this server accepts",

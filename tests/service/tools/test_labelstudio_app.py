@@ -32,7 +32,7 @@ VENV = Path(os.environ.get("GDC_LABEL_STUDIO_VENV", REPO / ".label-studio-venv")
 def label_studio_python() -> Path:
     """The Python of Label Studio's own environment, installing it the first time; skips if it cannot."""
     python = VENV / "bin" / "python"
-    if subprocess.run([python, "-c", "import label_studio"], capture_output=True).returncode == 0:
+    if python.exists() and subprocess.run([python, "-c", "import label_studio"], capture_output=True).returncode == 0:
         return python
     venv.create(VENV, with_pip=True)
     install = subprocess.run(
