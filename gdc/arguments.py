@@ -6,10 +6,21 @@ top floor (``gdc.cli``) itself.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .options import HEAD_CONVS, SegmentOptions
 from .threads import DEFAULT_THREADS
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """``--server`` and ``--api-key``, for the commands that talk to a gdc server (GDC_SERVER, GDC_API_KEY)."""
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
+        help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)",
+    )
+    parser.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")
 
 
 def thread_count(text: str) -> int:

@@ -26,16 +26,17 @@ import secrets
 import sys
 import threading
 from collections import Counter
-from contextlib import suppress
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from .arguments import add_engine_options, engine_options
+from .arguments import add_engine_options, add_server_options, engine_options
 from .coco import coco_instances, read_class_names
 from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
 from .options import SegmentOptions
+from .threads import usable_cores
 
 JOURNAL = "journal.jsonl"
 # How often a thread waiting on a job looks whether the run was interrupted.
@@ -339,7 +340,7 @@ def _label_locally(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -
     batch = Batch(pairs, options, out_dir)
     todo = batch.todo()
     _announce(len(pairs), len(todo))
-    with ProcessPoolExecutor(args.processes or os.cpu_count(), initializer=_start_local_process) as pool:
+    with ProcessPoolExecutor(args.processes or usable_cores(), initializer=_start_local_process) as pool:
         futures = {pool.submit(label_locally, pair, options, out_dir): (pair, digest) for pair, digest in todo}
         return batch, follow(pool, futures, batch.journal)
 
@@ -389,12 +390,7 @@ def add_parser(commands) -> None:
     parser.add_argument("images_dir", help="folder of images (PNG, JPEG, WebP, TIFF, BMP)")
     parser.add_argument("scribbles_dir", help="folder of label PNGs named as the images: 0 unlabeled, 1..K classes")
     parser.add_argument("-o", "--output", required=True, help="folder for the label maps, coco.json and the journal")
-    parser.add_argument(
-        "--server",
-        default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
-        help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)",
-    )
-    parser.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")
+    add_server_options(parser)
     parser.add_argument("--concurrency", type=_positive, default=16, help="jobs in flight on the server (default 16)")
     parser.add_argument("--local", action="store_true", help="run the engine here instead of on a server")
     parser.add_argument("--processes", type=_positive, help="with --local: engine processes (default: one per core)")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from gdc.arguments import add_server_options
 from gdc.options import HEAD_CONVS, SegmentOptions
 
 from .schemas import NUMERIC_OPTIONS
@@ -116,16 +116,11 @@ def register(commands) -> None:
         help="refine job JOB: send all strokes so far; it starts from that job's head and trains refine_steps "
         "steps (the image may be left out; given, it must be the same)",
     )
-    submit.add_argument(
-        "--server",
-        default=os.environ.get("GDC_SERVER", "http://127.0.0.1:8000"),
-        help="server URL (default: GDC_SERVER or http://127.0.0.1:8000)",
-    )
+    add_server_options(submit)
     submit.add_argument(
         "-o", "--output", required=True, help="mask PNG to write, in the scribbles' values (or colours)"
     )
     submit.add_argument("--overlay", help="also write the image tinted by class here")
-    submit.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")
     submit.add_argument("--timeout", type=float, default=600, help="seconds to wait for the job (default 600)")
     fields = SegmentOptions.model_fields
     group = submit.add_argument_group("engine options (default: the server's)")
