@@ -29,7 +29,7 @@ BRUSH_CONFIG = """
 <View>
   <Image name="image" value="$image" smart="true"/>
   <BrushLabels name="tag" toName="image">
-    <Label value="Crema"/><Label value="Table"/>
+    <Label value="Crema" background="#f59e0b"/><Label value="Table" background="#2563eb"/>
   </BrushLabels>
   <KeyPointLabels name="points" toName="image" smart="true">
     <Label value="Crema"/><Label value="Table"/>
