@@ -267,6 +267,7 @@ def test_the_next_prediction_on_a_task_refines_its_last_job(annotator):
     assert second["status"] == "succeeded", second
     assert second["previous"] == first["id"] and second["warm"] is True
     assert annotator.predict()["previous"] == second["id"]  # each round refines the one before
+    assert annotator.redis.ttl(task_key(annotator.project, {"id": 7}, annotator.images["photo"])) > 0
 
 
 def test_another_task_or_a_changed_image_starts_afresh(annotator):
