@@ -100,6 +100,6 @@ async def predict(request: PredictRequest, settings: SettingsDep, queue: QueueDe
         queue, settings, image, scribbles, previous=last_job.decode() if last_job else None
     )
     await run_in_threadpool(redis.set, last_job_key, job_id, ex=settings.result_ttl)
-    uncertainty = await run_in_threadpool(store.load_result, queue.connection, job_id, "uncertainty")
+    uncertainty = await run_in_threadpool(store.load_result, redis, job_id, "uncertainty")
     score = _confidence(uncertainty) if uncertainty is not None else 0.0
     return {"results": [{"result": brush_regions(config, mask), "score": score, "model_version": MODEL_VERSION}]}
