@@ -8,9 +8,12 @@ sampled from the same strokes, go through the nuclio function (integrations/cvat
 to gdc's /cvat/interactor, and the 0/255 mask is scored.
 
     python benchmarks/annotation_tools.py --gdc http://127.0.0.1:8000 --gdc-key KEY \\
-        --label-studio http://127.0.0.1:8080 --token TOKEN --json benchmarks/annotation-tools.json
+        --label-studio http://127.0.0.1:8080 --token TOKEN --redis redis://127.0.0.1:6379 \\
+        --json benchmarks/annotation-tools.json
 
-Needs gdc's test extra (label-studio-sdk); gdc and Label Studio already running.
+Needs gdc's test extra (label-studio-sdk); gdc and Label Studio already running. With
+``--redis`` (gdc's Redis), each Label Studio call also reports its gdc job's own engine
+timings, found as the route remembers the task's last job, and the load average after it.
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ import httpx
 import numpy as np
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.converter import brush
+from redis import Redis
 
 from gdc.evaluate import load_dataset, score
+from service.labelstudio import task_key
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("Foreground", "Background")  # GrabCut scribbles: 1 foreground, 2 background
@@ -108,9 +113,22 @@ def label_studio_path(args, samples, files) -> list[dict]:
         height, width = sample.scribbles.shape
         labels = decode_regions(stored.result, width, height)
         miou, accuracy = score(labels.astype(np.int16) - 1, sample.truth)  # classes 0 fg, 1 bg as the truth
-        rows.append({"name": sample.name, "miou": miou, "accuracy": accuracy, "seconds": seconds})
+        row = {"name": sample.name, "miou": miou, "accuracy": accuracy, "seconds": seconds}
+        if args.redis:
+            row |= {"timings": job_timings(args, project, tasks[sample.name].id, files[sample.name].read_bytes())}
+            row["load_average"] = os.getloadavg()[0]
+        rows.append(row)
     print(f"Label Studio project {project.id}: {args.label_studio}/projects/{project.id}/data")
     return rows
+
+
+def job_timings(args, project, task_id: int, image: bytes) -> dict[str, float]:
+    """The engine timings of the job gdc ran last for the task (its route keeps the task's last job id in Redis)."""
+    uid = f"{project.id}.{int(project.created_at.timestamp())}"  # the project as Label Studio names it to backends
+    with Redis.from_url(args.redis) as redis:
+        job_id = redis.get(task_key(uid, {"id": task_id}, image)).decode()
+    job = httpx.get(f"{args.gdc}/jobs/{job_id}", headers={"X-API-Key": args.gdc_key}, timeout=30).json()
+    return job["timings"]
 
 
 def sample_points(scribbles: np.ndarray, value: int, count: int, rng: np.random.Generator) -> list[list[int]]:
@@ -162,6 +180,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=20, help="CVAT clicks per class")
     parser.add_argument("--seed", type=int, default=0, help="seed of the click sampling")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for one call")
+    parser.add_argument("--redis", help="gdc's Redis URL: report each Label Studio call's engine timings too")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
@@ -177,7 +196,12 @@ def main() -> None:
         }
         print(f"{path}: mIoU {report[path]['miou']:.2f}, {report[path]['seconds_mean']:.2f} s per call")
         for row in rows:
-            print(f"  {row['name']}: mIoU {100 * row['miou']:.2f}  {row['seconds']:.2f} s")
+            engine = (
+                f"  (engine {sum(row['timings'].values()):.2f} s, load average {row['load_average']:.2f})"
+                if "timings" in row
+                else ""
+            )
+            print(f"  {row['name']}: mIoU {100 * row['miou']:.2f}  {row['seconds']:.2f} s{engine}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

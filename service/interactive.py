@@ -40,9 +40,20 @@ def draw_points(labels: np.ndarray, points: list[tuple[float, float]], value: in
 
 
 async def segment_and_wait(
-    queue: Queue, settings: Settings, image: bytes, scribbles: np.ndarray
+    queue: Queue,
+    settings: Settings,
+    image: bytes,
+    scribbles: np.ndarray,
+    *,
+    decoded: np.ndarray | None = None,
+    previous: str | None = None,
 ) -> tuple[str, np.ndarray]:
     """Run one gdc job on ``image`` (file bytes) and ``scribbles`` (H, W label map); its id and label map.
+
+    ``decoded`` is the image as :func:`service.uploads.read_image_upload` gave it, if the
+    caller decoded it already. ``previous`` names an earlier succeeded job on the same image
+    file for the job to refine (``POST /segment``'s ``previous``); once that job's data is
+    gone, the job runs cold.
 
     Raises HTTPException: 422 when gdc refused the input, 504 when the job did not end
     within ``settings.interactive_wait`` seconds (it is canceled then: nobody waits for it),
@@ -53,6 +64,8 @@ async def segment_and_wait(
         queue,
         settings,
         image=image,
+        decoded=decoded,
+        previous=previous,
         scribbles=encode_png(scribbles),
         strokes=None,
         options={},

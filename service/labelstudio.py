@@ -4,10 +4,12 @@ Label Studio sends its project's label config (XML) with every prediction reques
 while a person annotates, the regions drawn so far as ``params.context.result``. Here the
 config's labels become gdc classes 1..K in the order the config lists them, BrushLabels
 regions and KeyPointLabels points become scribbles, and gdc's label map goes back as one
-BrushLabels region per class.
+BrushLabels region per class. Each task remembers the job gdc ran last for it
+(:func:`task_key`), so the next prediction on it refines that job.
 """
 from __future__ import annotations
 
+import hashlib
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -17,6 +19,7 @@ import numpy as np
 from fastapi import HTTPException
 
 from gdc.errors import InputError
+from worker.keys import Kind, key_for
 
 from .brush_rle import decode_mask, encode_mask
 from .interactive import draw_points
@@ -120,6 +123,16 @@ def brush_regions(config: LabelConfig, mask: np.ndarray) -> list[dict]:
             }
         )
     return regions
+
+
+def task_key(project: str | None, task: dict, image: bytes) -> str:
+    """The Redis key holding the id of gdc's last job on ``task`` of ``project`` with this image file.
+
+    Label Studio names a project ``<id>.<created at>``, so together with the task's id it
+    picks one task of one Label Studio; the image's digest makes a changed image start afresh.
+    """
+    name = f"label-studio\0{project or ''}\0{task.get('id')}\0{hashlib.sha256(image).hexdigest()}"
+    return key_for(Kind.TOOL_TASK, hashlib.sha256(name.encode()).hexdigest())
 
 
 def image_url(task: dict, config: LabelConfig, settings: Settings) -> tuple[str, bool]:

@@ -14,6 +14,7 @@ class Kind(str, Enum):
     WARM = "warm"  # bytes: a finished job's warm start (superpixels, features, head) for refining it
     CANCEL = "cancel"  # flag: the job was canceled by request
     IDEMPOTENCY = "idempotency"  # JSON: job id and request digest behind an Idempotency-Key
+    TOOL_TASK = "tool-task"  # string: the last job gdc ran for an annotation tool's task, which the next one refines
     NOTIFIED = "notified"  # flag: the job's callback delivery has been enqueued once
     SWEEP = "sweep"  # lock, per queue: one sweep for abandoned jobs at a time
     GPU_LEASE = "gpu-lease"  # string, per GPU (by UUID): the `cuda:auto` worker that owns it

@@ -78,5 +78,5 @@ async def interactor(request: InteractorRequest, settings: SettingsDep, queue: Q
     scribbles = _scribbles(request, width, height)
     if not (scribbles == 2).any():
         raise InputError("give at least one negative point or a box, so gdc knows what is not the object")
-    _, mask = await segment_and_wait(queue, settings, image, scribbles)
+    _, mask = await segment_and_wait(queue, settings, image, scribbles, decoded=pixels)
     return {"mask": np.where(mask == 1, 255, 0).tolist()}

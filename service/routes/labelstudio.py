@@ -1,8 +1,10 @@
 """Label Studio's ML-backend protocol under /labelstudio: enter ``http://HOST:8000/labelstudio`` as the backend URL.
 
 Predictions are interactive: the regions a person drew so far (``params.context.result``)
-are the scribbles of one gdc job, which the request waits for. Without context there is
-nothing to segment from, and the task gets an empty prediction.
+are the scribbles of one gdc job, which the request waits for. A task's next prediction
+refines the job its last one ran (``previous``), sending the image too, so it runs cold
+once that job's data expired. Without context there is nothing to segment from, and the
+task gets an empty prediction.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from worker import store
 
 from ..deps import QueueDep, SettingsDep, require_api_key
 from ..interactive import segment_and_wait
-from ..labelstudio import LabelConfig, brush_regions, context_scribbles, fetch_image
+from ..labelstudio import LabelConfig, brush_regions, context_scribbles, fetch_image, task_key
 from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, UNREADABLE_JSON, error_responses
 
 MODEL_VERSION = f"gdc-{version('gdc')}"
@@ -53,6 +55,7 @@ class SetupRequest(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    project: str | None = Field(None, description="Label Studio's `<project id>.<created at>`")
     tasks: list[dict[str, Any]] = Field(description="Label Studio tasks, each with `id` and `data`")
     label_config: str = Field(description="the project's label config (XML)")
     params: dict[str, Any] = Field({}, description="`context.result`: the regions drawn so far (interactive mode)")
@@ -90,7 +93,13 @@ async def predict(request: PredictRequest, settings: SettingsDep, queue: QueueDe
         raise InputError(f"an interactive prediction is for one task, got {len(request.tasks)}")
     scribbles = context_scribbles(config, regions)
     image = await fetch_image(request.tasks[0], config, settings)
-    job_id, mask = await segment_and_wait(queue, settings, image, scribbles)
-    uncertainty = await run_in_threadpool(store.load_result, queue.connection, job_id, "uncertainty")
+    redis = queue.connection
+    last_job_key = task_key(request.project, request.tasks[0], image)
+    last_job = await run_in_threadpool(redis.get, last_job_key)
+    job_id, mask = await segment_and_wait(
+        queue, settings, image, scribbles, previous=last_job.decode() if last_job else None
+    )
+    await run_in_threadpool(redis.set, last_job_key, job_id, ex=settings.result_ttl)
+    uncertainty = await run_in_threadpool(store.load_result, redis, job_id, "uncertainty")
     score = _confidence(uncertainty) if uncertainty is not None else 0.0
     return {"results": [{"result": brush_regions(config, mask), "score": score, "model_version": MODEL_VERSION}]}

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -93,6 +94,7 @@ def create_job(
     settings: Settings,
     *,
     image: bytes | None,
+    decoded: np.ndarray | None = None,
     previous: str | None = None,
     scribbles: bytes | None,
     strokes: str | None,
@@ -105,6 +107,8 @@ def create_job(
     ``idempotency`` is (Idempotency-Key, the caller's API key): the same pair with the
     same body gives the same job, without decoding or running anything again. ``previous``
     names the job a refine starts from (:mod:`service.previous`); ``image`` may be None then.
+    ``decoded`` is ``image`` as :func:`read_image_upload` gives it, when the caller has decoded
+    it already (to draw scribbles at its size), so it is not decoded twice.
     """
     redis = queue.connection
     record = digest = None
@@ -137,7 +141,7 @@ def create_job(
             "send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON"
             + (", not both" if strokes is not None else "; neither was given")
         )
-    pixels = check_image(read_image_upload(image, settings.max_pixels))
+    pixels = check_image(decoded if decoded is not None else read_image_upload(image, settings.max_pixels))
     height, width = pixels.shape[:2]
     labels, colours = (
         (draw_strokes(strokes, width, height), None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gdc.imageio import encode_png
+from gdc.imageio import encode_png, read_image
 from tests.conftest import REPO
 from tests.service.tools.conftest import GDC_KEY
 
@@ -99,3 +99,14 @@ def test_function_yaml_declares_an_interactor():
     assert annotations["type"] == "interactor" and annotations["min_pos_points"] == 1
     assert spec["spec"]["handler"] == "main:handler"
     assert int(spec["spec"]["eventTimeout"].rstrip("s")) > 50  # longer than gdc's own wait (GDC_INTERACTIVE_WAIT)
+
+
+def test_the_frame_is_decoded_once(make_client, monkeypatch, frame):
+    """The route decodes the frame to draw the clicks at its size; the job it makes reuses those pixels."""
+    from service import uploads
+
+    decoded = []
+    monkeypatch.setattr(uploads, "read_image", lambda data: decoded.append(data) or read_image(data))
+    client = make_client(interactive_wait=0.2)  # no worker here: the job is enqueued, then given up on
+    answer = client.post("/cvat/interactor", json={"image": frame, "pos_points": POSITIVE, "neg_points": NEGATIVE})
+    assert answer.status_code == 504 and len(decoded) == 1, answer.text

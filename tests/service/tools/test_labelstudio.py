@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from fastapi import HTTPException
 from label_studio_sdk.converter import brush
+from redis import Redis
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png
-from service.labelstudio import LabelConfig, fetch_image
+from service.labelstudio import LabelConfig, fetch_image, task_key
 from service.settings import Settings
+from worker.keys import Kind, key_for
 from tests.conftest import free_port
 from tests.service.conftest import draw_scribbles
 from tests.service.tools.conftest import GDC_KEY
@@ -27,7 +29,7 @@ BRUSH_CONFIG = """
 <View>
   <Image name="image" value="$image" smart="true"/>
   <BrushLabels name="tag" toName="image">
-    <Label value="Crema"/><Label value="Table"/>
+    <Label value="Crema" background="#f59e0b"/><Label value="Table" background="#2563eb"/>
   </BrushLabels>
   <KeyPointLabels name="points" toName="image" smart="true">
     <Label value="Crema"/><Label value="Table"/>
@@ -40,13 +42,16 @@ ACCESS_TOKEN = "short-lived-access"
 
 
 class FileStore:
-    """Serves the coffee image at /photo.png, and at /data/upload/1/coffee.png to Label Studio's tokens only."""
+    """Serves the coffee image at /photo.png, mirrored at /mirrored.png, and at /data/upload/1/coffee.png to
+    Label Studio's tokens only."""
 
-    def __init__(self, image: bytes) -> None:
+    def __init__(self, image: bytes, mirrored: bytes) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 accepted = (f"Token {LEGACY_TOKEN}", f"Bearer {ACCESS_TOKEN}")
-                if self.path == "/photo.png" or (
+                if self.path == "/mirrored.png":
+                    self._answer(200, mirrored, "image/png")
+                elif self.path == "/photo.png" or (
                     self.path == "/data/upload/1/coffee.png" and self.headers.get("Authorization") in accepted
                 ):
                     self._answer(200, image, "image/png")
@@ -77,7 +82,7 @@ class FileStore:
 
 @pytest.fixture(scope="module")
 def files(coffee):
-    store = FileStore(encode_png(coffee))
+    store = FileStore(encode_png(coffee), encode_png(coffee[:, ::-1]))
     yield store
     store.server.shutdown()
 
@@ -105,11 +110,13 @@ def decode_result(result: list[dict], width: int, height: int) -> np.ndarray:
     return labels
 
 
-def predict_body(url: str, regions: list[dict], config: str = BRUSH_CONFIG) -> dict:
+def predict_body(
+    url: str, regions: list[dict], config: str = BRUSH_CONFIG, project: str = "1.1700000000", task: int = 7
+) -> dict:
     return {
-        "tasks": [{"id": 7, "data": {"image": url}}],
+        "tasks": [{"id": task, "data": {"image": url}}],
         "label_config": config,
-        "project": "1.1700000000",
+        "project": project,
         "params": {"context": {"result": regions}},
     }
 
@@ -225,3 +232,58 @@ def test_the_api_key_works_as_a_basic_auth_password(make_client, credentials, st
     """Label Studio sends the user and password of a backend URL such as http://user:KEY@host/labelstudio."""
     assert make_client(api_keys="k").get("/labelstudio/health", auth=credentials).status_code == status
 
+
+
+class Annotator:
+    """Interactive predictions on the live stack, one project per test, and the jobs they ran."""
+
+    def __init__(self, http, files, coffee, redis_url: str, project: str) -> None:
+        self.http, self.files, self.project = http, files, project
+        self.redis = Redis.from_url(redis_url)
+        self.images = {"photo": encode_png(coffee), "mirrored": encode_png(coffee[:, ::-1])}
+        scribbles = draw_scribbles(coffee.shape[:2], 2)
+        self.regions = [brush_region(scribbles == 1, "Crema"), brush_region(scribbles == 2, "Table")]
+
+    def predict(self, task: int = 7, image: str = "photo") -> dict:
+        """Predict on ``task`` showing ``image``; the body of the gdc job it ran."""
+        body = predict_body(f"{self.files.url}/{image}.png", self.regions, project=self.project, task=task)
+        answer = self.http.post("/labelstudio/predict", json=body)
+        assert answer.status_code == 200, answer.text
+        job_id = self.redis.get(task_key(self.project, {"id": task}, self.images[image])).decode()
+        return self.http.get(f"/jobs/{job_id}").json()
+
+
+@pytest.fixture
+def annotator(http, files, coffee, tools_gdc, request):
+    annotator = Annotator(http, files, coffee, tools_gdc.redis_url, project=f"{request.node.name}.1700000000")
+    yield annotator
+    annotator.redis.close()
+
+
+def test_the_next_prediction_on_a_task_refines_its_last_job(annotator):
+    first = annotator.predict()
+    assert first["status"] == "succeeded" and first["previous"] is None
+    second = annotator.predict()
+    assert second["status"] == "succeeded", second
+    assert second["previous"] == first["id"] and second["warm"] is True
+    assert annotator.predict()["previous"] == second["id"]  # each round refines the one before
+    assert annotator.redis.ttl(task_key(annotator.project, {"id": 7}, annotator.images["photo"])) > 0
+
+
+def test_another_task_or_a_changed_image_starts_afresh(annotator):
+    first = annotator.predict(task=7)
+    assert annotator.predict(task=8)["previous"] is None
+    assert annotator.predict(task=7, image="mirrored")["previous"] is None
+    assert annotator.predict(task=7)["previous"] == first["id"]
+
+
+def test_a_deleted_or_expired_last_job_still_answers_cold(annotator):
+    first = annotator.predict()
+    assert annotator.http.delete(f"/jobs/{first['id']}").status_code == 200
+    second = annotator.predict()
+    assert second["status"] == "succeeded", second
+    assert second["previous"] == first["id"] and second["warm"] is False
+    annotator.redis.delete(key_for(Kind.WARM, second["id"]))  # as when its warm start's TTL ran out
+    third = annotator.predict()
+    assert third["status"] == "succeeded", third
+    assert third["previous"] == second["id"] and third["warm"] is False
