@@ -31,7 +31,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from .arguments import add_engine_options, add_server_options, engine_options
+from .arguments import add_engine_options, add_server_options, at_least_one, engine_options
 from .coco import coco_instances, read_class_names
 from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
@@ -373,12 +373,6 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def add_parser(commands) -> None:
     """Add ``batch`` to the ``gdc`` command's subparsers."""
     parser = commands.add_parser(
@@ -391,9 +385,9 @@ def add_parser(commands) -> None:
     parser.add_argument("scribbles_dir", help="folder of label PNGs named as the images: 0 unlabeled, 1..K classes")
     parser.add_argument("-o", "--output", required=True, help="folder for the label maps, coco.json and the journal")
     add_server_options(parser)
-    parser.add_argument("--concurrency", type=_positive, default=16, help="jobs in flight on the server (default 16)")
+    parser.add_argument("--concurrency", type=at_least_one("jobs"), default=16, help="jobs in flight on the server (default 16)")
     parser.add_argument("--local", action="store_true", help="run the engine here instead of on a server")
-    parser.add_argument("--processes", type=_positive, help="with --local: engine processes (default: one per core)")
+    parser.add_argument("--processes", type=at_least_one("processes"), help="with --local: engine processes (default: one per core)")
     parser.add_argument("--classes", help="text file naming the classes for coco.json: line k names class value k")
     parser.add_argument("--seed", type=int, help="random seed (default: the server's, or 0 with --local)")
     add_engine_options(parser)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import at_least_one
 from ..evaluate import Sample, load_dataset, score
 
 # (image (H, W, 3) uint8 RGB, scribbles (H, W) 0 unlabeled / one value per class)
@@ -317,13 +318,6 @@ def method_list(text: str) -> list[str]:
     return names
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``peers`` command to a ``bench`` command's subparsers."""
     parser = subparsers.add_parser(
@@ -334,7 +328,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
     parser.add_argument("--scribbles", default="scribbles", help="scribble folder name (default scribbles)")
-    parser.add_argument("--limit", type=positive_int, help="only the first N images")
+    parser.add_argument("--limit", type=at_least_one("images"), help="only the first N images")
     parser.add_argument("--methods", type=method_list, default=list(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     parser.add_argument("--output-dir", default="benchmarks", help="where the JSON and PNG go (default benchmarks)")
