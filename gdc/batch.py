@@ -145,6 +145,18 @@ class Journal:
         self.file.close()
 
 
+def jobs_submitted(out_dir: Path) -> dict[str, list[str]]:
+    """Per image stem, every job id a run over ``out_dir`` submitted for it, in order (from the journal)."""
+    submitted: dict[str, list[str]] = {}
+    journal = out_dir / JOURNAL
+    for line in journal.read_text().splitlines() if journal.exists() else []:
+        with suppress(ValueError):  # the torn last line of a killed run
+            event = json.loads(line)
+            if "submitted" in event:
+                submitted.setdefault(event["stem"], []).append(event["submitted"])
+    return submitted
+
+
 def write_atomically(path: Path, content: bytes) -> None:
     """Write through a temporary file, so a killed run never leaves half a label map."""
     partial = path.with_name(path.name + ".partial")

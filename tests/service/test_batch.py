@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 from redis import Redis
 from rq import Worker
 
+from gdc.batch import jobs_submitted
 from gdc.cli import main
 from gdc.imageio import encode_png, read_labels
 from tests.conftest import REPO, process_env, wait_for
@@ -36,15 +37,6 @@ def jobs_run(redis_url: str) -> int:
     """Jobs the stack's workers have ended, successfully or not."""
     with Redis.from_url(redis_url) as redis:
         return sum(w.successful_job_count + w.failed_job_count for w in Worker.all(connection=redis))
-
-
-def submitted_per_image(out: Path) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for line in (out / "journal.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        if "submitted" in event:
-            found.setdefault(event["stem"], set()).add(event["submitted"])
-    return found
 
 
 def test_labels_a_folder_writes_coco_and_failures_then_skips_what_is_done(live, coffee, tmp_path, capsys):
@@ -78,7 +70,7 @@ def test_labels_a_folder_writes_coco_and_failures_then_skips_what_is_done(live, 
     assert main(command) == 1  # the one-class image fails again; the others are not sent
     assert "3 already done, 1 to label" in capsys.readouterr().err
     assert jobs_run(live.redis_url) == before
-    assert all(len(ids) == 1 for stem, ids in submitted_per_image(out).items() if stem.startswith("cup"))
+    assert all(len(ids) == 1 for stem, ids in jobs_submitted(out).items() if stem.startswith("cup"))
 
 
 def test_a_run_killed_halfway_goes_on_and_runs_every_image_once(live, coffee, tmp_path):
@@ -96,8 +88,11 @@ def test_a_run_killed_halfway_goes_on_and_runs_every_image_once(live, coffee, tm
 
     assert main(command) == 0
     assert sorted(p.name for p in out.glob("cup*.png")) == [f"cup{index:03d}.png" for index in range(6)]
-    assert all(len(ids) == 1 for ids in submitted_per_image(out).values())
+    assert all(len(ids) == 1 for ids in jobs_submitted(out).values())
     assert wait_for(lambda: jobs_run(live.redis_url) - before == 6 and 6, 30, "the workers' counts")
+    metrics = httpx.get(f"{live.url}/metrics").text
+    counted = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("gdc_worker_jobs{"))
+    assert counted == jobs_run(live.redis_url)
     assert not list(out.glob("*.partial"))
 
 
