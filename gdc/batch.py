@@ -7,7 +7,8 @@ annotation per class present in an image) and ``failures.json`` (what failed, an
 On a server at most ``--concurrency`` jobs are in flight; each result is fetched as soon as
 its job succeeds and the job then deleted, so the server's Redis holds only the jobs in
 flight and ``GDC_RESULT_TTL`` can be short. A server whose queue is full (429) is waited on.
-With ``--local`` the engine runs here instead, one process per core with one torch thread each.
+With ``--local`` the engine runs here instead, one process per core with one torch thread each
+(``--processes``, ``--threads``).
 
 Resuming: ``OUT_DIR/journal.jsonl`` records, per image, the job submitted for it (before
 waiting on it) and when its label map was written, under a digest of the image, its
@@ -36,7 +37,7 @@ from .coco import coco_instances, read_class_names
 from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
 from .options import SegmentOptions
-from .threads import usable_cores
+from .threads import DEFAULT_THREADS, usable_cores
 
 JOURNAL = "journal.jsonl"
 # How often a thread waiting on a job looks whether the run was interrupted.
@@ -231,15 +232,16 @@ class ServerLabeller:
                 poll = min(LONGEST_POLL_SECONDS, poll * POLL_GROWTH)
 
 
-def _start_local_process() -> None:
-    """A --local worker process: one torch thread (one process per core), Ctrl-C left to the parent."""
+def _start_local_process(threads: int) -> None:
+    """A --local worker process: ``threads`` torch threads (default one, with one process per core), Ctrl-C left
+    to the parent."""
     import signal
 
     import torch
     import torch._dynamo  # noqa: F401  imported by torch.optim on its first step: here once, not in a job
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
 
 def label_locally(pair: Pair, options: dict, out_dir: Path) -> None:
@@ -352,7 +354,7 @@ def _label_locally(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -
     batch = Batch(pairs, options, out_dir)
     todo = batch.todo()
     _announce(len(pairs), len(todo))
-    with ProcessPoolExecutor(args.processes or usable_cores(), initializer=_start_local_process) as pool:
+    with ProcessPoolExecutor(args.processes or usable_cores(), initializer=_start_local_process, initargs=(args.threads or DEFAULT_THREADS,)) as pool:
         futures = {pool.submit(label_locally, pair, options, out_dir): (pair, digest) for pair, digest in todo}
         return batch, follow(pool, futures, batch.journal)
 
@@ -403,4 +405,6 @@ def add_parser(commands) -> None:
     parser.add_argument("--classes", help="text file naming the classes for coco.json: line k names class value k")
     parser.add_argument("--seed", type=int, help="random seed (default: the server's, or 0 with --local)")
     add_engine_options(parser)
-    parser.set_defaults(func=run)
+    # Unset, the command does not load torch here (a server's client needs none; a base install has none):
+    # --threads is what each --local process runs.
+    parser.set_defaults(func=run, threads=None)

@@ -96,6 +96,20 @@ def test_a_run_killed_halfway_goes_on_and_runs_every_image_once(live, coffee, tm
     assert not list(out.glob("*.partial"))
 
 
+def test_a_batch_on_a_server_needs_no_torch_here(live, coffee, tmp_path):
+    images, scribbles = make_folders(tmp_path, coffee, 1)
+    out = tmp_path / "out"
+    command = ["batch", str(images), str(scribbles), "-o", str(out), "--server", live.url, *FAST_FLAGS]
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # importing it fails, as on the base install\n"
+        "from gdc.cli import main\n"
+        f"sys.exit(main({command!r}))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=process_env(), cwd=REPO, check=True)
+    assert set(np.unique(read_labels(out / "cup000.png"))) == {1, 2}
+
+
 def test_a_full_queue_slows_the_batch_down_but_loses_nothing(stacks_for_this_test, coffee, tmp_path):
     stack = stacks_for_this_test(workers=1, max_queued=5)
     images, scribbles = make_folders(tmp_path, coffee, 60, stride=3)
@@ -121,6 +135,20 @@ def test_a_full_queue_slows_the_batch_down_but_loses_nothing(stacks_for_this_tes
     metrics = httpx.get(f"{stack.url}/metrics").text
     refused = [line for line in metrics.splitlines() if 'route="/segment",status="429"' in line and line.startswith("gdc_http_requests_total")]
     assert refused and float(refused[0].split()[-1]) > 0
+
+
+def test_a_local_process_runs_the_threads_asked_and_leaves_ctrl_c_to_the_parent():
+    import torch
+
+    from gdc.batch import _start_local_process
+
+    threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGINT)
+    try:
+        _start_local_process(3)
+        assert torch.get_num_threads() == 3 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_local_runs_the_engine_in_processes_and_resumes(coffee, tmp_path, capsys):
