@@ -177,8 +177,9 @@ def segment(
       progress: called as ``progress(phase, step, total)`` as work advances.
       cancel: polled between steps; when it returns True, :class:`Cancelled` is raised.
       previous: the ``warm_start`` of an earlier result on the same image: its superpixels,
-        features and head are reused and ``options.refine_steps`` steps at
-        ``options.refine_lr`` train instead of ``options.steps`` at ``options.lr``.
+        features and head are reused, ``options.refine_steps`` steps at
+        ``options.refine_lr`` train instead of ``options.steps`` at ``options.lr``,
+        and ``options.refine_samples`` stochastic passes average instead of ``options.samples``.
         Ignored (a cold start) when the image or the options it depends on differ
         (:data:`gdc.warm.REUSED_WITH`).
 
@@ -266,7 +267,7 @@ def segment(
             check_cancel()
         report("optimise", steps, steps)
 
-    samples = options.samples if head.stochastic else 1
+    samples = (options.refine_samples if reuse is not None else options.samples) if head.stochastic else 1
     with _timed(timings, "sample"), torch.no_grad():
         head.eval()
         mean = torch.zeros(k, *features.shape[-2:], device=device)

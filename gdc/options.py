@@ -26,10 +26,12 @@ class SegmentOptions(BaseModel):
     samples: int = Field(
         20, ge=1, le=1000, description="stochastic passes averaged at inference (the paper: 50; 20 scored the same)"
     )
-    # Measured under SGD (benchmarks/RESULTS.md, refine); to re-measure with Adam (issue 15).
+    # A refine's head starts trained, so it needs few steps and fewer samples: on the first 20 GrabCut photos 6 steps
+    # and 10 samples scored as a cold run within 0.1 mIoU in 37% of its time (benchmarks/RESULTS.md, 7).
     refine_steps: int = Field(
-        8, ge=0, le=1000, description="optimiser steps of a refine: a round started from a previous one's head on the same image"
+        6, ge=0, le=1000, description="optimiser steps of a refine: a round started from a previous one's head on the same image"
     )
+    refine_samples: int = Field(10, ge=1, le=1000, description="stochastic passes averaged at inference in a refine")
     refine_lr: float = Field(0.003, gt=0.0, le=1.0, description="learning rate of a refine")
     sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
     optimiser: Literal["sgd", "adam"] = Field(

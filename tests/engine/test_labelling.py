@@ -60,9 +60,39 @@ def test_scribbles_keep_their_class(classes):
     np.testing.assert_array_equal(labels[marked], scribbles[marked])
 
 
-def test_strength_zero_is_the_argmax():
+def test_strength_and_colour_zero_are_the_argmax():
     image, probabilities, truth = stripes(4)
-    np.testing.assert_array_equal(edge_aware_labels(image, probabilities, no_scribbles(truth.shape), 0), probabilities.argmax(0))
+    labels = edge_aware_labels(image, probabilities, no_scribbles(truth.shape), 0, colour_weight=0)
+    np.testing.assert_array_equal(labels, probabilities.argmax(0))
+
+
+def island(seed: int = 0):
+    """(image, probabilities, scribbles, truth): the head misses a patch of class 1's colour inside class 0.
+
+    Left half class 1 (colour 200), right half class 0 (colour 60) with a 12x12 island of
+    colour 200 that truly is class 1, where the head leans 0.6 to class 0. Its sides lie on the
+    coarse pass's 4x4 cells: a cell half island and half not has the colour of neither class,
+    and a ring of those can hold a small island at the head's word.
+    """
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((60, 60), np.int64)
+    truth[:, :30] = 1
+    truth[24:36, 40:52] = 1
+    image = np.where(truth == 1, 200, 60)[..., None] + rng.normal(0, 4, (60, 60, 3))
+    leaning = np.where(truth == 1, 0.8, 0.2)
+    leaning[24:36, 40:52] = 0.4
+    probabilities = np.stack([1 - leaning, leaning]).astype(np.float32)
+    scribbles = no_scribbles(truth.shape)
+    scribbles[5:8, 5:25], scribbles[5:8, 35:55] = 1, 0
+    return np.clip(image, 0, 255).astype(np.uint8), probabilities, scribbles, truth
+
+
+@pytest.mark.parametrize("strength", [0, 100])
+def test_the_colour_model_relabels_what_the_head_missed(strength):
+    image, probabilities, scribbles, truth = island()
+    without = edge_aware_labels(image, probabilities, scribbles, strength, colour_weight=0)
+    assert (without[24:36, 40:52] == 0).all()  # the head's mistake stands on its own
+    np.testing.assert_array_equal(edge_aware_labels(image, probabilities, scribbles, strength), truth)
 
 
 def potts_energy(image, probabilities, labels, strength) -> float:

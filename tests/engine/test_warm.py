@@ -43,6 +43,16 @@ def test_a_refine_learns_the_new_strokes(scene2, first_round, device):
     assert score(refined.labels, truth)[0] > 0.7
 
 
+def test_a_refine_trains_and_samples_its_own_counts(scene2, first_round, device):
+    image, _, scribbles = scene2
+    totals = {}
+    options = SegmentOptions(device=device, **FAST, refine_steps=3, refine_samples=2)
+    segment(image, scribbles, options, previous=first_round.warm_start, progress=lambda phase, step, total: totals.update({phase: total}))
+    assert (totals["optimise"], totals["sample"]) == (3, 2)
+    segment(image, scribbles, options, progress=lambda phase, step, total: totals.update({phase: total}))
+    assert (totals["optimise"], totals["sample"]) == (FAST["steps"], FAST["samples"])
+
+
 def test_a_refine_may_add_and_drop_classes(scene3, device):
     image, _, scribbles = scene3
     two = np.where(scribbles == 3, 0, scribbles).astype(np.uint8)
