@@ -233,8 +233,8 @@ class ServerLabeller:
 
 
 def _start_local_process(threads: int) -> None:
-    """A --local worker process: ``threads`` torch threads (default one, with one process per core), Ctrl-C left
-    to the parent."""
+    """A --local worker process: ``threads`` torch threads (one by default, a process per core), Ctrl-C left to
+    the parent."""
     import signal
 
     import torch
@@ -354,7 +354,8 @@ def _label_locally(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -
     batch = Batch(pairs, options, out_dir)
     todo = batch.todo()
     _announce(len(pairs), len(todo))
-    with ProcessPoolExecutor(args.processes or usable_cores(), initializer=_start_local_process, initargs=(args.threads or DEFAULT_THREADS,)) as pool:
+    processes, threads = args.processes or usable_cores(), args.threads or DEFAULT_THREADS
+    with ProcessPoolExecutor(processes, initializer=_start_local_process, initargs=(threads,)) as pool:
         futures = {pool.submit(label_locally, pair, options, out_dir): (pair, digest) for pair, digest in todo}
         return batch, follow(pool, futures, batch.journal)
 
