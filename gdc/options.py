@@ -61,7 +61,7 @@ class SegmentOptions(BaseModel):
     edges: bool = Field(
         True,
         description="after sampling, relabel so class borders follow the image's edges (a contrast-sensitive Potts "
-        "graph cut on the probabilities, gdc.labelling); off: the argmax of the head's probabilities",
+        "graph cut on the probabilities and a colour model, gdc.labelling); off: the argmax of the head's probabilities",
     )
     # 170: the best mean of icg-dev and GrabCut scribbles-1 over λ in 50..220, seed 0 (benchmarks/RESULTS.md).
     edge_strength: float = Field(

@@ -41,12 +41,12 @@ def scribble_values(scribbles: np.ndarray) -> np.ndarray:
     return np.unique(scribbles[scribbles > 0])
 
 
-def gdc_labels(image: np.ndarray, scribbles: np.ndarray, **changes) -> np.ndarray:
-    """gdc with its default options, or those with ``changes``."""
+def gdc_labels(image: np.ndarray, scribbles: np.ndarray, seed: int = 0, **changes) -> np.ndarray:
+    """gdc with its default options, or those with ``changes``, at ``seed``."""
     from ..engine import segment
     from ..options import SegmentOptions
 
-    return segment(image, scribbles, SegmentOptions(**changes)).labels
+    return segment(image, scribbles, SegmentOptions(seed=seed, **changes)).labels
 
 
 def grabcut_labels(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
@@ -122,12 +122,13 @@ class Method:
     labels: Labeller
     modules: tuple[str, ...]  # importable modules it needs, each in EXTRAS
     two_classes_only: bool = False
+    seeded: bool = False  # ``labels`` takes ``seed=``, and runs once per seed asked for
 
 
 METHODS: dict[str, Method] = {
-    "gdc": Method(gdc_labels, ("torch",)),
+    "gdc": Method(gdc_labels, ("torch",), seeded=True),
     # Without the edge-aware labelling step: the head's argmax, as before issue 14.
-    "gdc-no-edges": Method(functools.partial(gdc_labels, edges=False), ("torch",)),
+    "gdc-no-edges": Method(functools.partial(gdc_labels, edges=False), ("torch",), seeded=True),
     "grabcut": Method(grabcut_labels, ("cv2",), two_classes_only=True),
     "random-walker": Method(random_walker_labels, ("skimage",)),
     "random-forest": Method(random_forest_labels, ("skimage", "sklearn")),
@@ -154,8 +155,13 @@ def applies(method: Method, scribbles: np.ndarray) -> bool:
     return not method.two_classes_only or len(scribble_values(scribbles)) == 2
 
 
-def compare(samples: Iterable[Sample], names: list[str], log: Callable[[str], None] = lambda line: None) -> dict:
-    """Per method, per image: name, mIoU, pixel accuracy and seconds.
+def compare(
+    samples: Iterable[Sample],
+    names: list[str],
+    log: Callable[[str], None] = lambda line: None,
+    seeds: tuple[int, ...] = (0,),
+) -> dict:
+    """Per method, per image (and per seed for a seeded method): name, mIoU, pixel accuracy and seconds.
 
     Each method first runs once on a small synthetic image, untimed, so imports and
     model loading are not charged to the first real image. Methods take turns on each
@@ -163,35 +169,49 @@ def compare(samples: Iterable[Sample], names: list[str], log: Callable[[str], No
     """
     warm_up = two_region_example()
     for name in names:
-        METHODS[name].labels(warm_up.image, warm_up.scribbles)
+        METHODS[name].labels(warm_up.image, warm_up.scribbles, **(dict(seed=seeds[0]) if METHODS[name].seeded else {}))
     rows: dict[str, list[dict]] = {name: [] for name in names}
     for sample in samples:
         for name in names:
             method = METHODS[name]
             if not applies(method, sample.scribbles):
                 continue
-            started = time.perf_counter()
-            labels = method.labels(sample.image, sample.scribbles)
-            seconds = time.perf_counter() - started
-            # Scribble value k+1 is class k, so the label map minus one is the class index.
-            miou, accuracy = score(labels.astype(np.int64) - 1, sample.truth)
-            rows[name].append(dict(name=sample.name, miou=miou, accuracy=accuracy, seconds=seconds))
-            log(f"{sample.name:<24} {name:<14} mIoU {100 * miou:5.1f}  acc {100 * accuracy:5.1f}  {seconds:6.2f} s")
+            for seed in seeds if method.seeded else (None,):
+                started = time.perf_counter()
+                labels = method.labels(sample.image, sample.scribbles, **({} if seed is None else dict(seed=seed)))
+                seconds = time.perf_counter() - started
+                # Scribble value k+1 is class k, so the label map minus one is the class index.
+                miou, accuracy = score(labels.astype(np.int64) - 1, sample.truth)
+                row = dict(name=sample.name, miou=miou, accuracy=accuracy, seconds=seconds)
+                rows[name].append(row if seed is None else dict(row, seed=seed))
+                at = "" if seed is None else f" seed {seed}"
+                log(f"{sample.name:<24} {name + at:<21} mIoU {100 * miou:5.1f}  acc {100 * accuracy:5.1f}  {seconds:6.2f} s")
     return rows
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Mean mIoU and accuracy, median and p90 seconds over the images a method ran on."""
+    """Mean mIoU and accuracy, median and p90 seconds over the runs of a method.
+
+    Rows of a seeded method carry their seed: the mIoU is then the mean over seeds of each
+    seed's mean, ``miou_std`` their spread, and ``seeds`` each seed's mean.
+    """
     if not rows:
         return dict(images=0, miou=None, accuracy=None, median_seconds=None, p90_seconds=None)
     seconds = [row["seconds"] for row in rows]
-    return dict(
-        images=len(rows),
+    summary = dict(
+        images=len({row["name"] for row in rows}),
         miou=float(np.mean([row["miou"] for row in rows])),
         accuracy=float(np.mean([row["accuracy"] for row in rows])),
         median_seconds=float(np.median(seconds)),
         p90_seconds=float(np.percentile(seconds, 90)),
     )
+    if "seed" in rows[0]:
+        per_seed = {
+            seed: float(np.mean([row["miou"] for row in rows if row["seed"] == seed]))
+            for seed in sorted({row["seed"] for row in rows})
+        }
+        summary.update(seeds=per_seed, miou_std=float(np.std(list(per_seed.values()))))
+    return summary
 
 
 def notes(rows: dict[str, list[dict]], total: int) -> list[str]:
@@ -233,16 +253,18 @@ def benchmark(
     scribbles: str = "scribbles",
     names: list[str] | None = None,
     limit: int | None = None,
+    seeds: tuple[int, ...] = (0,),
     log: Callable[[str], None] = lambda line: None,
 ) -> dict:
     """Run the chosen methods (all by default) on a data set; a JSON-ready report."""
     names = names or list(METHODS)
     samples = list(itertools.islice(load_dataset(root, scribbles), limit))
-    rows = compare(samples, names, log)
+    rows = compare(samples, names, log, seeds)
     report = dict(
         data=str(root),
         scribbles=scribbles,
         images=len(samples),
+        seeds=list(seeds),
         machine=dict(platform=platform.platform(), cpus=os.cpu_count()),
         versions=versions(),
         methods={name: dict(summary=summarise(method_rows), images=method_rows) for name, method_rows in rows.items()},
@@ -270,8 +292,9 @@ def format_table(report: dict) -> str:
     ]
     for name, method in report["methods"].items():
         s = method["summary"]
+        spread = f" ± {100 * s['miou_std']:.1f}" if len(s.get("seeds", ())) > 1 else ""
         lines.append(
-            f"| {name} | {s['images']} | {cell(s['miou'], 100, 1)} | {cell(s['accuracy'], 100, 1)} "
+            f"| {name} | {s['images']} | {cell(s['miou'], 100, 1)}{spread} | {cell(s['accuracy'], 100, 1)} "
             f"| {cell(s['median_seconds'], 1, 2)} | {cell(s['p90_seconds'], 1, 2)} |"
         )
     lines += [""] + [f"- {note}" for note in report["notes"]]
@@ -318,6 +341,14 @@ def method_list(text: str) -> list[str]:
     return names
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """Comma-separated non-negative whole numbers."""
+    seeds = tuple(int(part) for part in text.split(",") if part.strip().isdigit())
+    if not seeds or len(seeds) != len(text.split(",")):
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds such as 0,1,2, got {text!r}")
+    return seeds
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``peers`` command to a ``bench`` command's subparsers."""
     parser = subparsers.add_parser(
@@ -329,6 +360,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
     parser.add_argument("--scribbles", default="scribbles", help="scribble folder name (default scribbles)")
     parser.add_argument("--limit", type=at_least_one("images"), help="only the first N images")
+    parser.add_argument("--seeds", type=seed_list, default=(0,),
+                        help="comma-separated seeds for gdc's runs (default 0); the peers are deterministic and run once")
     parser.add_argument("--methods", type=method_list, default=list(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     parser.add_argument("--output-dir", default="benchmarks", help="where the JSON and PNG go (default benchmarks)")
@@ -346,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print("gdc bench peers: " + "; ".join(missing), file=sys.stderr)
         return 2
-    report = benchmark(args.data_dir, scribbles=args.scribbles, names=args.methods, limit=args.limit, log=print)
+    report = benchmark(args.data_dir, scribbles=args.scribbles, names=args.methods, limit=args.limit, seeds=args.seeds, log=print)
     print()
     print(format_table(report))
     output = Path(args.output_dir)

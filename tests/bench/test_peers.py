@@ -70,6 +70,29 @@ def test_compare_scores_and_times_each_applicable_method(monkeypatch):
         assert row["seconds"] >= 0
 
 
+def test_a_seeded_method_runs_once_per_seed(monkeypatch):
+    calls = []
+
+    def seeded_oracle(image, scribbles, seed):
+        calls.append(seed)
+        return oracle(image, scribbles)
+
+    monkeypatch.setitem(METHODS, "seeded", Method(seeded_oracle, (), seeded=True))
+    monkeypatch.setitem(METHODS, "oracle", Method(oracle, ()))
+    rows = peers.compare([peers.two_region_example()], ["seeded", "oracle"], seeds=(0, 1, 2))
+    assert calls == [0, 0, 1, 2]  # the untimed warm-up, then each seed
+    assert [row["seed"] for row in rows["seeded"]] == [0, 1, 2]
+    assert len(rows["oracle"]) == 1 and "seed" not in rows["oracle"][0]
+
+
+def test_summarise_gives_each_seeds_mean_and_their_spread():
+    rows = [dict(name=name, seed=seed, miou=0.5 + 0.1 * seed, accuracy=1.0, seconds=1.0) for seed in (0, 2) for name in "ab"]
+    summary = peers.summarise(rows)
+    assert summary["images"] == 2
+    assert summary["seeds"] == {0: pytest.approx(0.5), 2: pytest.approx(0.7)}
+    assert summary["miou"] == pytest.approx(0.6) and summary["miou_std"] == pytest.approx(0.1)
+
+
 def test_summarise_means_median_and_p90():
     rows = [dict(name=str(i), miou=i / 10, accuracy=1 - i / 10, seconds=float(i)) for i in range(1, 11)]
     summary = peers.summarise(rows)
@@ -137,6 +160,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_parser_defaults_and_choices():
     args = parse(["data"])
     assert (args.data_dir, args.scribbles, args.limit, args.output_dir) == ("data", "scribbles", None, "benchmarks")
+    assert args.seeds == (0,) and parse(["data", "--seeds", "0,1,2"]).seeds == (0, 1, 2)
+    with pytest.raises(SystemExit):
+        parse(["data", "--seeds", "0,x"])
     assert args.methods == list(METHODS)
     assert args.func is peers.run
     args = parse(["data", "--scribbles", "scribbles-2", "--limit", "3", "--methods", "gdc, grabcut"])
