@@ -23,11 +23,18 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("GDC_API_KEY"), help="X-API-Key (default: GDC_API_KEY)")
 
 
-def thread_count(text: str) -> int:
-    """``--threads``: a whole number of at least 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of threads, at least 1, got {text!r}")
-    return int(text)
+def at_least_one(what: str):
+    """An argparse type: a whole number of ``what`` (threads, jobs, ...), at least 1, named in its error."""
+
+    def whole_number(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, at least 1, got {text!r}")
+        return int(text)
+
+    return whole_number
+
+
+thread_count = at_least_one("threads")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

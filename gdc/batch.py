@@ -7,7 +7,8 @@ annotation per class present in an image) and ``failures.json`` (what failed, an
 On a server at most ``--concurrency`` jobs are in flight; each result is fetched as soon as
 its job succeeds and the job then deleted, so the server's Redis holds only the jobs in
 flight and ``GDC_RESULT_TTL`` can be short. A server whose queue is full (429) is waited on.
-With ``--local`` the engine runs here instead, one process per core with one torch thread each.
+With ``--local`` the engine runs here instead, one process per core with one torch thread each
+(``--processes``, ``--threads``).
 
 Resuming: ``OUT_DIR/journal.jsonl`` records, per image, the job submitted for it (before
 waiting on it) and when its label map was written, under a digest of the image, its
@@ -31,12 +32,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from .arguments import add_engine_options, add_server_options, engine_options
+from .arguments import add_engine_options, add_server_options, at_least_one, engine_options
 from .coco import coco_instances, read_class_names
 from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
 from .options import SegmentOptions
-from .threads import usable_cores
+from .threads import DEFAULT_THREADS, usable_cores
 
 JOURNAL = "journal.jsonl"
 # How often a thread waiting on a job looks whether the run was interrupted.
@@ -145,6 +146,18 @@ class Journal:
         self.file.close()
 
 
+def jobs_submitted(out_dir: Path) -> dict[str, list[str]]:
+    """Per image stem, every job id a run over ``out_dir`` submitted for it, in order (from the journal)."""
+    submitted: dict[str, list[str]] = {}
+    journal = out_dir / JOURNAL
+    for line in journal.read_text().splitlines() if journal.exists() else []:
+        with suppress(ValueError):  # the torn last line of a killed run
+            event = json.loads(line)
+            if "submitted" in event:
+                submitted.setdefault(event["stem"], []).append(event["submitted"])
+    return submitted
+
+
 def write_atomically(path: Path, content: bytes) -> None:
     """Write through a temporary file, so a killed run never leaves half a label map."""
     partial = path.with_name(path.name + ".partial")
@@ -219,15 +232,16 @@ class ServerLabeller:
                 poll = min(LONGEST_POLL_SECONDS, poll * POLL_GROWTH)
 
 
-def _start_local_process() -> None:
-    """A --local worker process: one torch thread (one process per core), Ctrl-C left to the parent."""
+def _start_local_process(threads: int) -> None:
+    """A --local worker process: ``threads`` torch threads (one by default, a process per core), Ctrl-C left to
+    the parent."""
     import signal
 
     import torch
     import torch._dynamo  # noqa: F401  imported by torch.optim on its first step: here once, not in a job
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
 
 def label_locally(pair: Pair, options: dict, out_dir: Path) -> None:
@@ -340,7 +354,8 @@ def _label_locally(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -
     batch = Batch(pairs, options, out_dir)
     todo = batch.todo()
     _announce(len(pairs), len(todo))
-    with ProcessPoolExecutor(args.processes or usable_cores(), initializer=_start_local_process) as pool:
+    processes, threads = args.processes or usable_cores(), args.threads or DEFAULT_THREADS
+    with ProcessPoolExecutor(processes, initializer=_start_local_process, initargs=(threads,)) as pool:
         futures = {pool.submit(label_locally, pair, options, out_dir): (pair, digest) for pair, digest in todo}
         return batch, follow(pool, futures, batch.journal)
 
@@ -373,12 +388,6 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def add_parser(commands) -> None:
     """Add ``batch`` to the ``gdc`` command's subparsers."""
     parser = commands.add_parser(
@@ -391,10 +400,12 @@ def add_parser(commands) -> None:
     parser.add_argument("scribbles_dir", help="folder of label PNGs named as the images: 0 unlabeled, 1..K classes")
     parser.add_argument("-o", "--output", required=True, help="folder for the label maps, coco.json and the journal")
     add_server_options(parser)
-    parser.add_argument("--concurrency", type=_positive, default=16, help="jobs in flight on the server (default 16)")
+    parser.add_argument("--concurrency", type=at_least_one("jobs"), default=16, help="jobs in flight on the server (default 16)")
     parser.add_argument("--local", action="store_true", help="run the engine here instead of on a server")
-    parser.add_argument("--processes", type=_positive, help="with --local: engine processes (default: one per core)")
+    parser.add_argument("--processes", type=at_least_one("processes"), help="with --local: engine processes (default: one per core)")
     parser.add_argument("--classes", help="text file naming the classes for coco.json: line k names class value k")
     parser.add_argument("--seed", type=int, help="random seed (default: the server's, or 0 with --local)")
     add_engine_options(parser)
-    parser.set_defaults(func=run)
+    # Unset, the command does not load torch here (a server's client needs none; a base install has none):
+    # --threads is what each --local process runs.
+    parser.set_defaults(func=run, threads=None)

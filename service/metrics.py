@@ -33,7 +33,13 @@ class QueueCollector(Collector):
         ):
             jobs.add_metric([state], registry.get_job_count(cleanup=False))
         yield jobs
-        yield GaugeMetricFamily("gdc_workers", "Workers registered on the queue", value=Worker.count(queue=queue))
+        workers = Worker.all(queue=queue)
+        yield GaugeMetricFamily("gdc_workers", "Workers registered on the queue", value=len(workers))
+        # What a batch checks "each image ran once" against; a stopped worker's counts leave with it.
+        ended = GaugeMetricFamily("gdc_worker_jobs", "Jobs the live workers have ended, per outcome", labels=["outcome"])
+        ended.add_metric(["succeeded"], sum(worker.successful_job_count for worker in workers))
+        ended.add_metric(["failed"], sum(worker.failed_job_count for worker in workers))
+        yield ended
 
 
 def install_metrics(app: FastAPI, queue: Queue) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import at_least_one
 from ..evaluate import Sample, load_dataset, score
 
 # (image (H, W, 3) uint8 RGB, scribbles (H, W) 0 unlabeled / one value per class)
@@ -348,13 +349,6 @@ def seed_list(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``peers`` command to a ``bench`` command's subparsers."""
     parser = subparsers.add_parser(
@@ -365,7 +359,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
     parser.add_argument("--scribbles", default="scribbles", help="scribble folder name (default scribbles)")
-    parser.add_argument("--limit", type=positive_int, help="only the first N images")
+    parser.add_argument("--limit", type=at_least_one("images"), help="only the first N images")
     parser.add_argument("--seeds", type=seed_list, default=(0,),
                         help="comma-separated seeds for gdc's runs (default 0); the peers are deterministic and run once")
     parser.add_argument("--methods", type=method_list, default=list(METHODS),

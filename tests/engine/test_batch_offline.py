@@ -37,6 +37,17 @@ def test_options_a_server_sets_itself_are_refused():
         server_options(argparse.Namespace(steps=3, device="cuda", feature_stride=2), accepted)
 
 
+@pytest.mark.parametrize(("flag", "what"), [("--concurrency", "jobs"), ("--processes", "processes")])
+@pytest.mark.parametrize("value", ["0", "-2", "1.5"])
+def test_counts_below_one_are_a_usage_error_naming_what_they_count(flag, what, value, tmp_path, capsys):
+    from gdc.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["batch", str(tmp_path), str(tmp_path), "-o", str(tmp_path / "out"), f"{flag}={value}"])
+    assert exit.value.code == 2
+    assert f"expected a whole number of {what}, at least 1, got {value!r}" in capsys.readouterr().err
+
+
 def test_class_names_by_line(tmp_path):
     (tmp_path / "classes.txt").write_text("cat\n\ndog\n")
     assert read_class_names(tmp_path / "classes.txt") == {1: "cat", 3: "dog"}

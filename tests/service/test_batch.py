@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 from redis import Redis
 from rq import Worker
 
+from gdc.batch import jobs_submitted
 from gdc.cli import main
 from gdc.imageio import encode_png, read_labels
 from tests.conftest import REPO, process_env, wait_for
@@ -36,15 +37,6 @@ def jobs_run(redis_url: str) -> int:
     """Jobs the stack's workers have ended, successfully or not."""
     with Redis.from_url(redis_url) as redis:
         return sum(w.successful_job_count + w.failed_job_count for w in Worker.all(connection=redis))
-
-
-def submitted_per_image(out: Path) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for line in (out / "journal.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        if "submitted" in event:
-            found.setdefault(event["stem"], set()).add(event["submitted"])
-    return found
 
 
 def test_labels_a_folder_writes_coco_and_failures_then_skips_what_is_done(live, coffee, tmp_path, capsys):
@@ -78,7 +70,7 @@ def test_labels_a_folder_writes_coco_and_failures_then_skips_what_is_done(live, 
     assert main(command) == 1  # the one-class image fails again; the others are not sent
     assert "3 already done, 1 to label" in capsys.readouterr().err
     assert jobs_run(live.redis_url) == before
-    assert all(len(ids) == 1 for stem, ids in submitted_per_image(out).items() if stem.startswith("cup"))
+    assert all(len(ids) == 1 for stem, ids in jobs_submitted(out).items() if stem.startswith("cup"))
 
 
 def test_a_run_killed_halfway_goes_on_and_runs_every_image_once(live, coffee, tmp_path):
@@ -96,9 +88,26 @@ def test_a_run_killed_halfway_goes_on_and_runs_every_image_once(live, coffee, tm
 
     assert main(command) == 0
     assert sorted(p.name for p in out.glob("cup*.png")) == [f"cup{index:03d}.png" for index in range(6)]
-    assert all(len(ids) == 1 for ids in submitted_per_image(out).values())
+    assert all(len(ids) == 1 for ids in jobs_submitted(out).values())
     assert wait_for(lambda: jobs_run(live.redis_url) - before == 6 and 6, 30, "the workers' counts")
+    metrics = httpx.get(f"{live.url}/metrics").text
+    counted = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("gdc_worker_jobs{"))
+    assert counted == jobs_run(live.redis_url)
     assert not list(out.glob("*.partial"))
+
+
+def test_a_batch_on_a_server_needs_no_torch_here(live, coffee, tmp_path):
+    images, scribbles = make_folders(tmp_path, coffee, 1)
+    out = tmp_path / "out"
+    command = ["batch", str(images), str(scribbles), "-o", str(out), "--server", live.url, *FAST_FLAGS]
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # importing it fails, as on the base install\n"
+        "from gdc.cli import main\n"
+        f"sys.exit(main({command!r}))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=process_env(), cwd=REPO, check=True)
+    assert set(np.unique(read_labels(out / "cup000.png"))) == {1, 2}
 
 
 def test_a_full_queue_slows_the_batch_down_but_loses_nothing(stacks_for_this_test, coffee, tmp_path):
@@ -126,6 +135,20 @@ def test_a_full_queue_slows_the_batch_down_but_loses_nothing(stacks_for_this_tes
     metrics = httpx.get(f"{stack.url}/metrics").text
     refused = [line for line in metrics.splitlines() if 'route="/segment",status="429"' in line and line.startswith("gdc_http_requests_total")]
     assert refused and float(refused[0].split()[-1]) > 0
+
+
+def test_a_local_process_runs_the_threads_asked_and_leaves_ctrl_c_to_the_parent():
+    import torch
+
+    from gdc.batch import _start_local_process
+
+    threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGINT)
+    try:
+        _start_local_process(3)
+        assert torch.get_num_threads() == 3 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_local_runs_the_engine_in_processes_and_resumes(coffee, tmp_path, capsys):
