@@ -5,7 +5,7 @@ chromium with Playwright, loads an icg-dev photo, paints half of each class's st
 (through points along each stroke), segments, paints the rest and segments again (the
 page sends ``previous``). Prints both times and each job's engine time.
 
-    .venv/bin/python benchmarks/browser_refine.py ../shared/data/icg-dev image_0003_9020
+    .venv/bin/python -m benchmarks.browser_refine ../shared/data/icg-dev image_0003_9020   # from the repository root
 """
 from __future__ import annotations
 
