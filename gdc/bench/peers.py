@@ -301,6 +301,14 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def image_means(rows: list[dict]) -> dict[str, float]:
+    """Each image's mIoU, averaged over its seeds where a seeded method ran it several times."""
+    scores: dict[str, list[float]] = {}
+    for row in rows:
+        scores.setdefault(row["name"], []).append(row["miou"])
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
 def plot(report: dict, path: str | Path) -> None:
     """Per-image mIoU (images sorted by one method's score) and mIoU against seconds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -310,13 +318,15 @@ def plot(report: dict, path: str | Path) -> None:
     FigureCanvasAgg(figure)
     per_image, versus_time = figure.subplots(1, 2, width_ratios=(3, 2))
     methods = report["methods"]
-    reference = max(methods, key=lambda name: len(methods[name]["images"]))  # the first that ran on every image
-    order = {row["name"]: i for i, row in enumerate(sorted(methods[reference]["images"], key=lambda row: row["miou"]))}
+    means = {name: image_means(method["images"]) for name, method in methods.items()}  # one point per image
+    reference = max(methods, key=lambda name: len(means[name]))  # the first that ran on every image
+    order = {image: i for i, image in enumerate(sorted(means[reference], key=means[reference].get))}
     for name, method in methods.items():
         rows, summary = method["images"], method["summary"]
-        miou = [100 * row["miou"] for row in rows]
-        colour = per_image.plot([order[row["name"]] for row in rows], miou, "o", ms=4, alpha=0.8, label=name)[0].get_color()
-        versus_time.scatter([row["seconds"] for row in rows], miou, s=8, alpha=0.3, color=colour)
+        images = means[name]
+        colour = per_image.plot([order[image] for image in images], [100 * miou for miou in images.values()], "o",
+                                ms=4, alpha=0.8, label=name)[0].get_color()
+        versus_time.scatter([row["seconds"] for row in rows], [100 * row["miou"] for row in rows], s=8, alpha=0.3, color=colour)
         if summary["images"]:
             versus_time.errorbar(
                 summary["median_seconds"], 100 * summary["miou"],

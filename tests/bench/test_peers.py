@@ -93,6 +93,11 @@ def test_summarise_gives_each_seeds_mean_and_their_spread():
     assert summary["miou"] == pytest.approx(0.6) and summary["miou_std"] == pytest.approx(0.1)
 
 
+def test_image_means_average_an_images_seeds():
+    rows = [dict(name="a", miou=0.5), dict(name="b", miou=0.9), dict(name="a", miou=0.7)]
+    assert peers.image_means(rows) == {"a": pytest.approx(0.6), "b": pytest.approx(0.9)}
+
+
 def test_summarise_means_median_and_p90():
     rows = [dict(name=str(i), miou=i / 10, accuracy=1 - i / 10, seconds=float(i)) for i in range(1, 11)]
     summary = peers.summarise(rows)
