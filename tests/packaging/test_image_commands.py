@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from importlib import metadata
 
 import pytest
@@ -17,18 +18,36 @@ from packaging.utils import canonicalize_name
 from tests.conftest import free_port, process_env, stop_process, wait_for
 from tests.packaging.docker_files import Dockerfile
 
+# The finders, wrapped so that a module the image lacks is found by none of them: importing it
+# raises ModuleNotFoundError and importlib.util.find_spec answers None, as in the image (torch
+# probes optional modules that way when it loads torch._dynamo).
 HIDE_MODULES = """
 import os, sys
 
 class _NotInThisImage:
     absent = set(os.environ["ABSENT_MODULES"].split(","))
 
+    def __init__(self, finders):
+        self.finders = finders
+
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in self.absent:
-            raise ModuleNotFoundError(f"No module named {name!r} (not installed in this image)", name=name)
+            return None
+        for finder in self.finders:
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                return spec
         return None
 
-sys.meta_path.insert(0, _NotInThisImage())
+    def invalidate_caches(self):
+        for finder in self.finders:
+            getattr(finder, "invalidate_caches", lambda: None)()
+
+    def find_distributions(self, *args, **kwargs):  # importlib.metadata asks the finders too
+        for finder in self.finders:
+            yield from getattr(finder, "find_distributions", lambda *args, **kwargs: ())(*args, **kwargs)
+
+sys.meta_path[:] = [_NotInThisImage(list(sys.meta_path))]
 """
 
 
@@ -154,3 +173,17 @@ def test_worker_registers_and_its_health_check_follows_it(dockerfile, redis_url,
     process = run_until_healthy(worker, timeout=120)
     assert process.returncode == 0, "a worker told to stop exits cleanly"
     assert not worker.healthy()
+
+
+def test_a_module_the_image_lacks_cannot_be_imported_nor_found(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(HIDE_MODULES)
+    probe = (
+        "import importlib.util, importlib.metadata\n"
+        "assert importlib.util.find_spec('colorsys') is None\n"
+        "try:\n    import colorsys\nexcept ModuleNotFoundError:\n    pass\nelse:\n    raise SystemExit('colorsys imported')\n"
+        "import json\n"  # what the image has still imports
+        "assert importlib.metadata.version('pytest')\n"
+    )
+    env = {**process_env(), "ABSENT_MODULES": "colorsys", "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
