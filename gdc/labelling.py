@@ -16,7 +16,7 @@ The unary also holds a colour model, as GrabCut's does: −w log Q(f_p | I_p), w
 class posterior of the pixel's colour under per-class colour histograms (COLOUR_BINS³ bins,
 blurred by one bin) filled with the head's probabilities as soft votes and, counting as much
 again, the scribbled pixels. It lends the whole image's colours to places the head got wrong
-or left unsure: with w = COLOUR_WEIGHT, +0.7 mIoU on icg-dev and +0.8 on GrabCut scribbles-1
+or left unsure: with w = COLOUR_WEIGHT, +0.7 mIoU on icg-dev and +1.1 on GrabCut scribbles-1
 (the sets it was chosen on), +1.1 on scribbles-2, and a faster step, since the borders it
 leaves are cleaner (benchmarks/RESULTS.md, 2b).
 
