@@ -27,7 +27,7 @@ class SegmentOptions(BaseModel):
         20, ge=1, le=1000, description="stochastic passes averaged at inference (the paper: 50; 20 scored the same)"
     )
     # A refine's head starts trained, so it needs few steps and fewer samples: on the first 20 GrabCut photos 6 steps
-    # and 10 samples scored as a cold run within 0.1 mIoU in 37% of its time (benchmarks/RESULTS.md, 7).
+    # and 10 samples scored as a cold run within 0.1 mIoU in 37% of its time (benchmarks/RESULTS.md, 8).
     refine_steps: int = Field(
         6, ge=0, le=1000, description="optimiser steps of a refine: a round started from a previous one's head on the same image"
     )

@@ -69,14 +69,14 @@ def preload(weights: str, device: str, threads: int) -> None:
     import numpy as np
     import torch
 
-    from gdc.engine import cached_stem, segment
+    from gdc.engine import segment
     from gdc.options import SegmentOptions
 
     torch.set_num_threads(threads)
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
-    cached_stem(weights, device)
-    # One tiny segmentation: the optimiser's first step imports torch._dynamo, and SLIC, autocast
-    # and the max-flow load lazily too; without it each worker's first job took 1.3-2.2 s longer.
+    # One tiny segmentation loads the stem (gdc.engine.cached_stem) and what loads lazily: the
+    # optimiser's first step imports torch._dynamo, and SLIC, autocast and the max-flow load on
+    # first use; without it each worker's first job took 1.3-2.2 s longer.
     image = np.zeros((32, 32, 3), np.uint8)
     image[:, 16:] = 200
     scribbles = np.zeros((32, 32), np.uint8)

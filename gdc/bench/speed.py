@@ -43,9 +43,9 @@ DEFAULT_IMAGE = "image_0108_9010"  # the icg-dev photo issue 15 measured
 BUSY_SETTLE_SECONDS = 0.5  # lets the spinning process take its core before timing starts
 SERVICE_START_SECONDS = 300  # workers import torch and load the stem; slow on a loaded machine
 # How often the bench asks for a job's status. Jobs/s asks every 0.1 s, as a client would: at
-# 0.02 s the polling (the bench's requests and the API answering them) took a third of a core
-# from the workers and 2 workers measured 1.54x one instead of 1.8x. One job's latency asks
-# every 0.02 s, so it is read to the step.
+# 0.02 s the polling (the bench's requests and the API answering them) competed with two busy
+# workers for the two cores, and 2 workers measured 1.54x one, against 1.78-2.26x at 0.1 s
+# (benchmarks/RESULTS.md, 8). One job's latency asks every 0.02 s, so it is read to the step.
 THROUGHPUT_POLL_SECONDS = 0.1
 LATENCY_POLL_SECONDS = 0.02
 SERVICE_STOP_SECONDS = 60
