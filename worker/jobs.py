@@ -28,12 +28,16 @@ from .settings import QueueSettings
 SEGMENT_TASK = "worker.tasks.run_segment"
 CALLBACK_TASK = "worker.tasks.send_callback"
 # What new_job_id() makes; the API refuses anything else before it reaches Redis.
-JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
 def new_job_id() -> str:
-    """A fresh job id: 128 random bits, URL-safe, unguessable (whoever holds it can read the job)."""
-    return secrets.token_urlsafe(16)
+    """A fresh job id: 128 random bits, unguessable (whoever holds it can read the job).
+
+    Hex, so that an id never starts with "-" (a command line would read it as an option) and a
+    double click selects it whole in a terminal.
+    """
+    return secrets.token_hex(16)
 
 
 class Status(str, Enum):

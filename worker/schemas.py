@@ -44,7 +44,7 @@ class Links(BaseModel):
         )
 
 
-_EXAMPLE_ID = "Jk3v9cQ2sLw0bXr4T1uYpA"
+_EXAMPLE_ID = "5396b2fb447464e0f720e879831a1cd0"
 _EXAMPLE = {
     "id": _EXAMPLE_ID,
     "status": "running",
