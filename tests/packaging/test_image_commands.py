@@ -15,7 +15,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import free_port, process_env, stop_process, wait_for
+from service.serve import KEEP_ALIVE_SECONDS
+from tests.conftest import free_port, idle_connection_answers, process_env, stop_process, wait_for
 from tests.packaging.docker_files import Dockerfile
 
 # The finders, wrapped so that a module the image lacks is found by none of them: importing it
@@ -165,6 +166,18 @@ def test_api_serves_and_its_health_check_follows_it(dockerfile, redis_url, tmp_p
     assert not api.healthy()
     run_until_healthy(api, timeout=60)
     assert not api.healthy()
+
+
+def test_api_keeps_idle_connections_as_gdc_serve_does(dockerfile, redis_url, tmp_path):
+    assert dockerfile.env("api")["UVICORN_TIMEOUT_KEEP_ALIVE"] == str(KEEP_ALIVE_SECONDS)
+    port = free_port()
+    api = Image(dockerfile, "api", tmp_path, REDIS_URL=redis_url, UVICORN_HOST="127.0.0.1", UVICORN_PORT=str(port))
+    process = api.start()
+    try:
+        wait_for(api.healthy, 60, "the API image to be healthy", every=0.5)
+        assert idle_connection_answers(port, idle=6) == 200
+    finally:
+        stop_process(process, timeout=30)
 
 
 def test_worker_registers_and_its_health_check_follows_it(dockerfile, redis_url, tmp_path):

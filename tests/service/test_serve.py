@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port, process_env, wait_for
+from service.serve import KEEP_ALIVE_SECONDS
+from tests.conftest import REPO, free_port, idle_connection_answers, process_env, wait_for
 
 
 def descendants(pid: int) -> set[int]:
@@ -110,3 +111,15 @@ def test_worker_threads_below_one_are_refused():
 
     with pytest.raises(ValidationError, match="worker_threads"):
         Settings(worker_threads=0)
+
+
+def test_serve_keeps_an_idle_connection_open_past_a_pooling_clients_expiry(valkey_server):
+    port = free_port()
+    serve = start_serve(port, redis_url=f"{valkey_server.connection_url}/9")
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz") == 200 or serve.poll() is not None, 30, "the API")
+        assert KEEP_ALIVE_SECONDS > 60  # httpx keeps an idle connection 5 s, proxies 60 s
+        assert idle_connection_answers(port, idle=6) == 200  # uvicorn's own 5 s would have closed it
+    finally:
+        serve.terminate()
+        serve.communicate(timeout=30)
