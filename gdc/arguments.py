@@ -37,6 +37,18 @@ def at_least_one(what: str):
 thread_count = at_least_one("threads")
 
 
+def comma_separated(kind):
+    """An argparse type: a comma-separated list of ``kind`` (int, float), named in its error."""
+
+    def values(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}") from None
+
+    return values
+
+
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """The SegmentOptions flags shared by ``segment`` and ``eval``; unset ones keep their defaults."""
     fields = SegmentOptions.model_fields
@@ -55,7 +67,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--feature-stride", type=int, choices=(2, 4), help=fields["feature_stride"].description)
     group.add_argument("--precision", choices=("auto", "float32", "bfloat16"), help=fields["precision"].description)
     group.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
-    group.add_argument("--weights", help="stem weights: a torchvision mobilenet_v2 state dict (default: packaged ImageNet weights)")
+    group.add_argument("--weights", help=f"{fields['weights'].description} (default {fields['weights'].default})")
     group.add_argument(
         "--threads", type=thread_count, default=DEFAULT_THREADS,
         help=f"torch CPU threads (default {DEFAULT_THREADS}: steady when other programs share the cores; see gdc.threads)",

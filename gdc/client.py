@@ -125,7 +125,8 @@ class Client:
           scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes; or
             colour scribbles (RGB/RGBA PNG or (H, W, 3) array): black unlabeled, each colour a class.
           strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
-          options: engine options the server accepts (steps, refine_steps, samples, sigma, conv, superpixel_size, seed).
+          options: engine options the server accepts (steps, refine_steps, refine_stop_loss, samples, sigma, conv,
+            superpixel_size, edges, edge_strength, seed).
         """
         return self._segment({"image": ("image", _file(image))}, scribbles, strokes, callback_url, idempotency_key, options)
 
@@ -143,7 +144,8 @@ class Client:
         """Queue a refine of job ``job_id`` with the complete current scribbles on its image; the new job's id.
 
         The new job starts from the previous one's superpixels, features and trained head
-        and trains ``refine_steps`` steps; it keeps that job's options unless given. Send
+        and trains until the strokes are fitted, at most ``refine_steps`` steps; it keeps
+        that job's options unless given. Send
         ``image`` (the same one) where the previous job may have expired: the refine then
         runs from scratch instead of failing, and its status says ``"warm": false``.
 

@@ -49,6 +49,7 @@ class SegmentResult:
       timings: seconds spent per phase.
       warm_start: what a next round of strokes on this image can start from (``previous``).
       warm: whether this call started from its ``previous`` (False: it ran cold).
+      steps: the optimiser steps taken (a refine stops early once its strokes are fitted).
     """
 
     labels: np.ndarray
@@ -58,6 +59,7 @@ class SegmentResult:
     timings: dict[str, float] = field(default_factory=dict)
     warm_start: WarmStart | None = None
     warm: bool = False
+    steps: int = 0
 
 
 @lru_cache(maxsize=4)
@@ -177,8 +179,9 @@ def segment(
       progress: called as ``progress(phase, step, total)`` as work advances.
       cancel: polled between steps; when it returns True, :class:`Cancelled` is raised.
       previous: the ``warm_start`` of an earlier result on the same image: its superpixels,
-        features and head are reused, ``options.refine_steps`` steps at
-        ``options.refine_lr`` train instead of ``options.steps`` at ``options.lr``,
+        features, head and optimiser state are reused; training at ``options.refine_lr``
+        stops once the loss is below ``options.refine_stop_loss`` or after
+        ``options.refine_steps`` steps, instead of ``options.steps`` at ``options.lr``;
         and ``options.refine_samples`` stochastic passes average instead of ``options.samples``.
         Ignored (a cold start) when the image or the options it depends on differ
         (:data:`gdc.warm.REUSED_WITH`).
@@ -241,14 +244,19 @@ def segment(
 
     k = len(classes)
     head = GDCHead(k, conv=options.conv, width=options.width, sigma=options.sigma, generator=generator, device=device)
-    if reuse is not None:
-        reuse.load_head(head, classes)
-    steps = options.refine_steps if reuse is not None else options.steps
     counts = torch.from_numpy(block_counts(expanded, k, tuple(features.shape[-2:]))).to(device)
     targets = counts * class_weights(counts.sum((1, 2)), options.class_weights).view(k, 1, 1)
     targets /= targets.sum()
-    # A refine starts trained: it takes its own (smaller) step count and learning rate.
-    optimiser = make_optimiser(head.parameters(), options.model_copy(update={"lr": options.refine_lr}) if reuse is not None else options)
+    if reuse is None:
+        steps, stop_below = options.steps, 0.0
+        optimiser = make_optimiser(head.parameters(), options)
+    else:
+        # A refine goes on training the previous head with its optimiser, at its own rate, and stops once the
+        # strokes are fitted: strokes the head already agrees with take few steps, ones it contradicts more.
+        steps, stop_below = options.refine_steps, options.refine_stop_loss
+        reuse.load_head(head, classes)
+        optimiser = make_optimiser(head.parameters(), options.model_copy(update={"lr": options.refine_lr}))
+        reuse.load_optimiser(optimiser, head, classes, options.optimiser)
     # The head may compute in bfloat16; its weights, the loss and the probabilities stay float32.
     dtype = head_dtype(options.precision, device)
     mixed = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -256,14 +264,18 @@ def segment(
     context_at = head.context_cells(targets.sum(0) > 0)  # the loss reads the logits of labelled cells alone
     with _timed(timings, "optimise"):
         head.train()
-        for step in range(steps):
-            report("optimise", step, steps)
+        trained = 0
+        while trained < steps:
+            report("optimise", trained, steps)
             with torch.autocast(**mixed):
                 logits = head(features, context_at=context_at)
             loss = -(targets * logits[0].float().log_softmax(0)).sum()
+            if stop_below and loss.item() < stop_below:
+                break
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            trained += 1
             check_cancel()
         report("optimise", steps, steps)
 
@@ -308,6 +320,7 @@ def segment(
         uncertainty=uncertainty,
         classes=tuple(int(c) for c in classes),
         timings=timings,
-        warm_start=WarmStart.capture(image_key, classes, features, segments, head),
+        warm_start=WarmStart.capture(image_key, classes, features, segments, head, optimiser, options.optimiser),
         warm=reuse is not None,
+        steps=trained,
     )

@@ -26,12 +26,18 @@ class SegmentOptions(BaseModel):
     samples: int = Field(
         20, ge=1, le=1000, description="stochastic passes averaged at inference (the paper: 50; 20 scored the same)"
     )
-    # A refine's head starts trained, so it needs few steps and fewer samples: on the first 20 GrabCut photos 6 steps
-    # and 10 samples scored as a cold run within 0.1 mIoU in 37% of its time (benchmarks/RESULTS.md, 8).
+    # A refine's head starts trained, so it needs few steps and fewer samples. It stops once its strokes are fitted:
+    # a median of 3-7 steps (benchmarks/RESULTS.md, 8); refine_steps bounds the strokes that contradict the head.
     refine_steps: int = Field(
-        6, ge=0, le=1000, description="optimiser steps of a refine: a round started from a previous one's head on the same image"
+        20, ge=0, le=1000,
+        description="most optimiser steps of a refine: a round started from a previous one's head on the same image",
     )
-    refine_samples: int = Field(10, ge=1, le=1000, description="stochastic passes averaged at inference in a refine")
+    refine_stop_loss: float = Field(
+        0.15, ge=0.0, le=10.0,
+        description="a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: "
+        "always refine_steps",
+    )
+    refine_samples: int = Field(6, ge=1, le=1000, description="stochastic passes averaged at inference in a refine")
     refine_lr: float = Field(0.003, gt=0.0, le=1.0, description="learning rate of a refine")
     sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
     optimiser: Literal["sgd", "adam"] = Field(

@@ -113,8 +113,8 @@ def register(commands) -> None:
     submit.add_argument(
         "--previous",
         metavar="JOB",
-        help="refine job JOB: send all strokes so far; it starts from that job's head and trains refine_steps "
-        "steps (the image may be left out; given, it must be the same)",
+        help="refine job JOB: send all strokes so far; it starts from that job's head and trains until they are "
+        "fitted, at most refine_steps steps (the image may be left out; given, it must be the same)",
     )
     add_server_options(submit)
     submit.add_argument(

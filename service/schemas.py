@@ -14,7 +14,7 @@ from gdc.options import HEAD_CONVS, SegmentOptions
 from .settings import Settings
 
 # The engine options a request may set; the worker decides the rest (device, weights, ...).
-NUMERIC_OPTIONS = ("steps", "refine_steps", "samples", "sigma", "superpixel_size", "edge_strength", "seed")
+NUMERIC_OPTIONS = ("steps", "refine_steps", "refine_stop_loss", "samples", "sigma", "superpixel_size", "edge_strength", "seed")
 SWITCH_OPTIONS = ("edges",)
 _SERVER_MAXIMA = {"steps": "max_steps", "refine_steps": "max_steps", "samples": "max_samples"}
 

@@ -1,8 +1,8 @@
 """``gdc bench refine``: a second round of strokes, warm against cold (issue 16).
 
 Per photo: round 1 segments the first strokes; round 2 segments all strokes twice, cold
-(from scratch) and warm (``previous`` = round 1's warm start, for each ``refine_steps``
-asked for). Rounds come from two scribble folders (GrabCut's scribbles-1, then the union
+(from scratch) and warm (``previous`` = round 1's warm start, for each refine setting asked
+for: ``refine_steps`` by ``refine_stop_loss``). Rounds come from two scribble folders (GrabCut's scribbles-1, then the union
 of scribbles-1 and scribbles-2) or from one folder split in two (half of each class's
 connected strokes, then all of them). The engine time of a round is the sum of its
 timings. With ``--server`` every round is a job on a running ``gdc serve`` and round 2's
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_REFINE_STEPS = "5,10,15,20"
 TIME_TARGET = 0.4  # the refine's engine time at most this fraction of a cold run's (median)
 MIOU_TARGET = 0.5  # the refine's mIoU at most this many points below the cold run's (mean)
 
@@ -68,13 +67,12 @@ class InProcess:
         result = segment(image, scribbles, self.options)
         return result.labels, result.timings
 
-    def refine(self, previous, image, scribbles, refine_steps: int):
+    def refine(self, previous, image, scribbles, setting: dict):
         from ..engine import segment
 
-        options = self.options.model_copy(update={"refine_steps": refine_steps})
-        result = segment(image, scribbles, options, previous=previous)
+        result = segment(image, scribbles, self.options.model_copy(update=setting), previous=previous)
         assert result.warm, "the refine ran cold"
-        return result.labels, result.timings
+        return result.labels, result.timings, result.steps
 
 
 class ThroughService:
@@ -98,14 +96,22 @@ class ThroughService:
         labels, job = self._finish(self.client.submit(image, scribbles))
         return labels, job["timings"]
 
-    def refine(self, previous, image, scribbles, refine_steps: int):
-        labels, job = self._finish(self.client.refine(previous, scribbles, refine_steps=refine_steps))
+    def refine(self, previous, image, scribbles, setting: dict):
+        from ..options import SegmentOptions
+
+        if setting["refine_stop_loss"] != SegmentOptions.model_fields["refine_stop_loss"].default:
+            raise SystemExit("gdc bench refine --server: the API takes refine_steps, not refine_stop_loss")
+        labels, job = self._finish(self.client.refine(previous, scribbles, refine_steps=setting["refine_steps"]))
         assert job["warm"], f"the refine job {job['id']} ran cold"
-        return labels, job["timings"]
+        return labels, job["timings"], None  # a job does not say how many steps it took
 
 
-def measure(runner, photos, refine_steps: list[int], log) -> list[dict]:
-    """Per photo: round 1, cold and warm round 2 (per refine_steps), with engine seconds and mIoU."""
+def setting_name(setting: dict) -> str:
+    return f"{setting['refine_steps']} steps, stop at {setting['refine_stop_loss']:g}"
+
+
+def measure(runner, photos, settings: list[dict], log) -> list[dict]:
+    """Per photo: round 1, cold and warm round 2 (per refine setting), with engine seconds, steps and mIoU."""
     from ..evaluate import score
 
     rows = []
@@ -115,14 +121,16 @@ def measure(runner, photos, refine_steps: list[int], log) -> list[dict]:
         labels, timings = runner.cold(sample.image, both)
         row["cold"] = dict(seconds=sum(timings.values()), miou=_miou(labels, sample, score), timings=timings)
         row["warm"] = {}
-        for steps in refine_steps:
-            labels, timings = runner.refine(previous, sample.image, both, steps)
-            row["warm"][steps] = dict(seconds=sum(timings.values()), miou=_miou(labels, sample, score), timings=timings)
+        for setting in settings:
+            labels, timings, steps = runner.refine(previous, sample.image, both, setting)
+            row["warm"][setting_name(setting)] = dict(
+                seconds=sum(timings.values()), miou=_miou(labels, sample, score), steps=steps, timings=timings
+            )
         log(
             f"{sample.name:<24} round 1 {100 * row['first']['miou']:5.1f}  cold {100 * row['cold']['miou']:5.1f} "
             f"{row['cold']['seconds']:5.2f} s  "
             + "  ".join(
-                f"warm@{steps} {100 * warm['miou']:5.1f} {warm['seconds']:5.2f} s" for steps, warm in row["warm"].items()
+                f"warm ({name}) {100 * warm['miou']:5.1f} {warm['seconds']:5.2f} s" for name, warm in row["warm"].items()
             )
         )
         rows.append(row)
@@ -134,19 +142,22 @@ def _miou(labels: np.ndarray, sample, score) -> float:
     return score(labels.astype(np.int64) - 1, sample.truth)[0]
 
 
-def summarise(rows: list[dict], refine_steps: list[int]) -> list[dict]:
-    """Per refine_steps: median time ratio warm / cold, mean mIoU of round 1, cold and warm, and the verdict."""
+def summarise(rows: list[dict], settings: list[dict]) -> list[dict]:
+    """Per refine setting: median time ratio warm / cold and steps, mean mIoU of round 1, cold and warm, the verdict."""
     cold_miou = float(np.mean([row["cold"]["miou"] for row in rows]))
     summary = []
-    for steps in refine_steps:
-        ratio = statistics.median(row["warm"][steps]["seconds"] / row["cold"]["seconds"] for row in rows)
-        warm_miou = float(np.mean([row["warm"][steps]["miou"] for row in rows]))
+    for setting in settings:
+        warm = [row["warm"][setting_name(setting)] for row in rows]
+        ratio = statistics.median(run["seconds"] / row["cold"]["seconds"] for run, row in zip(warm, rows, strict=True))
+        warm_miou = float(np.mean([run["miou"] for run in warm]))
+        steps = [run["steps"] for run in warm if run["steps"] is not None]
         summary.append(
             dict(
-                refine_steps=steps,
+                **setting,
+                steps_median=statistics.median(steps) if steps else None,
                 time_ratio_median=ratio,
                 cold_seconds_median=statistics.median(row["cold"]["seconds"] for row in rows),
-                warm_seconds_median=statistics.median(row["warm"][steps]["seconds"] for row in rows),
+                warm_seconds_median=statistics.median(run["seconds"] for run in warm),
                 first_miou=float(np.mean([row["first"]["miou"] for row in rows])),
                 cold_miou=cold_miou,
                 warm_miou=warm_miou,
@@ -158,12 +169,14 @@ def summarise(rows: list[dict], refine_steps: list[int]) -> list[dict]:
 
 def markdown(summary: list[dict]) -> str:
     lines = [
-        "| refine_steps | warm / cold time (median) | cold s | warm s | mIoU round 1 | mIoU cold | mIoU warm | targets |",
-        "|---|---|---|---|---|---|---|---|",
+        "| refine | steps (median) | warm / cold time (median) | cold s | warm s | mIoU round 1 | mIoU cold | mIoU warm "
+        "| targets |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
+        steps = "—" if s["steps_median"] is None else f"{s['steps_median']:g}"
         lines.append(
-            f"| {s['refine_steps']} | {100 * s['time_ratio_median']:.0f}% | {s['cold_seconds_median']:.2f} "
+            f"| {setting_name(s)} | {steps} | {100 * s['time_ratio_median']:.0f}% | {s['cold_seconds_median']:.2f} "
             f"| {s['warm_seconds_median']:.2f} | {100 * s['first_miou']:.2f} | {100 * s['cold_miou']:.2f} "
             f"| {100 * s['warm_miou']:.2f} | {'met' if s['meets_targets'] else 'missed'} |"
         )
@@ -174,11 +187,15 @@ def run(args: argparse.Namespace) -> int:
     from ..arguments import engine_options
 
     options = engine_options(args)
-    refine_steps = [int(s) for s in args.refine_step_counts.split(",")]
+    settings = [
+        dict(refine_steps=steps, refine_stop_loss=stop)
+        for steps in args.refine_step_counts or [options.refine_steps]
+        for stop in args.refine_stop_losses or [options.refine_stop_loss]
+    ]
     runner = ThroughService(args.server) if args.server else InProcess(options)
     photos = rounds(args.data_dir, args.scribbles, args.second, args.limit)
-    rows = measure(runner, photos, refine_steps, (lambda line: print(line, flush=True)) if args.verbose else lambda line: None)
-    summary = summarise(rows, refine_steps)
+    rows = measure(runner, photos, settings, (lambda line: print(line, flush=True)) if args.verbose else lambda line: None)
+    summary = summarise(rows, settings)
     table = markdown(summary)
     print(table)
     out = Path(args.output_dir)
@@ -199,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from ..arguments import add_engine_options
+    from ..arguments import add_engine_options, comma_separated
 
     parser = commands.add_parser("refine", help="a second round of strokes: refine (warm) against from scratch (cold)")
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
@@ -212,8 +229,14 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--refine-steps",
         dest="refine_step_counts",
-        default=DEFAULT_REFINE_STEPS,
-        help=f"refine steps to compare, comma-separated (default {DEFAULT_REFINE_STEPS})",
+        type=comma_separated(int),
+        help="most refine steps to compare, comma-separated (default: the engine's)",
+    )
+    parser.add_argument(
+        "--refine-stop-loss",
+        dest="refine_stop_losses",
+        type=comma_separated(float),
+        help="refine stop losses to compare, comma-separated, each with every --refine-steps (default: the engine's)",
     )
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--server", help="run every round as a job on this gdc server (e.g. http://127.0.0.1:8000)")

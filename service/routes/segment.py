@@ -220,7 +220,8 @@ async def submit_segmentation(
             pattern=JOB_ID_PATTERN,
             description="refine this job: the id of an earlier job on the same image, sent with the complete "
             "current scribbles. The new job starts from its superpixels, features and trained head "
-            "and trains `refine_steps` steps; it keeps the previous job's options unless given. "
+            "and trains until the strokes are fitted, at most `refine_steps` steps; it keeps the previous job's "
+            "options unless given. "
             "Once that job's data expired, a request with the image runs from scratch (`warm: false`)",
         ),
     ] = None,
@@ -241,6 +242,7 @@ async def submit_segmentation(
     ] = None,
     steps: Annotated[int | None, Form(description=_HELP["steps"].description)] = None,
     refine_steps: Annotated[int | None, Form(description=_HELP["refine_steps"].description)] = None,
+    refine_stop_loss: Annotated[float | None, Form(description=_HELP["refine_stop_loss"].description)] = None,
     samples: Annotated[int | None, Form(description=_HELP["samples"].description)] = None,
     sigma: Annotated[float | None, Form(description=_HELP["sigma"].description)] = None,
     conv: Annotated[HeadConv | None, Form(description=_HELP["conv"].description)] = None,
@@ -283,6 +285,7 @@ async def submit_segmentation(
         options={
             "steps": steps,
             "refine_steps": refine_steps,
+            "refine_stop_loss": refine_stop_loss,
             "samples": samples,
             "sigma": sigma,
             "conv": conv,

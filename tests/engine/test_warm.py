@@ -1,4 +1,6 @@
-"""Warm starts: a refine reuses a previous result's superpixels, features and head (gdc/warm.py)."""
+"""Warm starts: a refine reuses a previous result's superpixels, features, head and optimiser (gdc/warm.py)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,50 @@ def test_a_refine_trains_and_samples_its_own_counts(scene2, first_round, device)
     assert (totals["optimise"], totals["sample"]) == (FAST["steps"], FAST["samples"])
 
 
+def test_a_refine_goes_on_with_the_previous_optimiser(scene2, first_round, device):
+    image, _, scribbles = scene2
+    options = SegmentOptions(device=device, **FAST, refine_steps=3, refine_stop_loss=0)
+    before = {name: value.copy() for name, value in first_round.warm_start.optimiser.items()}
+    refined = segment(image, scribbles, options, previous=first_round.warm_start)
+    assert (first_round.steps, refined.steps) == (FAST["steps"], 3)
+    for name, value in before.items():  # the previous round's state is read, never changed
+        np.testing.assert_array_equal(first_round.warm_start.optimiser[name], value)
+    # Adam counts on from the first round's steps; a fresh one would count 3.
+    assert refined.warm_start.optimiser["fuse.weight/step"] == FAST["steps"] + 3
+    moments = first_round.warm_start.optimiser["fuse.weight/exp_avg_sq"]
+    assert moments.shape == first_round.warm_start.head["fuse.weight"].shape and moments.any()
+
+
+def test_a_warm_start_without_optimiser_state_still_refines(scene2, first_round, device):
+    image, _, scribbles = scene2
+    stateless = dataclasses.replace(first_round.warm_start, optimiser={}, optimiser_kind="")
+    options = SegmentOptions(device=device, **FAST, refine_steps=3, refine_stop_loss=0)
+    refined = segment(image, scribbles, options, previous=WarmStart.from_bytes(stateless.to_bytes()))
+    assert refined.warm and refined.warm_start.optimiser["fuse.weight/step"] == 3
+
+
+def test_another_optimiser_starts_its_state_afresh(scene2, first_round, device):
+    image, _, scribbles = scene2
+    options = SegmentOptions(device=device, **FAST, refine_steps=3, refine_stop_loss=0, optimiser="sgd")
+    refined = segment(image, scribbles, options, previous=first_round.warm_start)
+    assert refined.warm and refined.warm_start.optimiser_kind == "sgd"
+    assert set(key.partition("/")[2] for key in refined.warm_start.optimiser) == {"momentum_buffer"}
+
+
+def test_a_refine_stops_once_its_strokes_are_fitted(scene2, device):
+    image, _, scribbles = scene2
+    options = SegmentOptions(device=device, steps=20, samples=4, refine_steps=20)
+    first = segment(image, scribbles, options)
+    agreeing = segment(image, scribbles, options, previous=first.warm_start)
+    # The same places with their classes swapped: every stroke contradicts the head.
+    swapped = np.where(scribbles > 0, 3 - scribbles, 0).astype(np.uint8)
+    contradicting = segment(image, swapped, options, previous=first.warm_start)
+    assert agreeing.steps < contradicting.steps
+    never = options.model_copy(update={"refine_stop_loss": 0})
+    assert segment(image, scribbles, never, previous=first.warm_start).steps == 20
+    assert segment(image, scribbles, options.model_copy(update={"refine_stop_loss": 10}), previous=first.warm_start).steps == 0
+
+
 def test_a_refine_may_add_and_drop_classes(scene3, device):
     image, _, scribbles = scene3
     two = np.where(scribbles == 3, 0, scribbles).astype(np.uint8)
@@ -101,6 +147,10 @@ def test_warm_start_bytes_round_trip(first_round):
     assert back.head.keys() == state.head.keys()
     for name in state.head:
         np.testing.assert_array_equal(back.head[name], state.head[name])
+    assert back.optimiser_kind == state.optimiser_kind == "adam"
+    assert back.optimiser.keys() == state.optimiser.keys()
+    for name in state.optimiser:
+        np.testing.assert_array_equal(back.optimiser[name], state.optimiser[name])
 
 
 def test_warm_start_is_plain_and_bounded(first_round):
@@ -108,7 +158,9 @@ def test_warm_start_is_plain_and_bounded(first_round):
     assert state.features.dtype == np.float16 and state.segments.dtype == np.uint16
     # 120x160 working pixels: features at 1/16 of them, 40 channels, float16; segments 2 bytes each.
     assert state.features.nbytes == 40 * 30 * 40 * 2
-    assert len(state.to_bytes()) < state.features.nbytes + state.segments.nbytes + 200_000
+    # The head's weights, Adam's two moments per weight, and the archive's own headers.
+    weights = sum(value.nbytes for value in state.head.values())
+    assert len(state.to_bytes()) < state.features.nbytes + state.segments.nbytes + 3 * weights + 64_000
 
 
 def test_no_superpixels_round_trip(scene2, device):

@@ -75,7 +75,10 @@ def test_a_job_runs_and_every_result_reads_back(client, upload, run_queued, coff
     redis = Redis.from_url(redis_url)
     rq_job = Job.fetch(job_id, connection=redis, serializer=open_queue(redis, "gdc").serializer)
     assert rq_job.kwargs["upload"] == key_for(Kind.UPLOAD, job_id)  # arguments carry the key, not pixels
-    options = {"steps", "refine_steps", "samples", "sigma", "conv", "superpixel_size", "edges", "edge_strength", "seed"}
+    options = {
+        "steps", "refine_steps", "refine_stop_loss", "samples", "sigma", "conv", "superpixel_size", "edges", "edge_strength",
+        "seed",
+    }
     assert set(rq_job.kwargs["options"]) == options
     for kind in (Kind.UPLOAD, Kind.RESULT):
         assert 0 < redis.ttl(key_for(kind, job_id)) <= Settings().result_ttl

@@ -205,7 +205,7 @@ def test_refine_requests_the_api_refuses(client, coffee, run_queued):
 
 def test_cancel_during_a_refine(client, coffee, run_queued, redis_url):
     first = first_round(client, coffee, run_queued)
-    job_id = refine(client, first, draw_scribbles(coffee.shape[:2], 2), refine_steps=500).json()["id"]
+    job_id = refine(client, first, draw_scribbles(coffee.shape[:2], 2), refine_steps=500, refine_stop_loss=0).json()["id"]
     answers = []
 
     def cancel_once_training() -> None:

@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+import pytest
+
+from gdc.bench.refine import first_half
+from gdc.cli import main
+
+
+def test_the_first_half_keeps_half_of_each_class_strokes_rounded_up():
+    scribbles = np.zeros((10, 20), np.uint8)
+    for column in (1, 5, 9):
+        scribbles[1:4, column] = 1  # three strokes of class 1
+    scribbles[6:8, 2] = 2  # one stroke of class 2
+    kept = first_half(scribbles)
+    assert (kept[1:4, [1, 5]] == 1).all() and not kept[:, 9].any()
+    assert (kept[6:8, 2] == 2).all()
+
+
+def test_refine_compares_every_setting_with_cold(tiny_dataset, tmp_path, capsys):
+    code = main(["bench", "refine", str(tiny_dataset), "--scribbles", "marks", "--refine-steps", "3,4",
+                 "--refine-stop-loss", "0,10", "--steps", "2", "--samples", "2", "--output-dir", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / f"refine-{tiny_dataset.name}.json").read_text())
+    settings = [(row["refine_steps"], row["refine_stop_loss"], row["steps_median"]) for row in report["summary"]]
+    # A stop loss of 0 trains every step; 10 is met before the first.
+    assert settings == [(3, 0, 3), (3, 10, 0), (4, 0, 4), (4, 10, 0)]
+    assert len(report["images"]) == 2 and all(len(image["warm"]) == 4 for image in report["images"])
+    assert "| 4 steps, stop at 10 | 0 |" in capsys.readouterr().out
+
+
+def test_refine_settings_must_be_numbers(tiny_dataset, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "refine", str(tiny_dataset), "--refine-stop-loss", "0.1,low"])
+    assert "expected floats separated by commas, got '0.1,low'" in capsys.readouterr().err
