@@ -129,20 +129,21 @@ class WarmStart:
         if kind != self.optimiser_kind or not self.optimiser:
             return
         per_class = self._per_class(head)
+        stored: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in self.optimiser.items():
+            name, _, entry = key.partition("/")
+            stored.setdefault(name, {})[entry] = value
         for name, weight in head.named_parameters():
-            fields = {
-                key.partition("/")[2]: torch.tensor(value)  # a copy: the optimiser updates it in place
-                for key, value in self.optimiser.items()
-                if key.partition("/")[0] == name
-            }
-            for key, value in fields.items():
-                if key == "step":  # a scalar on the CPU, as the optimiser keeps it
-                    continue
-                if name in per_class:
-                    value = self._class_rows(value, torch.zeros_like(weight, dtype=torch.float32, device="cpu"), classes)
-                fields[key] = value.to(device=weight.device, dtype=weight.dtype)
-            if fields:
-                optimiser.state[weight] = fields
+            state = {}
+            for entry, value in stored.get(name, {}).items():
+                value = torch.tensor(value)  # a copy: the optimiser updates its state in place
+                if entry != "step":  # the step count stays a CPU scalar, as the optimiser keeps it
+                    if name in per_class:
+                        value = self._class_rows(value, torch.zeros(weight.shape), classes)
+                    value = value.to(device=weight.device, dtype=weight.dtype)
+                state[entry] = value
+            if state:
+                optimiser.state[weight] = state
 
     @staticmethod
     def _per_class(head: torch.nn.Module) -> tuple[str, str]:
