@@ -32,7 +32,7 @@ from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.converter import brush
 from redis import Redis
 
-from gdc.evaluate import load_dataset, score
+from gdc.evaluate import load_dataset, score, score_labels
 from service.labelstudio import task_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def label_studio_path(args, samples, files) -> list[dict]:
         (stored,) = ls.annotations.list(id=tasks[sample.name].id)
         height, width = sample.scribbles.shape
         labels = decode_regions(stored.result, width, height)
-        miou, accuracy = score(labels.astype(np.int16) - 1, sample.truth)  # classes 0 fg, 1 bg as the truth
+        miou, accuracy = score_labels(labels, sample.truth)  # classes 0 fg, 1 bg as the truth
         row = {"name": sample.name, "miou": miou, "accuracy": accuracy, "seconds": seconds}
         if args.redis:
             row |= {"timings": job_timings(args, project, tasks[sample.name].id, files[sample.name].read_bytes())}

@@ -70,6 +70,11 @@ def score(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(np.mean(ious)), float(np.mean(pred == true))
 
 
+def score_labels(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """:func:`score` of a label map in the scribbles' values: scribble value k+1 is class k."""
+    return score(labels.astype(np.int64) - 1, truth)
+
+
 def evaluate(
     root: str | Path,
     *,
@@ -97,8 +102,7 @@ def evaluate(
             started = time.perf_counter()
             result = segment(sample.image, sample.scribbles, seeded)
             seconds = time.perf_counter() - started
-            # Scribble value k+1 is class k, so the label map minus one is the class index.
-            miou, accuracy = score(result.labels.astype(np.int64) - 1, sample.truth)
+            miou, accuracy = score_labels(result.labels, sample.truth)
             per_image.append(dict(name=sample.name, miou=miou, accuracy=accuracy, seconds=seconds))
             log(f"seed {seed}  {sample.name:<24} mIoU {100 * miou:5.1f}  acc {100 * accuracy:5.1f}  {seconds:5.2f} s")
         mean = {key: float(np.mean([r[key] for r in per_image])) for key in ("miou", "accuracy", "seconds")}

@@ -143,14 +143,13 @@ def _coco_summary(path: Path) -> dict:
 
 def _quality(out: Path, truth_dir: Path, reference: Path | None) -> dict:
     """mIoU of the label maps against ``truth_dir`` as ``gdc eval`` scores them; against its report, if given."""
-    from ..evaluate import read_truth, score
+    from ..evaluate import read_truth, score_labels
     from ..imageio import read_labels
 
     per_image = {}
     for truth in sorted(truth_dir.glob("*.png")):
         if (out / truth.name).exists():
-            # Scribble value k+1 is class k, as in gdc.evaluate.evaluate.
-            per_image[truth.stem] = score(read_labels(out / truth.name).astype(np.int64) - 1, read_truth(truth))[0]
+            per_image[truth.stem] = score_labels(read_labels(out / truth.name), read_truth(truth))[0]
     quality = {"scored": len(per_image), "miou": float(np.mean(list(per_image.values()))) if per_image else None}
     if reference is not None:
         report = json.loads(reference.read_text())

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arguments import at_least_one
-from ..evaluate import Sample, load_dataset, score
+from ..evaluate import Sample, load_dataset, score_labels
 
 # (image (H, W, 3) uint8 RGB, scribbles (H, W) 0 unlabeled / one value per class)
 #   -> (H, W) label map holding the scribbles' values.
@@ -180,8 +180,7 @@ def compare(
                 started = time.perf_counter()
                 labels = method.labels(sample.image, sample.scribbles, **({} if seed is None else dict(seed=seed)))
                 seconds = time.perf_counter() - started
-                # Scribble value k+1 is class k, so the label map minus one is the class index.
-                miou, accuracy = score(labels.astype(np.int64) - 1, sample.truth)
+                miou, accuracy = score_labels(labels, sample.truth)
                 row = dict(name=sample.name, miou=miou, accuracy=accuracy, seconds=seconds)
                 rows[name].append(row if seed is None else dict(row, seed=seed))
                 at = "" if seed is None else f" seed {seed}"

@@ -112,19 +112,19 @@ def setting_name(setting: dict) -> str:
 
 def measure(runner, photos, settings: list[dict], log) -> list[dict]:
     """Per photo: round 1, cold and warm round 2 (per refine setting), with engine seconds, steps and mIoU."""
-    from ..evaluate import score
+    from ..evaluate import score_labels
 
     rows = []
     for sample, first, both in photos:
         previous, labels, timings = runner.first(sample.image, first)
-        row = dict(name=sample.name, first=dict(seconds=sum(timings.values()), miou=_miou(labels, sample, score)))
+        row = dict(name=sample.name, first=dict(seconds=sum(timings.values()), miou=score_labels(labels, sample.truth)[0]))
         labels, timings = runner.cold(sample.image, both)
-        row["cold"] = dict(seconds=sum(timings.values()), miou=_miou(labels, sample, score), timings=timings)
+        row["cold"] = dict(seconds=sum(timings.values()), miou=score_labels(labels, sample.truth)[0], timings=timings)
         row["warm"] = {}
         for setting in settings:
             labels, timings, steps = runner.refine(previous, sample.image, both, setting)
             row["warm"][setting_name(setting)] = dict(
-                seconds=sum(timings.values()), miou=_miou(labels, sample, score), steps=steps, timings=timings
+                seconds=sum(timings.values()), miou=score_labels(labels, sample.truth)[0], steps=steps, timings=timings
             )
         log(
             f"{sample.name:<24} round 1 {100 * row['first']['miou']:5.1f}  cold {100 * row['cold']['miou']:5.1f} "
@@ -135,11 +135,6 @@ def measure(runner, photos, settings: list[dict], log) -> list[dict]:
         )
         rows.append(row)
     return rows
-
-
-def _miou(labels: np.ndarray, sample, score) -> float:
-    # Scribble value k+1 is class k, so the label map minus one is the class index.
-    return score(labels.astype(np.int64) - 1, sample.truth)[0]
 
 
 def summarise(rows: list[dict], settings: list[dict]) -> list[dict]:
