@@ -97,11 +97,7 @@ class ThroughService:
         return labels, job["timings"]
 
     def refine(self, previous, image, scribbles, setting: dict):
-        from ..options import SegmentOptions
-
-        if setting["refine_stop_loss"] != SegmentOptions.model_fields["refine_stop_loss"].default:
-            raise SystemExit("gdc bench refine --server: the API takes refine_steps, not refine_stop_loss")
-        labels, job = self._finish(self.client.refine(previous, scribbles, refine_steps=setting["refine_steps"]))
+        labels, job = self._finish(self.client.refine(previous, scribbles, **setting))
         assert job["warm"], f"the refine job {job['id']} ran cold"
         return labels, job["timings"], None  # a job does not say how many steps it took
 
