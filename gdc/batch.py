@@ -80,6 +80,13 @@ def pair_files(images_dir: Path, scribbles_dir: Path) -> tuple[list[Pair], list[
     return pairs, unpaired
 
 
+def journal_events(path: Path):
+    """The events a journal holds, in order; none when it does not exist."""
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with suppress(ValueError):  # the torn last line of a killed run
+            yield json.loads(line)
+
+
 class Journal:
     """OUT_DIR/journal.jsonl: one JSON event a line, each written out before the step that follows it.
 
@@ -97,12 +104,8 @@ class Journal:
         self.jobs: dict[tuple[str, str], str] = {}
         self.done: set[tuple[str, str]] = set()
         self.attempts: Counter[tuple[str, str]] = Counter()
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    self._replay(json.loads(line))
-                except ValueError:  # the torn last line of a killed run
-                    continue
+        for event in journal_events(path):
+            self._replay(event)
         self.file = path.open("a")
         if self.nonce is None:
             self.nonce = secrets.token_hex(8)
@@ -149,12 +152,9 @@ class Journal:
 def jobs_submitted(out_dir: Path) -> dict[str, list[str]]:
     """Per image stem, every job id a run over ``out_dir`` submitted for it, in order (from the journal)."""
     submitted: dict[str, list[str]] = {}
-    journal = out_dir / JOURNAL
-    for line in journal.read_text().splitlines() if journal.exists() else []:
-        with suppress(ValueError):  # the torn last line of a killed run
-            event = json.loads(line)
-            if "submitted" in event:
-                submitted.setdefault(event["stem"], []).append(event["submitted"])
+    for event in journal_events(out_dir / JOURNAL):
+        if "submitted" in event:
+            submitted.setdefault(event["stem"], []).append(event["submitted"])
     return submitted
 
 
