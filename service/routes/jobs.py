@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from enum import Enum
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.results import Result
 
 from gdc.imageio import colour_table, encode_png, overlay, read_image, read_labels
 from worker import store
@@ -29,6 +32,13 @@ router = APIRouter(
 _NOT_FOUND = error_responses({404: "unknown id, or the job or its results expired"})
 _NOT_READY = error_responses({409: "the job has not succeeded (yet); `detail` gives its status"})
 _PNG = {"content": {"image/png": {}}}
+# A job canceled while queued records no result to wake a waiter, so a waiter looks at the status at least
+# this often; well under GDC_REDIS_TIMEOUT, past which the blocked read would count as Redis failing.
+WAKE_SECONDS = 0.5
+WaitQuery = Annotated[
+    float | None,
+    Query(gt=0, le=60, description="hold the answer up to this many seconds for the job to end (a long poll)"),
+]
 
 
 class MaskFormat(str, Enum):
@@ -56,13 +66,40 @@ def _colours(job: Job) -> np.ndarray:
     return colour_table(job.meta["classes"], job.meta.get("colours"))
 
 
+def wait_until_ended(job: Job, seconds: float) -> None:
+    """Return once ``job`` ended, or after ``seconds``.
+
+    Woken by RQ's result stream, which a worker writes the moment it records a job's end,
+    so the answer leaves without a polling interval's delay.
+    """
+    deadline = time.monotonic() + seconds
+    seen = "0-0"
+    try:
+        while public_status(job) not in ENDED and (left := deadline - time.monotonic()) > 0:
+            block_ms = max(1, round(min(left, WAKE_SECONDS) * 1000))
+            recorded = job.connection.xread({Result.get_key(job.id): seen}, block=block_ms)
+            if recorded:
+                seen = recorded[0][1][-1][0]
+        job.refresh()  # the meta (progress, warm) as it is now
+    except (NoSuchJobError, InvalidJobOperation):
+        raise HTTPException(status_code=404, detail=f"job {job.id} was deleted while the request waited") from None
+
+
+def _server_timing(job: Job) -> dict[str, str]:
+    """The job's phase timings as a Server-Timing header (milliseconds), once it succeeded."""
+    timings = (job.return_value() or {}).get("timings", {})
+    return {"Server-Timing": ", ".join(f"{phase};dur={seconds * 1000:.1f}" for phase, seconds in timings.items())}
+
+
 def _png(data: bytes, job: Job, name: str, **headers: str) -> Response:
     disposition = {"Content-Disposition": f'inline; filename="{job.id}-{name}.png"'}
     return Response(data, media_type="image/png", headers=disposition | headers)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND, summary="A job's status and progress")
-def read_job(job: JobDep, queue: QueueDep, settings: SettingsDep) -> JobPublic:
+def read_job(job: JobDep, queue: QueueDep, settings: SettingsDep, wait: WaitQuery = None) -> JobPublic:
+    if wait:
+        wait_until_ended(job, wait)
     if job.get_status() == JobStatus.STARTED:
         sweep(queue, settings)  # the API notices a dead worker even when no worker is left to
         job.refresh()
@@ -88,19 +125,24 @@ def read_mask(
             )
         ),
     ] = MaskFormat.png,
+    wait: WaitQuery = None,
 ) -> Response:
+    """With `?wait=S` the answer waits up to S seconds for the job to end, so a client gets the mask in the
+    request that learns the job succeeded. `Server-Timing` gives the job's seconds per phase (in ms)."""
+    if wait:
+        wait_until_ended(job, wait)
     if format is MaskFormat.png:
-        return _png(_result(redis, job, "mask"), job, "mask")
+        return _png(_result(redis, job, "mask"), job, "mask", **_server_timing(job))
     if format is MaskFormat.colour:
         labels = read_labels(_result(redis, job, "mask"))
-        return _png(encode_png(_colours(job)[labels]), job, "mask")
+        return _png(encode_png(_colours(job)[labels]), job, "mask", **_server_timing(job))
     if format is MaskFormat.rle:
         labels = read_labels(_result(redis, job, "mask"))
         classes = store.mask_rle(labels, job.meta["classes"])
     else:
         classes = json.loads(zlib.decompress(_result(redis, job, "polygons")))
     body = {"width": job.meta["width"], "height": job.meta["height"], "classes": classes}
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=_server_timing(job))
 
 
 @router.get("/{job_id}/overlay", responses={200: _PNG, **_NOT_FOUND, **_NOT_READY}, summary="The image tinted by class")

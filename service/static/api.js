@@ -4,7 +4,8 @@
  */
 
 const KEY_STORAGE = "gdc.apiKey";
-const POLL_MS = 300;
+const POLL_MS = 300; // how often the progress bar asks; the result itself comes by a long poll
+const WAIT_SECONDS = 20; // each long poll for a job's mask; the page asks again while the job runs
 export const FINAL_STATUSES = new Set(["succeeded", "failed", "canceled"]);
 
 export const apiKey = {
@@ -28,13 +29,17 @@ function describe(detail) {
   return JSON.stringify(detail);
 }
 
-/** fetch() with the API key; resolves to the Response when it is 2xx, else throws ApiError. */
-export async function request(url, { method = "GET", body } = {}) {
+/**
+ * fetch() with the API key; resolves to the Response when it is 2xx, else throws ApiError.
+ * An aborted `signal` rejects with the browser's AbortError, not an ApiError.
+ */
+export async function request(url, { method = "GET", body, signal } = {}) {
   const headers = apiKey.get() ? { "X-API-Key": apiKey.get() } : {};
   let response;
   try {
-    response = await fetch(url, { method, body, headers });
+    response = await fetch(url, { method, body, headers, signal });
   } catch (error) {
+    if (signal?.aborted) throw error;
     throw new ApiError(0, `the service cannot be reached (${error.message})`);
   }
   if (response.ok) return response;
@@ -44,23 +49,41 @@ export async function request(url, { method = "GET", body } = {}) {
   throw new ApiError(response.status, detail ? describe(detail) : `HTTP ${response.status} ${response.statusText}`);
 }
 
-export async function getJson(url) {
-  return (await request(url)).json();
+export async function getJson(url, signal) {
+  return (await request(url, { signal })).json();
 }
 
 /**
- * Poll a job until it ends, reporting each state to `onUpdate`.
- *
- * `stopped()` is checked between polls, so a canceled job stops being followed at once.
- * Returns the last job body seen, or null when stopped.
+ * The job's end, in as few requests as the job's length allows: `GET mask?wait` is answered
+ * the moment the job succeeds, with the mask itself. Resolves to `{ mask }` (the mask PNG's
+ * Response, its Server-Timing header holding the job's phases) or, when the job failed or was
+ * canceled, to `{ job }`, its final body.
  */
-export async function follow(job, onUpdate, stopped) {
-  while (!FINAL_STATUSES.has(job.status)) {
-    onUpdate(job);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    if (stopped()) return null;
-    job = await getJson(job.links.self);
+export async function jobEnd(job, signal) {
+  for (;;) {
+    try {
+      return { mask: await request(`${job.links.mask}?wait=${WAIT_SECONDS}`, { signal }) };
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 409)) throw error; // 409: not succeeded (yet)
+    }
+    const now = await getJson(job.links.self, signal);
+    if (FINAL_STATUSES.has(now.status) && now.status !== "succeeded") return { job: now };
   }
-  onUpdate(job);
-  return job;
+}
+
+/** Report the job's progress to `onUpdate` every POLL_MS until `signal` aborts; errors end the reports. */
+export async function watchProgress(job, onUpdate, signal) {
+  while (!signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    if (signal.aborted) return;
+    const now = await getJson(job.links.self, signal).catch(() => null);
+    if (!now || FINAL_STATUSES.has(now.status) || signal.aborted) return;
+    onUpdate(now);
+  }
+}
+
+/** Seconds of a job's phases, from a response's Server-Timing header (milliseconds). */
+export function serverSeconds(response) {
+  const header = response.headers.get("Server-Timing") ?? "";
+  return [...header.matchAll(/dur=([0-9.]+)/g)].reduce((sum, match) => sum + Number(match[1]) / 1000, 0);
 }

@@ -1,12 +1,13 @@
 /**
  * The scribble page: open an image, paint a few strokes per class, segment through
- * POST /segment, follow the job, then show, refine and download the result.
+ * POST /segment, follow the job, then show, refine and download the result. In live mode (on
+ * by default) the page segments by itself once the strokes rest, each round refining the last.
  *
  * Scribbles travel as a grey label PNG (png.js), not as strokes JSON: the label map painted
  * here (erasing, undo and clear included) is then exactly the one the server reads, pixel for
  * pixel, with no second rasteriser on the server that would have to agree with this one.
  */
-import { ApiError, apiKey, follow, getJson, request } from "./api.js";
+import { ApiError, apiKey, getJson, jobEnd, request, serverSeconds, watchProgress } from "./api.js";
 import { LabelMap } from "./labelmap.js";
 import { decodeGreyPng, encodeGreyPng } from "./png.js";
 
@@ -14,6 +15,8 @@ import { decodeGreyPng, encodeGreyPng } from "./png.js";
 const COLOURS = ["#3b6ef5", "#f5a623", "#19b27b", "#e5484d", "#8e4ec6", "#e93d82", "#12a594", "#8db600", "#f76b15", "#0090ff"];
 const FIRST_CLASSES = ["background", "foreground"];
 const ZOOM_STEP = 1.25;
+// Live mode segments this long after the last edit, so strokes painted in quick succession make one job.
+const LIVE_DELAY_MS = 150;
 
 const $ = (id) => document.getElementById(id);
 const stage = $("stage");
@@ -31,9 +34,9 @@ const state = {
   fitted: true, // keep fitting the image to the stage as the window changes
   lastPoint: null,
   options: null, // GET /options: the server's defaults and limits
-  running: null, // the job being followed
-  stopped: false,
-  job: null, // the last succeeded job
+  running: null, // the round being followed: { controller, job (once accepted), classes }
+  liveTimer: null,
+  job: null, // the job whose result is shown: the next round refines it
   result: null, // its mask values
   uncertainty: null, // its uncertainty map, fetched when first shown
 };
@@ -104,7 +107,7 @@ function redraw() {
 function updateControls() {
   const { labels, running, result, options } = state;
   $("segment").disabled = !labels || Boolean(running);
-  $("cancel").hidden = !running?.links; // cancelable once the service has accepted the job
+  $("cancel").hidden = !running?.job; // cancelable once the service has accepted the job
   $("progress").hidden = !running;
   $("undo").disabled = !labels?.canUndo;
   $("redo").disabled = !labels?.canRedo;
@@ -213,6 +216,7 @@ async function openImage(file) {
   }
   clearError();
   const { width, height } = image;
+  supersede();
   Object.assign(state, { file, labels: new LabelMap(width, height) });
   clearResult();
   for (const canvas of [imageLayer, resultLayer, scribbleLayer]) Object.assign(canvas, { width, height });
@@ -299,7 +303,7 @@ for (const type of ["pointerup", "pointercancel"]) {
   scribbleLayer.addEventListener(type, () => {
     if (!state.labels?.stroke) return;
     state.labels.end();
-    updateControls();
+    scribblesChanged();
   });
 }
 scribbleLayer.addEventListener("pointerleave", () => ($("brush-cursor").hidden = true));
@@ -307,7 +311,7 @@ scribbleLayer.addEventListener("pointerleave", () => ($("brush-cursor").hidden =
 function edit(change) {
   if (state.labels && change(state.labels)) {
     drawLabels(scribbleLayer, state.labels.values);
-    updateControls();
+    scribblesChanged();
   }
 }
 
@@ -329,22 +333,69 @@ function showProgress(job) {
   else if (job.status === "running") setStatus(phase ? `Running: ${phase} ${step}/${total}` : "Running");
 }
 
+/** After every edit of the scribbles: in live mode, segment once they rest for LIVE_DELAY_MS. */
+function scribblesChanged() {
+  updateControls();
+  clearTimeout(state.liveTimer);
+  if ($("live").checked && state.labels) state.liveTimer = setTimeout(guarded(segmentLive), LIVE_DELAY_MS);
+}
+
+async function segmentLive() {
+  if (state.labels.classCount >= 2) return segment();
+  supersede();
+  setStatus("Live: paint a second class to segment");
+}
+
+/**
+ * Stop following the current round, if any: a newer edit made it stale. Its requests are
+ * dropped and its job canceled, so the worker moves on to the newer one at its next step.
+ */
+function supersede() {
+  const stale = state.running;
+  if (!stale) return;
+  state.running = null;
+  stale.controller.abort();
+  if (stale.job) discard(stale.job);
+  updateControls();
+}
+
+/** Cancel (or, once ended, delete) a job nobody waits for; a failure leaves it to expire. */
+function discard(job) {
+  request(job.links.self, { method: "DELETE" }).catch(() => {});
+}
+
+/**
+ * One round: submit the strokes so far, then wait for the mask (one long poll, progress
+ * polled beside it only for jobs longer than a poll) and show it, unless a newer round
+ * superseded this one meanwhile.
+ */
 async function segment() {
+  supersede();
   clearError();
-  Object.assign(state, { running: {}, stopped: false });
+  const running = { controller: new AbortController(), job: null, classes: state.labels.classCount };
+  const { signal } = running.controller;
+  state.running = running;
+  const current = () => state.running === running;
   updateControls();
   setStatus("Uploading");
   try {
-    state.running = await submit(state.job?.id);
+    // Not abortable: an aborted POST may still have made a job, which nobody could then cancel.
+    running.job = await submit(state.job?.id);
+    if (!current()) return discard(running.job);
     updateControls();
-    const job = await follow(state.running, showProgress, () => state.stopped);
-    if (job) await showJob(job);
+    const progress = new AbortController();
+    watchProgress(running.job, showProgress, AbortSignal.any([signal, progress.signal]));
+    const end = await jobEnd(running.job, signal).finally(() => progress.abort());
+    if (current()) await showEnd(running, end);
   } catch (error) {
+    if (!current()) return; // superseded: its aborted requests are no error
     setStatus("");
     showError(error);
   } finally {
-    state.running = null;
-    updateControls();
+    if (current()) {
+      state.running = null;
+      updateControls();
+    }
   }
 }
 
@@ -371,25 +422,32 @@ async function submit(previous) {
   }
 }
 
-async function showJob(job) {
-  if (job.status === "failed") {
+/** Show a round's end: its mask (`jobEnd`'s `mask`), or why there is none (`job`, failed or canceled). */
+async function showEnd(running, { mask, job }) {
+  if (job?.status === "failed") {
     setStatus("");
     showError(job.error?.message ?? "the segmentation failed");
-  } else if (job.status === "canceled") {
-    setStatus("Canceled");
-  } else {
-    const mask = await decodeGreyPng(await (await request(job.links.mask)).blob());
-    Object.assign(state, { job, result: mask.values, uncertainty: null });
-    await showUncertainty();
-    const seconds = Object.values(job.timings ?? {}).reduce((sum, t) => sum + t, 0);
-    setStatus(`Done: ${job.classes?.length ?? "?"} classes in ${seconds.toFixed(1)} s. Add strokes and segment again to refine.`);
+    return;
   }
+  if (job) {
+    setStatus("Canceled");
+    return;
+  }
+  const labels = await decodeGreyPng(await mask.blob());
+  if (state.running !== running) return;
+  Object.assign(state, { job: running.job, result: labels.values, uncertainty: null });
+  await showUncertainty();
+  const next = $("live").checked ? "Add strokes: the result follows." : "Add strokes and segment again to refine.";
+  setStatus(`Done: ${running.classes} classes in ${serverSeconds(mask).toFixed(1)} s. ${next}`);
 }
 
 async function cancel() {
-  state.stopped = true;
-  const job = await (await request(state.running.links.self, { method: "DELETE" })).json();
-  setStatus(job.status === "canceled" ? "Canceled" : `The job had already ${job.status}; canceling deleted it`);
+  const { job, controller } = state.running;
+  state.running = null;
+  controller.abort();
+  updateControls();
+  const answer = await (await request(job.links.self, { method: "DELETE" })).json();
+  setStatus(answer.status === "canceled" ? "Canceled" : `The job had already ${answer.status}; canceling deleted it`);
 }
 
 /** Draw the result, fetching the uncertainty map the first time it is asked for. */
@@ -462,6 +520,7 @@ $("redo").addEventListener("click", redo);
 $("clear").addEventListener("click", () => edit((labels) => labels.clear()));
 $("segment").addEventListener("click", guarded(segment));
 $("cancel").addEventListener("click", guarded(cancel));
+$("live").addEventListener("change", scribblesChanged);
 const showOpacity = () => (resultLayer.style.opacity = $("opacity").value);
 $("opacity").addEventListener("input", showOpacity);
 $("show-uncertainty").addEventListener("change", guarded(showUncertainty));

@@ -25,6 +25,13 @@ export class LabelMap {
     return this.undone.length > 0;
   }
 
+  /** How many classes have at least one painted pixel. */
+  get classCount() {
+    const seen = new Uint8Array(256);
+    for (const value of this.values) seen[value] = 1;
+    return seen.reduce((sum, one) => sum + one, 0) - seen[0];
+  }
+
   /** Start a stroke that sets pixels to `value` (0 erases). */
   begin(value) {
     this.stroke = { value, before: new Map() };

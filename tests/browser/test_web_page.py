@@ -32,11 +32,13 @@ COFFEE = [[(85, 48), (110, 55), (132, 60)]]
 class ScribblePage:
     """The page as a user sees it: load, pick, paint, segment, read back."""
 
-    def __init__(self, page) -> None:
+    def __init__(self, page, live: bool = False) -> None:
+        """``live``: keep the page's live mode (on by default); off, the test segments with the button."""
         self.page = page
         # Chromium reports the body of a multipart request with files only to a route that intercepts it.
         page.route("**/segment", lambda route: route.continue_())
         expect(page.locator("#option-fields input").first).to_be_attached()  # GET /options answered
+        page.get_by_label("Live: segment after each stroke").set_checked(live)
 
     def load(self, path) -> None:
         self.page.set_input_files("#image-file", str(path))
@@ -197,6 +199,49 @@ def test_a_finished_segmentation_follows_the_scribbles(scribbler, sample_image, 
     page.screenshot(path=artifacts / "web-page.png")
     if os.environ.get("GDC_UPDATE_DOCS") == "1":
         page.screenshot(path=REPO / "docs" / "web-page.png")
+
+
+def test_live_mode_follows_five_strokes_and_cancels_stale_jobs(open_page, live_server, sample_image):
+    """Live mode on (the default): each stroke segments by itself; a stroke made while a job runs cancels it."""
+    page = open_page(live_server)
+    expect(page.get_by_label("Live: segment after each stroke")).to_be_checked()
+    scribbler = ScribblePage(page, live=True)
+    scribbler.load(sample_image)
+    # Refines that train their whole budget take seconds here, so the next stroke comes while each runs.
+    scribbler.set_options(**SMALL, refine_steps=300, refine_stop_loss=0)
+    posted, deleted = [], []
+    page.on("response", lambda r: posted.append(r) if r.request.method == "POST" and r.url.endswith("/segment") else None)
+    page.on("request", lambda r: deleted.append(r.url.rsplit("/", 1)[1]) if r.method == "DELETE" else None)
+    strokes = [(1, TABLE[0]), (2, CUP[0]), (1, TABLE[1]), (2, CUP[1]), (1, TABLE[2])]
+    is_post = lambda r: r.request.method == "POST" and r.url.endswith("/segment")  # noqa: E731
+
+    scribbler.paint(strokes[0][0], [strokes[0][1]])
+    expect(page.locator("#status")).to_have_text("Live: paint a second class to segment")
+    with page.expect_response(is_post):
+        scribbler.paint(strokes[1][0], [strokes[1][1]])
+    expect(page.locator("#status")).to_contain_text("Done", timeout=SEGMENT_SECONDS * 1000)
+    for value, points in strokes[2:]:
+        with page.expect_response(is_post):  # each accepted before the next stroke starts
+            scribbler.paint(value, [points])
+    expect(page.locator("#status")).to_contain_text("Done", timeout=SEGMENT_SECONDS * 1000)
+
+    ids = [response.json()["id"] for response in posted]
+    assert len(ids) == 4  # one job per stroke, none for the lone first class
+    cold, *stale, last = ids
+    assert "image" in sent_form(posted[0].request) and "previous" not in sent_form(posted[0].request)
+    assert all(sent_form(response.request)["previous"] == cold.encode() for response in posted[1:])  # refines
+    assert set(deleted) == set(stale)
+    for job_id in stale:
+        assert httpx.get(f"{live_server}/jobs/{job_id}").json()["status"] == "canceled"
+    job = httpx.get(f"{live_server}/jobs/{last}").json()
+    assert (job["status"], job["warm"]) == ("succeeded", True)
+    sent = np.asarray(sent_scribbles(posted[-1].request))
+    assert all(sent[y, x] == value for value, points in strokes for x, y in points)  # all five strokes
+
+    mask = np.asarray(Image.open(io.BytesIO(httpx.get(f"{live_server}/jobs/{last}/mask").content)))
+    shown = scribbler.pixels("result")
+    for value in (1, 2):
+        assert np.all(shown[mask == value][:, :3] == scribbler.colour(value))
 
 
 def test_cancel_stops_a_running_job(scribbler, sample_image, live_server):

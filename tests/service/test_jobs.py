@@ -4,6 +4,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 from redis import Redis
 from rq.job import Job
@@ -203,3 +204,51 @@ def test_exif_orientation_is_applied(client, coffee):
     job_id = submit(client, {"image": ("p.jpg", buffer.getvalue()), "scribbles": ("s.png", encode_png(scribbles))})
     job = client.get(f"/jobs/{job_id}").json()  # the scribbles matched the displayed size
     assert (job["width"], job["height"]) == (180, 120)
+
+
+def _waited(client, path: str, seconds: float = 30):
+    """GET ``path?wait=seconds`` on a thread: (future response, its start time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    started = time.monotonic()
+    future = pool.submit(client.get, path, params={"wait": seconds})
+    pool.shutdown(wait=False)
+    return future, started
+
+
+@pytest.mark.parametrize("result", ["", "/mask"])
+def test_a_waiting_request_answers_as_the_job_ends(client, upload, run_queued, result):
+    job_id = submit(client, upload(2))
+    waiting, started = _waited(client, f"/jobs/{job_id}{result}")
+    time.sleep(0.3)
+    assert not waiting.done()  # held while the job is queued
+    run_queued()
+    ended = time.monotonic()
+    answer = waiting.result(timeout=30)
+    assert time.monotonic() - started < 30 and time.monotonic() - ended < 2  # woken by the end, not the deadline
+    if result:
+        assert png(answer).shape == (120, 180)
+        phases = dict(part.split(";dur=") for part in answer.headers["server-timing"].split(", "))
+        assert ENGINE_PHASES <= set(phases) and all(float(ms) >= 0 for ms in phases.values())
+    else:
+        assert answer.json()["status"] == "succeeded" and answer.json()["progress"]["fraction"] == 1.0
+
+
+def test_a_waiting_mask_request_ends_when_its_queued_job_is_canceled(client, upload):
+    job_id = submit(client, upload(2))
+    waiting, started = _waited(client, f"/jobs/{job_id}/mask")
+    time.sleep(0.3)
+    assert client.delete(f"/jobs/{job_id}").json()["status"] == "canceled"
+    answer = waiting.result(timeout=30)
+    assert answer.status_code == 409 and "is canceled" in answer.json()["detail"]
+    assert time.monotonic() - started < 5
+
+
+def test_wait_on_a_job_is_bounded(client, upload):
+    job_id = submit(client, upload(2))
+    started = time.monotonic()
+    answer = client.get(f"/jobs/{job_id}/mask", params={"wait": 0.6})
+    assert answer.status_code == 409 and "is queued" in answer.json()["detail"]
+    assert 0.6 <= time.monotonic() - started < 5
+    assert client.get(f"/jobs/{job_id}", params={"wait": 61}).status_code == 422
