@@ -1,9 +1,12 @@
 """Growing scribbles over SLIC superpixels (Sec. V-A, Fig. 6).
 
 Achanta et al., "SLIC Superpixels Compared to State-of-the-Art Superpixel Methods"
-(TPAMI 2012), as implemented by scikit-image. This module knows nothing of training.
+(TPAMI 2012), as implemented by scikit-image. Before them, the scribbles step: the scribbles as
+class indices at the working size. This module knows nothing of training.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PIL import Image
@@ -70,3 +73,39 @@ def grow_over(labels: np.ndarray, segments: np.ndarray | None) -> np.ndarray:
     expanded = segment_label[segments]
     return np.where(scribbled, labels, expanded).astype(np.int64)
 
+
+def class_indices(scribbles: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(H, W) int64 class indices of a label map: the position of each value in ``classes``, -1 unlabeled (0)."""
+    return np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1)
+
+
+def working_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """The size to segment at: the image's own, or scaled down to at most ``max_pixels``."""
+    scale = min(1.0, math.sqrt(max_pixels / (height * width)))
+    return max(8, math.floor(height * scale)), max(8, math.floor(width * scale))
+
+
+def block_counts(labels: np.ndarray, classes: int, size: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) float32 counts of each class's labelled pixels inside each cell of an h x w grid.
+
+    ``labels`` is (H, W) class indices, -1 unlabeled.
+    """
+    height, width = labels.shape
+    rows = (np.arange(height) * size[0] // height)[:, None]
+    cols = (np.arange(width) * size[1] // width)[None, :]
+    labelled = labels >= 0
+    cell = (labels * size[0] + rows) * size[1] + cols
+    counts = np.bincount(cell[labelled], minlength=classes * size[0] * size[1])
+    return counts.reshape(classes, *size).astype(np.float32)
+
+
+def shrink(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image and class-index labels (-1 unlabeled) at ``size``; scribbles survive any shrink.
+
+    Each cell takes the class with most scribbled pixels in it, so 1-pixel strokes stay.
+    """
+    if size == labels.shape:
+        return image, labels
+    small = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BOX))
+    counts = block_counts(labels, int(labels.max()) + 1, size)
+    return small, np.where(counts.sum(0) > 0, counts.argmax(0), -1)

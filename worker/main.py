@@ -74,7 +74,7 @@ def preload(weights: str, device: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
-    # One tiny segmentation loads the stem (gdc.engine.cached_stem) and what loads lazily: the
+    # One tiny segmentation loads the stem (gdc.features.cached_stem) and what loads lazily: the
     # optimiser's first step imports torch._dynamo, and SLIC, autocast and the max-flow load on
     # first use; without it each worker's first job took 1.3-2.2 s longer.
     image = np.zeros((32, 32, 3), np.uint8)

@@ -5,16 +5,11 @@ import torch
 from gdc.errors import Cancelled, InputError
 from gdc.evaluate import score
 from gdc.options import HEAD_CONVS, SegmentOptions
-from gdc.engine import (
-    block_counts,
-    cached_stem,
-    class_weights,
-    head_dtype,
-    segment,
-    shrink,
-    upsample_bands,
-    working_size,
-)
+from gdc.engine import segment
+from gdc.features import cached_stem
+from gdc.sampling import upsample_bands
+from gdc.scribbles import block_counts, shrink, working_size
+from gdc.training import class_weights, head_dtype
 
 FAST = dict(steps=10, samples=4)
 
@@ -153,10 +148,10 @@ def test_shrinking_keeps_one_pixel_scribbles():
 
 @pytest.mark.parametrize("size", [(68, 92), (9, 10), (17, 23)])
 def test_banded_upsampling_equals_interpolate(size, monkeypatch):
-    import gdc.engine
+    import gdc.sampling
 
     maps = torch.rand(3, 17, 23)
-    monkeypatch.setattr(gdc.engine, "BAND_ELEMENTS", 3 * size[1] * 5)  # several bands
+    monkeypatch.setattr(gdc.sampling, "BAND_ELEMENTS", 3 * size[1] * 5)  # several bands
     banded = torch.cat([band for _, band in upsample_bands(maps, *size)], dim=1)
     expected = torch.nn.functional.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(banded, expected)

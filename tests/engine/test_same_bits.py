@@ -1,0 +1,72 @@
+"""The engine gives the same bits as before it was split into steps (issue 24).
+
+``same_bits.json`` holds SHA-256 digests of the outputs of ``gdc.engine.segment`` as it was
+before the split (one 164-line function), at fixed seeds, on a scene drawn in code from
+scikit-image photos: a cold run that shrinks the image to its working size, and a refine from
+it with more strokes. Any change to what the steps compute, their order or their random draws
+changes a digest. Regenerate with ``python tests/engine/test_same_bits.py`` only when a change
+of the numbers is intended (and say so in the commit).
+
+Floating-point results depend on the CPU's kernels (torch picks them by instruction set) and on
+the thread count, so the run uses one thread and the test skips on a CPU of another capability
+than the one the digests were recorded on.
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gdc.engine import segment
+from gdc.options import SegmentOptions
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import make_scene  # noqa: E402
+
+RECORDED = Path(__file__).with_name("same_bits.json")
+# 96 x 128 is over the smallest max_pixels (10,000), so the cold run shrinks, upsamples and runs the edge step at full size.
+COLD = SegmentOptions(seed=3, steps=6, samples=12, precision="float32", max_pixels=10_000)
+REFINE = COLD.model_copy(update={"refine_steps": 5, "refine_samples": 3, "edges": False, "refine_stop_loss": 0.0})
+
+
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def outputs() -> dict:
+    """Digests of the cold run's and the refine's labels, probabilities and uncertainty."""
+    image, _, scribbles = make_scene(3, shape=(96, 128))
+    first = scribbles.copy()
+    first[:, 64:] = 0  # the first round has the left half of the strokes
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cold = segment(image, first, COLD)
+        refined = segment(image, scribbles, REFINE, previous=cold.warm_start)
+    finally:
+        torch.set_num_threads(threads)
+    assert refined.warm
+    return {
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        **{
+            f"{name}.{part}": digest(getattr(result, part))
+            for name, result in (("cold", cold), ("refine", refined))
+            for part in ("labels", "probabilities", "uncertainty")
+        },
+        "cold.steps": cold.steps,
+        "refine.steps": refined.steps,
+    }
+
+
+def test_segment_gives_the_recorded_bits():
+    recorded = json.loads(RECORDED.read_text())
+    if torch.backends.cpu.get_cpu_capability() != recorded["cpu"]:
+        pytest.skip(f"digests recorded on a {recorded['cpu']} CPU; this one is {torch.backends.cpu.get_cpu_capability()}")
+    assert outputs() == recorded
+
+
+if __name__ == "__main__":
+    RECORDED.write_text(json.dumps(outputs(), indent=1) + "\n")
