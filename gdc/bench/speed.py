@@ -10,6 +10,12 @@ Three measurements, in one run so that their ratios share the machine's load:
 * **The service**: ``gdc serve --workers N`` (embedded Redis, one torch thread per
   worker) for each N of ``--workers``: jobs/s over ``--jobs`` jobs of that photo submitted
   at once, and for the last N one job's end-to-end time quiet and beside a busy core.
+* **Rounds** (``--rounds``): what a person painting waits for, with ``gdc serve`` and one
+  worker: a first round (half of each class's strokes, a cold job) and a refine (all strokes,
+  ``previous`` the first), each from the web page's Segment button to the mask on screen
+  (headless Chromium, :mod:`gdc.bench.page`) and as an HTTP round trip (POST /segment, then
+  GET /jobs/{id}/mask?wait, the mask's bytes in hand); the same two rounds in-process sit
+  beside GrabCut in the photo's measurement.
 * **Sizes** (``--sizes``): per-phase time and peak memory from 0.1 to 4 megapixels, each
   size in a fresh process so its peak memory is its own, on a photo that scikit-image
   ships with three classes of thin scribbles drawn in code.
@@ -123,14 +129,21 @@ def run_once(encoded: bytes, scribbles: np.ndarray, options) -> dict[str, float]
 
 
 def measure_photo(encoded: bytes, scribbles: np.ndarray, options, repeats: int) -> dict:
-    """gdc's engine time and GrabCut's on one image, quiet and beside a busy core: medians and ratios."""
+    """gdc's engine time and GrabCut's on one image, quiet and beside a busy core: medians and ratios.
+
+    ``gdc_refine`` is the second of two rounds: all of ``scribbles`` refining a first round on half
+    of each class's strokes (:func:`gdc.bench.refine.first_half`).
+    """
     from ..engine import segment
     from ..imageio import read_image
     from .peers import grabcut_labels
+    from .refine import first_half
 
     image = read_image(encoded)
+    first_round = segment(image, first_half(scribbles), options).warm_start
     methods = {
         "gdc": lambda: segment(image, scribbles, options).timings,
+        "gdc_refine": lambda: segment(image, scribbles, options, previous=first_round).timings,
         "grabcut": lambda: grabcut_labels(image, scribbles),
     }
     for label in methods.values():
@@ -153,6 +166,7 @@ def measure_photo(encoded: bytes, scribbles: np.ndarray, options, repeats: int) 
         seconds=median,
         gdc_phases={phase: statistics.median(run[phase] for run in phases) for phase in phases[0]},
         gdc_over_grabcut=median["gdc_quiet"] / median["grabcut_quiet"],
+        refine_over_grabcut=median["gdc_refine_quiet"] / median["grabcut_quiet"],
         gdc_busy_over_quiet=median["gdc_busy"] / median["gdc_quiet"],
         grabcut_busy_over_quiet=median["grabcut_busy"] / median["grabcut_quiet"],
     )
@@ -235,6 +249,52 @@ def measure_service(
     return record
 
 
+def measure_rounds(encoded: bytes, scribbles: np.ndarray, options, repeats: int, threads: int) -> dict:
+    """Seconds a person waits for round 1 and a refine through ``gdc serve`` with one worker (medians of ``repeats``).
+
+    ``http``: POST /segment, then GET the mask with ``?wait`` (one kept-alive connection, as a script's
+    client would). ``page``: the web page, when Chromium and Playwright are here (:mod:`gdc.bench.page`).
+    """
+    import httpx
+
+    from ..imageio import encode_png
+    from . import page
+    from .refine import first_half
+
+    first = first_half(scribbles)
+    job_options = dict(steps=options.steps, samples=options.samples, sigma=options.sigma,
+                       superpixel_size=options.superpixel_size, conv=options.conv)
+    seconds = {"round1": [], "refine": []}
+
+    def round_trip(client: httpx.Client, files: dict, data: dict) -> tuple[str, float]:
+        started = time.perf_counter()
+        posted = client.post("/segment", files=files, data=data)
+        posted.raise_for_status()
+        job_id = posted.json()["id"]
+        client.get(f"/jobs/{job_id}/mask", params={"wait": 60}).raise_for_status()
+        return job_id, time.perf_counter() - started
+
+    with running_service(1, threads) as url, httpx.Client(base_url=url, timeout=120) as client:
+        for repeat in range(repeats + 1):  # the first pair warms up the worker and the connection
+            data = {key: str(value) for key, value in job_options.items()} | {"seed": str(repeat)}
+            job_id, cold = round_trip(client, {"image": encoded, "scribbles": encode_png(first)}, data)
+            _, warm = round_trip(client, {"scribbles": encode_png(scribbles)}, data | {"previous": job_id})
+            if repeat:
+                seconds["round1"].append(cold)
+                seconds["refine"].append(warm)
+        record = {"http": {name: statistics.median(runs) for name, runs in seconds.items()}}
+        missing = page.available()
+        if missing:
+            print(f"  (the web page is not timed: {missing})", file=sys.stderr)
+        else:
+            with tempfile.NamedTemporaryFile(suffix=".jpg") as image_file:
+                image_file.write(encoded)
+                image_file.flush()
+                shown = page.page_rounds(url, Path(image_file.name), first, scribbles, repeats)
+            record["page"] = {name: statistics.median(runs) for name, runs in shown.items()}
+    return record
+
+
 def measure_size(megapixels: float, repeats: int, options) -> dict:
     """Median phase times over ``repeats`` runs after one warm-up, and this process's peak memory."""
     import torch
@@ -246,6 +306,7 @@ def measure_size(megapixels: float, repeats: int, options) -> dict:
     runs = [run_once(encoded, scribbles, options) for _ in range(repeats)]
     phases = {phase: statistics.median(run.get(phase, 0.0) for run in runs) for phase in PHASES}
     record = dict(
+        requested_megapixels=megapixels,
         megapixels=scribbles.size / 1e6,
         width=scribbles.shape[1],
         height=scribbles.shape[0],
@@ -258,18 +319,22 @@ def measure_size(megapixels: float, repeats: int, options) -> dict:
     return record
 
 
-def growth_slope(records: list[dict], up_to_megapixels: float = float("inf")) -> float:
-    """The exponent b of total time ∝ pixels^b, fitted in log-log space (1 is linear).
+def growth_slope(records: list[dict], low: float = 0.0, high: float = float("inf")) -> float | None:
+    """The exponent b of total time ∝ pixels^b over the sizes asked for in [low, high], fitted in log-log space.
 
-    Only sizes up to ``up_to_megapixels`` count: beyond the engine's working-size cap the
-    time is nearly flat, which would flatter the fit.
+    1 is linear. None with fewer than two such sizes. Sizes count as asked for (``--sizes``), since
+    the scene generated for "1" MP holds slightly more than 10^6 pixels.
     """
-    kept = [r for r in records if r["megapixels"] <= up_to_megapixels]
+    kept = [r for r in records if low <= r["requested_megapixels"] <= high]
     if len(kept) < 2:
-        return float("nan")
+        return None
     pixels = np.log([r["megapixels"] for r in kept])
     seconds = np.log([r["total"] for r in kept])
     return float(np.polyfit(pixels, seconds, 1)[0])
+
+
+def _exponent(slope: float | None) -> str:
+    return "n/a (fewer than two sizes)" if slope is None else f"pixels^{slope:.2f}"
 
 
 def machine() -> str:
@@ -326,7 +391,7 @@ def plot(report: dict, path: Path) -> None:
             axis.set_xticks(range(len(records)), [f"{r['megapixels']:.1f}" for r in records])
             axis.set_xlabel("megapixels")
             axis.set_ylabel("seconds per image")
-            axis.set_title(f"per phase (time ∝ pixels^{report['slope']:.2f})")
+            axis.set_title(f"per phase (up to the working size: time ∝ {_exponent(report['slope'])})")
             axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -348,6 +413,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"  one core busy:  gdc {s['gdc_busy']:.3f} s ({photo['gdc_busy_over_quiet']:.2f}x quiet), "
           f"GrabCut {s['grabcut_busy']:.3f} s ({photo['grabcut_busy_over_quiet']:.2f}x quiet)")
     print("  gdc phases: " + ", ".join(f"{phase} {seconds:.3f}" for phase, seconds in photo["gdc_phases"].items()))
+    print(f"  refine (all strokes after half of them): gdc {s['gdc_refine_quiet']:.3f} s: "
+          f"gdc refine / GrabCut = {photo['refine_over_grabcut']:.2f}")
+    if args.rounds:
+        rounds = measure_rounds(encoded, scribbles, options, args.repeats, args.worker_threads)
+        report["rounds"] = rounds
+        print(f"what a person waits for (gdc serve, 1 worker, medians of {args.repeats}), beside the engine in-process:")
+        print(f"  {'':<9} {'page click to mask':>19} {'HTTP round trip':>16} {'engine':>8} {'/ GrabCut':>10}")
+        for name, engine in (("round1", s["gdc_quiet"]), ("refine", s["gdc_refine_quiet"])):
+            shown = f"{rounds['page'][name]:.3f} s" if "page" in rounds else "-"
+            print(f"  {name:<9} {shown:>19} {rounds['http'][name]:14.3f} s {engine:6.3f} s "
+                  f"{engine / s['grabcut_quiet']:10.2f}")
     worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
     if worker_counts:
         runs = [
@@ -376,10 +452,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{megapixels} MP: {records[-1]['total']:.2f} s", file=sys.stderr)
     if records:
         cap = options.max_pixels / 1e6
-        report.update(sizes=records, slope=growth_slope(records, cap), slope_up_to_mp=cap)
+        report.update(sizes=records, slope=growth_slope(records, high=cap), slope_up_to_mp=cap,
+                      slope_above=growth_slope(records, low=cap))
         print(table(records))
-        print(f"up to the {cap:g} MP working size, time grows as pixels^{report['slope']:.2f} (1.00 is linear); "
-              "larger images are segmented at that size, so only decoding and upsampling grow")
+        print(f"up to the {cap:g} MP working size time grows as {_exponent(report['slope'])} (1.00 is linear); "
+              f"from it on, where the engine works at that size and only decoding, upsampling and the edges' "
+              f"full-resolution band grow, as {_exponent(report['slope_above'])}")
     report["machine"] = machine()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -403,6 +481,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--workers", default="1,2", help="worker counts of gdc serve to measure jobs/s for (default 1,2; empty: skip)")
     parser.add_argument("--worker-threads", type=thread_count, default=DEFAULT_THREADS,
                         help=f"torch threads of each worker (default {DEFAULT_THREADS})")
+    parser.add_argument("--rounds", action=argparse.BooleanOptionalAction, default=True,
+                        help="time round 1 and a refine through gdc serve: the web page and HTTP (default on)")
     parser.add_argument("--jobs", type=int, default=8, help="jobs submitted at once per worker count (default 8)")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"megapixels to measure (default {DEFAULT_SIZES}; empty: skip)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement, after a warm-up (default 3)")

@@ -17,13 +17,9 @@ import httpx
 import pytest
 from PIL import Image
 
+from gdc.bench.page import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import free_port, stop_process
 
-CHROMIUM = Path(os.environ.get("GDC_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 START_SECONDS = 180  # the worker imports torch and loads the stem before it counts as live
 

@@ -5,19 +5,26 @@ import time
 import numpy as np
 import pytest
 
+from gdc.bench import page
 from gdc.bench.speed import PHASES, busy_core, growth_slope, test_scene as make_test_scene
 from gdc.cli import main
 
 
+def sized(megapixels: float, total: float) -> dict:
+    # The scene asked for at 1 MP holds 1225 x 817 pixels: a little over the 1 MP cap.
+    return dict(requested_megapixels=megapixels, megapixels=megapixels * 1.0008, total=total)
+
+
 def test_growth_slope_recovers_the_exponent():
-    records = [dict(megapixels=m, total=0.3 * m**1.2) for m in (0.1, 0.5, 2.0)]
+    records = [sized(m, 0.3 * m**1.2) for m in (0.1, 0.5, 2.0)]
     assert growth_slope(records) == pytest.approx(1.2)
 
 
-def test_growth_slope_leaves_out_sizes_past_the_working_size_cap():
-    records = [dict(megapixels=m, total=0.3 * min(m, 1.0) ** 1.2) for m in (0.1, 0.5, 1.0, 4.0, 24.0)]
-    assert growth_slope(records, up_to_megapixels=1.0) == pytest.approx(1.2)
-    assert growth_slope(records) < 0.7
+def test_growth_slope_splits_at_the_working_size_cap_by_the_sizes_asked_for():
+    records = [sized(m, 0.3 * min(m, 1.0) ** 1.2 + 0.01 * m) for m in (0.25, 1.0, 4.0, 12.0)]
+    assert growth_slope(records, high=1.0) == pytest.approx(1.2, abs=0.05)
+    assert growth_slope(records, low=1.0) < 0.3
+    assert growth_slope(records[:1], high=1.0) is None  # one size: no exponent, not nan
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -39,15 +46,19 @@ def test_busy_core_keeps_a_process_spinning_while_it_lasts():
 
 def test_bench_speed_compares_grabcut_busy_core_service_and_sizes(tiny_dataset, tmp_path, capsys):
     code = main(["bench", "speed", "--data", str(tiny_dataset), "--scribbles", "marks", "--image", "a",
-                 "--sizes", "0.02,0.04", "--repeats", "1", "--workers", "1", "--jobs", "2",
+                 "--sizes", "0.02,0.04", "--repeats", "1", "--workers", "1", "--jobs", "2", "--rounds",
                  "--steps", "2", "--samples", "2", "--output-dir", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "speed-cpu.json").read_text())
     photo = report["photo"]
     assert photo["name"] == "a" and (photo["width"], photo["height"]) == (160, 120)
     seconds = photo["seconds"]
-    assert set(seconds) == {"gdc_quiet", "gdc_busy", "grabcut_quiet", "grabcut_busy"}
+    assert set(seconds) == {f"{name}_{load}" for name in ("gdc", "gdc_refine", "grabcut") for load in ("quiet", "busy")}
     assert photo["gdc_over_grabcut"] == pytest.approx(seconds["gdc_quiet"] / seconds["grabcut_quiet"])
+    assert photo["refine_over_grabcut"] == pytest.approx(seconds["gdc_refine_quiet"] / seconds["grabcut_quiet"])
+    rounds = report["rounds"]
+    assert set(rounds) == {"http"} | ({"page"} if page.available() is None else set())
+    assert all(rounds[way][name] > 0 for way in rounds for name in ("round1", "refine"))
     assert photo["gdc_busy_over_quiet"] == pytest.approx(seconds["gdc_busy"] / seconds["gdc_quiet"])
     assert set(photo["gdc_phases"]) >= {"superpixels", "features", "optimise", "sample"}
     (run,) = report["service"]["runs"]
@@ -58,19 +69,20 @@ def test_bench_speed_compares_grabcut_busy_core_service_and_sizes(tiny_dataset, 
         assert set(record["phases"]) == set(PHASES)
         assert record["total"] == pytest.approx(sum(record["phases"].values()), rel=0.2)
         assert record["peak_rss_mb"] > 50
-    assert np.isfinite(report["slope"])
+    assert np.isfinite(report["slope"]) and report["slope_above"] is None
     assert (tmp_path / "speed-cpu.png").stat().st_size > 1000
     out = capsys.readouterr().out
     assert "gdc / GrabCut =" in out and "one core busy" in out and "jobs/s" in out and "time grows as pixels^" in out
+    assert "page click to mask" in out and "HTTP round trip" in out
 
 
 def test_bench_speed_without_service_or_sizes_times_the_photo_alone(tiny_dataset, tmp_path):
     code = main(["bench", "speed", "--data", str(tiny_dataset), "--scribbles", "marks", "--image", "a",
-                 "--sizes", "", "--workers", "", "--repeats", "1", "--steps", "2", "--samples", "2",
+                 "--sizes", "", "--workers", "", "--no-rounds", "--repeats", "1", "--steps", "2", "--samples", "2",
                  "--output-dir", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "speed-cpu.json").read_text())
-    assert "photo" in report and "service" not in report and "sizes" not in report
+    assert "photo" in report and not {"service", "rounds", "sizes"} & set(report)
 
 
 def test_bench_speed_needs_a_two_class_photo_for_grabcut(tiny_dataset, tmp_path, capsys):
