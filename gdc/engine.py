@@ -135,13 +135,14 @@ def segment(
         mean = sample_mean(head, features, samples, dtype, hooks)
 
     with hooks.timed("upsample"):
-        probabilities, uncertainty, labels = full_resolution(mean, classes, height, width)
+        probabilities, uncertainty, top = full_resolution(mean, height, width)
 
     if options.edges:
         hooks.report("edges", 0, 1)
         with hooks.timed("edges"):
-            labels = edges_step(image, probabilities, marks, classes, options.edge_strength)
+            top = edges_step(image, probabilities, top, marks, options.edge_strength)
         hooks.report("edges", 1, 1)
+    labels = np.asarray(classes, dtype=np.uint8)[top]
 
     return SegmentResult(
         labels=labels,
@@ -166,12 +167,13 @@ def superpixels_step(image: np.ndarray, options: SegmentOptions) -> np.ndarray |
     )
 
 
-def edges_step(image: np.ndarray, probabilities: np.ndarray, marks: np.ndarray, classes, strength: float) -> np.ndarray:
-    """(H, W) uint8 labels whose borders follow the full-resolution image's edges.
+def edges_step(image: np.ndarray, probabilities: np.ndarray, top: np.ndarray, marks: np.ndarray, strength: float) -> np.ndarray:
+    """(H, W) uint8 class indices whose borders follow the full-resolution image's edges.
 
     ``marks`` are the scribbles as (H, W) class indices (-1 unlabeled), kept as they are;
-    ``probabilities`` (K, H, W) are exchanged in place to agree with the new labels.
+    ``probabilities`` (K, H, W) are exchanged in place to agree with the new labels, ``top``
+    being their argmax before.
     """
     refined = edge_aware_labels(image, probabilities, marks.astype(np.int16), strength)
-    make_consistent(probabilities, refined)
-    return np.asarray(classes, dtype=np.uint8)[refined]
+    make_consistent(probabilities, refined, top)
+    return refined

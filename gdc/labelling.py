@@ -91,21 +91,20 @@ def edge_aware_labels(
     return labels
 
 
-def make_consistent(probabilities: np.ndarray, labels: np.ndarray) -> None:
+def make_consistent(probabilities: np.ndarray, labels: np.ndarray, top: np.ndarray) -> None:
     """Exchange, in place, each pixel's top probability with its label's, so the argmax is ``labels``.
 
     The exchange keeps each pixel's set of values, so its entropy (the engine's uncertainty)
-    stays the head's. Runs a band of rows at a time to bound memory on large images.
+    stays the head's. ``top`` is the (K, H, W) C-contiguous ``probabilities``' argmax over
+    classes; only the pixels where it differs from ``labels`` change, a few along the borders.
     """
-    classes, height, width = probabilities.shape
-    band_rows = max(1, (1 << 22) // width)
-    for start in range(0, height, band_rows):
-        band = probabilities[:, start : start + band_rows]
-        label = labels[start : start + band_rows].astype(np.intp)[None]
-        top = band.argmax(0)[None]
-        top_value = np.take_along_axis(band, top, 0)
-        np.put_along_axis(band, top, np.take_along_axis(band, label, 0), 0)
-        np.put_along_axis(band, label, top_value, 0)
+    changed = np.flatnonzero(labels != top)
+    flat = probabilities.reshape(probabilities.shape[0], -1)
+    assert np.shares_memory(flat, probabilities), "probabilities must be C-contiguous to change in place"
+    was_top, label = top.reshape(-1)[changed], labels.reshape(-1)[changed]
+    top_value = flat[was_top, changed]
+    flat[was_top, changed] = flat[label, changed]
+    flat[label, changed] = top_value
 
 
 def _coarse_to_fine(image, probabilities, scribbles, strength, colour) -> np.ndarray:
