@@ -74,6 +74,7 @@ def edge_aware_labels(
     """
     height, width = scribbles.shape
     large = height * width > max_pixels
+    full_image, full_probabilities = image, probabilities
     if large:
         rows, cols = _cells(height, width, max_pixels)
         image, probabilities, scribbles_here = _downsampled(image, probabilities, scribbles, rows, cols)
@@ -84,9 +85,14 @@ def edge_aware_labels(
         labels = _lowest_unary(probabilities, colour)
     else:
         labels = _coarse_to_fine(image, probabilities, scribbles_here, strength, colour)
-    if large:
-        labels = labels[rows][:, cols]
     marked = scribbles >= 0
+    if large:
+        labels = np.ascontiguousarray(labels[rows][:, cols])  # written in place below
+        labels[marked] = scribbles[marked]
+        if strength:
+            table = None if colour is None else colour[0]
+            reach = FINE_RADIUS + math.ceil(math.sqrt(height * width / max_pixels))  # and a cell of the labels
+            _border_band(full_image, full_probabilities, scribbles, labels, strength, table, reach)
     labels[marked] = scribbles[marked]
     return labels
 
@@ -124,18 +130,35 @@ def _coarse_to_fine(image, probabilities, scribbles, strength, colour) -> np.nda
     beta = _contrast(differences)
     small_colour = None if colour is None else (colour[0], _colour_bins(small_image))
     start = np.where(small_scribbles >= 0, small_scribbles, _lowest_unary(small_probabilities, small_colour))
+    coarse_free = small_scribbles < 0
     coarse = _minimise(
-        _differences(small_image),
-        beta,
-        small_probabilities,
+        _neighbour_pairs(_differences(small_image), beta, coarse_free, strength / COARSENING),
+        _unaries(small_probabilities, small_colour, np.flatnonzero(coarse_free)),
         start.astype(np.uint8),
-        small_scribbles < 0,
-        strength / COARSENING,
-        colour=small_colour,
+        coarse_free,
     )
     labels = np.where(scribbles >= 0, scribbles, coarse[rows][:, cols]).astype(np.uint8)
     free = _near_changes(labels) & (scribbles < 0)
-    return _minimise(differences, beta, probabilities, labels, free, strength, FINE_RADIUS, colour)
+    pairs = _neighbour_pairs(differences, beta, free, strength)
+    return _minimise(pairs, _unaries(probabilities, colour, np.flatnonzero(free)), labels, free, FINE_RADIUS)
+
+
+def _border_band(image, probabilities, scribbles, labels, strength, table, reach: int) -> None:
+    """The fine pass of :func:`_coarse_to_fine` on a large image's full resolution, in place on ``labels``.
+
+    ``labels`` were found at MAX_PIXELS and upsampled, so their borders stand on cells of a few
+    pixels; this frees the pixels within ``reach`` of a border (FINE_RADIUS and a cell) and moves
+    the borders, by at most that, to the image's edges. The neighbour pairs, colour bins and unaries are computed for
+    those pixels alone, and β from a sample of rows, so time and memory follow the borders'
+    length rather than the image's area.
+    """
+    free = _near_changes(labels, reach) & (scribbles < 0)
+    pixels = np.flatnonzero(free)
+    unary = _unaries(probabilities, None, pixels)
+    if table is not None:
+        unary += table[:, _colour_bins(image.reshape(-1, 3)[pixels])].T
+    pairs = _band_pairs(image, _sampled_contrast(image), free, strength)
+    _minimise(pairs, unary, labels, free, reach)
 
 
 def _colour_bins(image: np.ndarray) -> np.ndarray:
@@ -218,12 +241,12 @@ def _downsampled(image, probabilities, scribbles, rows, cols):
     return small_image, small_probabilities, small_scribbles
 
 
-def _near_changes(labels: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels within FINE_RADIUS of a change of ``labels``."""
+def _near_changes(labels: np.ndarray, radius: int = FINE_RADIUS) -> np.ndarray:
+    """(H, W) bool: pixels within ``radius`` of a change of ``labels``."""
     changes = np.zeros(labels.shape, bool)
     changes[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     changes[1:] |= labels[1:] != labels[:-1]
-    return maximum_filter(changes, size=2 * FINE_RADIUS + 1)
+    return maximum_filter(changes, size=2 * radius + 1)
 
 
 def _differences(image: np.ndarray) -> list:
@@ -256,23 +279,59 @@ def _neighbour_pairs(differences: list, beta: float, free: np.ndarray, strength:
     return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(weights).astype(np.float64)
 
 
-def _minimise(differences, beta, probabilities, labels, free, strength, reach=None, colour=None) -> np.ndarray:
+def _sampled_contrast(image: np.ndarray, every: int = 16) -> float:
+    """:func:`_contrast` from the neighbour pairs within every ``every``-th pair of rows: a large image's β
+    without all its differences."""
+    total = count = 0.0
+    for top in range(0, image.shape[0] - 1, every):
+        for *_, squared in _differences(image[top : top + 2]):
+            total += float(squared.sum(dtype=np.float64))
+            count += squared.size
+    return 1 / (2 * max(total / max(count, 1), 1e-6))
+
+
+def _band_pairs(image: np.ndarray, beta: float, free: np.ndarray, strength: float):
+    """:func:`_neighbour_pairs` computed from the image at the free pixels' pairs alone (a large image's few)."""
+    height, width = free.shape
+    ys, xs = np.nonzero(free)
+    colours = image.reshape(-1, 3)
+    firsts, seconds, weights = [], [], []
+    for dy, dx in NEIGHBOURS:
+        for sign in (1, -1):  # the free pixel first, then second; a pair of two free pixels counts once
+            other_y, other_x = ys + sign * dy, xs + sign * dx
+            inside = (other_y >= 0) & (other_y < height) & (other_x >= 0) & (other_x < width)
+            own, other = ys[inside] * width + xs[inside], other_y[inside] * width + other_x[inside]
+            if sign < 0:
+                held = ~free.reshape(-1)[other]
+                own, other = other[held], own[held]
+            squared = ((colours[own].astype(np.float32) - colours[other]) ** 2).sum(-1)
+            firsts.append(own)
+            seconds.append(other)
+            weights.append(strength / math.hypot(dy, dx) * np.exp(-beta * squared))
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(weights).astype(np.float64)
+
+
+def _slots(pixels: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Position of each of ``indices`` in the sorted ``pixels``, -1 where absent (no image-sized table)."""
+    position = np.minimum(np.searchsorted(pixels, indices), max(pixels.size - 1, 0))
+    return np.where(pixels[position] == indices, position, -1) if pixels.size else np.full(indices.shape, -1)
+
+
+def _minimise(pairs, unary, labels, free, reach=None) -> np.ndarray:
     """Fusion moves from ``labels`` over the ``free`` pixels, one per class; the (H, W) uint8 result.
 
+    ``pairs`` are :func:`_neighbour_pairs`' (p, q, weight) of the pairs touching a free pixel,
+    ``unary`` the (n, K) unaries of the n free pixels in raster order (:func:`_unaries`).
     Pixels not free keep their label and enter the free ones' energy as fixed neighbours.
     With ``reach``, a move towards class α frees only pixels within that many pixels of
     one labelled α: borders then move by at most ``reach``, at the cost of the border alone.
-    ``colour`` is :func:`_colour_unaries`' (table, bins) for these pixels, or None.
     """
-    classes = probabilities.shape[0]
+    classes = unary.shape[1]
     flat = labels.reshape(-1)  # a view: moves write through to ``labels``
+    assert np.shares_memory(flat, labels), "labels must be C-contiguous to change in place"
     pixels = np.flatnonzero(free)
-    slot = np.full(flat.size, -1, np.int64)
-    slot[pixels] = np.arange(pixels.size)
-    unary = _unaries(probabilities, colour, pixels)
     ranked = np.argsort(unary, axis=1)[:, :2]  # each free pixel's two likeliest classes
-    pairs = _neighbour_pairs(differences, beta, free, strength)
-    pairs = (*pairs, slot[pairs[0]], slot[pairs[1]])
+    pairs = (*pairs, _slots(pixels, pairs[0]), _slots(pixels, pairs[1]))
     # One sweep over the classes (a second moved icg-dev's mIoU by 0.2 at twice the time); with
     # two classes the move towards class 1 chooses freely between both, so it alone is exact.
     for alpha in range(classes) if classes > 2 else (1,):
