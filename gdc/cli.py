@@ -31,7 +31,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .engine import segment
     from .imageio import colour_table, encode_png, overlay, read_image, read_scribbles
 
-    options = engine_options(args, seed=args.seed)
+    options = engine_options(args)
     started = time.perf_counter()
     image = read_image(args.image)
     scribbles, colours = read_scribbles(args.scribbles)
@@ -96,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--probs", help="write per-class probabilities (K, H, W) float32 as .npy")
     seg.add_argument("--overlay", help="write the image tinted by class as PNG")
     seg.add_argument("--uncertainty", help="write the uncertainty map as a grey PNG")
-    seg.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     seg.add_argument("--timings", action="store_true", help="print the time of each phase and the total")
     add_engine_options(seg)
     seg.set_defaults(func=cmd_segment)

@@ -85,7 +85,7 @@ def segment(
         ``options.refine_steps`` steps, instead of ``options.steps`` at ``options.lr``;
         and ``options.refine_samples`` stochastic passes average instead of ``options.samples``.
         Ignored (a cold start) when the image or the options it depends on differ
-        (:data:`gdc.warm.REUSED_WITH`).
+        (:func:`gdc.options.reused_options`).
 
     Returns:
       A :class:`SegmentResult` at the image's full resolution.

@@ -31,7 +31,11 @@ def test_images_sharing_a_stem_are_refused(tmp_path):
 
 
 def test_options_a_server_sets_itself_are_refused():
-    accepted = {"fields": {"steps": {}, "samples": {}, "sigma": {}, "superpixel_size": {}, "seed": {}}}
+    accepted = {
+        "fields": {"steps": {}, "samples": {}, "sigma": {}, "superpixel_size": {}, "seed": {}},
+        "switches": {"edges": True},
+        "choices": {"conv": {}},
+    }
     assert server_options(argparse.Namespace(steps=3, conv="gdc", sigma=None), accepted) == {"steps": 3, "conv": "gdc"}
     with pytest.raises(InputError, match="chooses --device, --feature-stride itself; give them with --local"):
         server_options(argparse.Namespace(steps=3, device="cuda", feature_stride=2), accepted)
