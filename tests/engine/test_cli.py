@@ -130,3 +130,13 @@ def test_a_wait_policy_the_user_set_is_kept(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     passive_openmp()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_an_image_too_large_to_decode_is_one_line_and_exit_2(tmp_path, capsys):
+    from tests.service.conftest import png_claiming
+
+    (tmp_path / "huge.png").write_bytes(png_claiming(30000, 30000))
+    code = main(["segment", str(tmp_path / "huge.png"), str(tmp_path / "huge.png"), "-o", str(tmp_path / "mask.png")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1
+    assert error.startswith(f"gdc: error: image {tmp_path / 'huge.png'} is too large to decode")
