@@ -37,7 +37,7 @@ from .coco import coco_instances, read_class_names
 from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
 from .options import SegmentOptions
-from .threads import DEFAULT_THREADS, usable_cores
+from .threads import DEFAULT_THREADS, set_threads, usable_cores
 
 JOURNAL = "journal.jsonl"
 # How often a thread waiting on a job looks whether the run was interrupted.
@@ -249,11 +249,10 @@ def _start_local_process(threads: int) -> None:
     the parent."""
     import signal
 
-    import torch
     import torch._dynamo  # noqa: F401  imported by torch.optim on its first step: here once, not in a job
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def label_locally(pair: Pair, options: dict, out_dir: Path) -> None:

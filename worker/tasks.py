@@ -108,6 +108,7 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
             progress=ProgressWriter(job, settings.progress_interval),
             cancel=stop_requested,
             previous=warm_start,
+            threads=settings.worker_threads,
         )
         if previous is not None:
             save_warm(job, result.warm)

@@ -412,13 +412,11 @@ def add_parser(commands) -> None:
 
 
 if __name__ == "__main__":  # one size, in its own process: python -m gdc.bench.speed SPEC_JSON
-    from ..threads import passive_openmp
+    from ..threads import passive_openmp, set_threads
 
     passive_openmp()
-    import torch
-
     from ..options import SegmentOptions
 
     spec = json.loads(sys.argv[1])
-    torch.set_num_threads(spec["threads"])
+    set_threads(spec["threads"])
     print(json.dumps(measure_size(spec["megapixels"], spec["repeats"], SegmentOptions(**spec["options"]))))

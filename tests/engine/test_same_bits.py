@@ -8,7 +8,7 @@ changes a digest. Regenerate with ``python tests/engine/test_same_bits.py`` only
 of the numbers is intended (and say so in the commit).
 
 Floating-point results depend on the CPU's kernels (torch picks them by instruction set) and on
-the thread count, so the run uses one thread and the test skips on a CPU of another capability
+the thread count, so the runs use one thread and the test skips on a CPU of another capability
 than the one the digests were recorded on.
 """
 import hashlib
@@ -41,13 +41,8 @@ def outputs() -> dict:
     image, _, scribbles = make_scene(3, shape=(96, 128))
     first = scribbles.copy()
     first[:, 64:] = 0  # the first round has the left half of the strokes
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cold = segment(image, first, COLD)
-        refined = segment(image, scribbles, REFINE, previous=cold.warm_start)
-    finally:
-        torch.set_num_threads(threads)
+    cold = segment(image, first, COLD, threads=1)
+    refined = segment(image, scribbles, REFINE, previous=cold.warm_start, threads=1)
     assert refined.warm
     return {
         "cpu": torch.backends.cpu.get_cpu_capability(),
