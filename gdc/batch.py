@@ -37,7 +37,7 @@ from .coco import coco_instances, read_class_names
 from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
 from .options import SegmentOptions
-from .threads import DEFAULT_THREADS, set_threads, usable_cores
+from .threads import DEFAULT_THREADS, usable_cores
 
 JOURNAL = "journal.jsonl"
 # How often a thread waiting on a job looks whether the run was interrupted.
@@ -250,6 +250,8 @@ def _start_local_process(threads: int) -> None:
     import signal
 
     import torch._dynamo  # noqa: F401  imported by torch.optim on its first step: here once, not in a job
+
+    from .torch_threads import set_threads
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(threads)

@@ -19,7 +19,7 @@ from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, refine, speed
 from .bench import batch as batch_bench
 from .errors import InputError
-from .threads import passive_openmp, set_threads
+from .threads import passive_openmp
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:  # the engine commands'
+            from .torch_threads import set_threads
+
             set_threads(args.threads)
         return args.func(args)
     except (InputError, FileNotFoundError) as error:

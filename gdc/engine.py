@@ -29,7 +29,7 @@ from .labelling import edge_aware_labels, make_consistent
 from .options import SegmentOptions
 from .sampling import full_resolution, sample_mean
 from .scribbles import class_indices, grow_over, shrink, superpixels, working_size
-from .threads import with_thread_policy
+from .torch_threads import with_thread_policy
 from .training import cell_targets, head_dtype, start_head, train_head
 from .warm import WarmStart, fingerprint
 
@@ -89,7 +89,7 @@ def segment(
         Ignored (a cold start) when the image or the options it depends on differ
         (:func:`gdc.options.reused_options`).
       threads: torch CPU threads to run on (keyword only). Unset: the count the process chose with
-        :func:`gdc.threads.set_threads` (the CLI's ``--threads``, a worker's ``GDC_WORKER_THREADS``),
+        :func:`gdc.torch_threads.set_threads` (the CLI's ``--threads``, a worker's ``GDC_WORKER_THREADS``),
         else ``gdc.threads.DEFAULT_THREADS`` (1). The caller's ``torch.get_num_threads()`` is put back
         on return.
 

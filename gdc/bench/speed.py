@@ -412,10 +412,11 @@ def add_parser(commands) -> None:
 
 
 if __name__ == "__main__":  # one size, in its own process: python -m gdc.bench.speed SPEC_JSON
-    from ..threads import passive_openmp, set_threads
+    from ..threads import passive_openmp
 
     passive_openmp()
     from ..options import SegmentOptions
+    from ..torch_threads import set_threads
 
     spec = json.loads(sys.argv[1])
     set_threads(spec["threads"])

@@ -114,7 +114,7 @@ def test_engine_commands_run_torch_on_the_threads_asked_and_openmp_waits_passive
     import torch
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr("gdc.threads._chosen", None)  # the process's choice, put back after the test
+    monkeypatch.setattr("gdc.torch_threads._chosen", None)  # the process's choice, put back after the test
     before = torch.get_num_threads()
     try:
         code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(files / "t.png"),

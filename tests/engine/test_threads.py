@@ -1,10 +1,11 @@
-"""segment() runs on the engine's thread policy (gdc/threads.py) and gives the caller's torch setting back."""
+"""segment() runs on the engine's thread policy (gdc/torch_threads.py) and gives the caller's torch setting back."""
 import pytest
 import torch
 
 from gdc.engine import segment
 from gdc.options import SegmentOptions
-from gdc.threads import DEFAULT_THREADS, set_threads
+from gdc.threads import DEFAULT_THREADS
+from gdc.torch_threads import set_threads
 
 TINY = SegmentOptions(steps=1, samples=1, edges=False)
 
@@ -12,7 +13,7 @@ TINY = SegmentOptions(steps=1, samples=1, edges=False)
 @pytest.fixture
 def caller_threads(monkeypatch):
     """A caller (script, notebook) that chose nothing through gdc and runs torch on 2 threads; both put back after."""
-    monkeypatch.setattr("gdc.threads._chosen", None)
+    monkeypatch.setattr("gdc.torch_threads._chosen", None)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield 2
