@@ -19,6 +19,7 @@ from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, refine, speed
 from .bench import batch as batch_bench
 from .errors import InputError
+from .options import unknown_names
 from .threads import passive_openmp
 
 
@@ -79,8 +80,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, naming the closest flag of the chosen command for each unknown one (``--stepz``: ``--steps``)."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self
+            while command._subparsers is not None:  # down to the (sub)command that was chosen
+                (choose,) = command._subparsers._group_actions
+                command = choose.choices[getattr(parsed, choose.dest)]
+            flags = [word.split("=")[0] for word in extra if word.startswith("--")]
+            known = [flag for flag in command._option_string_actions if flag.startswith("--")]
+            if flags:
+                command.error(unknown_names(flags, known, "argument", listed=False))
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gdc", description="Scribbles to full label maps with Gaussian dynamic convolution.")
+    parser = Parser(prog="gdc", description="Scribbles to full label maps with Gaussian dynamic convolution.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seg = commands.add_parser("segment", help="segment one image from its scribbles")

@@ -50,8 +50,9 @@ def reused_options(model: type[SegmentOptions] | None = None) -> tuple[str, ...]
     return _marked(model or SegmentOptions, "reused")
 
 
-def unknown_names(given: Iterable[str], known: Iterable[str], what: str = "field") -> str | None:
-    """A sentence naming each of ``given`` not in ``known``, with the closest known name; None when all are known."""
+def unknown_names(given: Iterable[str], known: Iterable[str], what: str = "field", *, listed: bool = True) -> str | None:
+    """A sentence naming each of ``given`` not in ``known``, with the closest known name (and, ``listed``, all
+    known ones); None when all are known."""
     known = list(known)
     unknown = [name for name in given if name not in known]
     if not unknown:
@@ -60,7 +61,8 @@ def unknown_names(given: Iterable[str], known: Iterable[str], what: str = "field
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=1)
         parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return f"unknown {what}{'s' if len(unknown) > 1 else ''} " + ", ".join(parts) + f"; known: {', '.join(known)}"
+    sentence = f"unknown {what}{'s' if len(unknown) > 1 else ''} " + ", ".join(parts)
+    return sentence + (f"; known: {', '.join(known)}" if listed else "")
 
 
 class RefusesUnknown(BaseModel):

@@ -141,3 +141,16 @@ def test_an_image_too_large_to_decode_is_one_line_and_exit_2(tmp_path, capsys):
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1
     assert error.startswith(f"gdc: error: image {tmp_path / 'huge.png'} is too large to decode")
+
+
+@pytest.mark.parametrize(
+    "command, said",
+    [
+        (["segment", "a.png", "b.png", "-o", "c.png", "--stepz", "5"], "gdc segment: error: unknown argument '--stepz' (did you mean '--steps'?)"),
+        (["bench", "refine", "data", "--sigmaa=1"], "gdc bench refine: error: unknown argument '--sigmaa' (did you mean '--sigma'?)"),
+    ],
+)
+def test_an_unknown_flag_is_named_with_the_closest_one_of_its_command(command, said, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(command)
+    assert exit.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == said
