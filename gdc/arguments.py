@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Literal, get_args, get_origin
 
-from .options import HEAD_CONVS, SegmentOptions
+from .options import SegmentOptions
 from .threads import DEFAULT_THREADS
 
 
@@ -49,34 +50,56 @@ def comma_separated(kind):
     return values
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """The SegmentOptions flags shared by ``segment`` and ``eval``; unset ones keep their defaults."""
-    fields = SegmentOptions.model_fields
+def _flag_type(annotation) -> dict:
+    """argparse keywords for a SegmentOptions field's type: choices for a Literal, a switch for a bool."""
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        return {"choices": choices, "type": type(choices[0])}
+    kinds = [kind for kind in get_args(annotation) or (annotation,) if kind is not type(None)]
+    return {"type": kinds[0]}
+
+
+def add_engine_options(
+    parser: argparse.ArgumentParser,
+    model: type[SegmentOptions] = SegmentOptions,
+    *,
+    names: tuple[str, ...] | None = None,
+    defaults: str = "",
+    threads: bool = True,
+) -> None:
+    """A flag for each option of ``model`` (or of ``names``), made from its field; unset ones keep their defaults.
+
+    ``--steps``, ``--refine-stop-loss``, ``--edges/--no-edges``, ...: type, choices and help come from the
+    model, and its bounds are checked when :func:`engine_options` builds it. ``defaults`` replaces the
+    "(default X)" of every help text (e.g. "the server's"); ``threads`` adds ``--threads`` for commands that
+    run the engine here.
+    """
     group = parser.add_argument_group("engine options")
-    group.add_argument("--conv", choices=HEAD_CONVS, help=f"context conv (default {fields['conv'].default})")
-    edges_help = f"{fields['edges'].description} (default on)"
-    group.add_argument("--edges", action=argparse.BooleanOptionalAction, help=edges_help)
-    numeric = (
-        ("steps", int), ("samples", int), ("sigma", float), ("lr", float), ("superpixel_size", int), ("width", int),
-        ("edge_strength", float),
-    )
-    for name, kind in numeric:
-        group.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{fields[name].description} (default {fields[name].default})")
-    group.add_argument("--optimiser", choices=("sgd", "adam"), help=fields["optimiser"].description)
-    group.add_argument("--class-weights", choices=("inverse", "paper", "none"), help=fields["class_weights"].description)
-    group.add_argument("--feature-stride", type=int, choices=(2, 4), help=fields["feature_stride"].description)
-    group.add_argument("--precision", choices=("auto", "float32", "bfloat16"), help=fields["precision"].description)
-    group.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
-    group.add_argument("--weights", help=f"{fields['weights'].description} (default {fields['weights'].default})")
-    group.add_argument(
-        "--threads", type=thread_count, default=DEFAULT_THREADS,
-        help=f"torch CPU threads (default {DEFAULT_THREADS}: steady when other programs share the cores; see gdc.threads)",
-    )
+    for name in names if names is not None else tuple(model.model_fields):
+        field = model.model_fields[name]
+        shown = defaults or ("on" if field.default is True else "off" if field.default is False else field.default)
+        group.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, help=f"{field.description} (default {shown})",
+            **_flag_type(field.annotation),
+        )
+    if threads:
+        group.add_argument(
+            "--threads", type=thread_count, default=DEFAULT_THREADS,
+            help=f"torch CPU threads (default {DEFAULT_THREADS}: steady when other programs share the cores; see "
+            "gdc.threads)",
+        )
 
 
-def engine_options(args: argparse.Namespace, **overrides) -> SegmentOptions:
-    given = {name: getattr(args, name) for name in SegmentOptions.model_fields if getattr(args, name, None) is not None}
-    return SegmentOptions(**{**given, **overrides})
+def given_options(args: argparse.Namespace, model: type[SegmentOptions] = SegmentOptions) -> dict:
+    """The options set on the command line, by name."""
+    return {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+
+
+def engine_options(args: argparse.Namespace, model: type[SegmentOptions] = SegmentOptions, **overrides) -> SegmentOptions:
+    """The options the command line sets, the model's defaults for the rest."""
+    return model(**{**given_options(args, model), **overrides})
 
 
 class ProgressBar:

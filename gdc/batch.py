@@ -32,7 +32,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from .arguments import add_engine_options, add_server_options, at_least_one, engine_options
+from .arguments import add_engine_options, add_server_options, at_least_one, engine_options, given_options
 from .coco import coco_instances, read_class_names
 from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
@@ -90,7 +90,8 @@ def journal_events(path: Path):
 class Journal:
     """OUT_DIR/journal.jsonl: one JSON event a line, each written out before the step that follows it.
 
-    Events: ``{"run": nonce}`` first, then per (stem, digest) ``submitted`` (a job id), ``done``,
+    Events: ``{"run": nonce}`` first, ``{"options": ...}`` whenever a run's options differ from the last
+    recorded ones, then per (stem, digest) ``submitted`` (a job id), ``done``,
     ``failed`` (a reason, and the ``job`` when one ran and failed) or ``lost`` (the server no
     longer knows the job). A job that failed or was lost makes the next try a new attempt, under
     a new Idempotency-Key; a request that never made a job (refused, server unreachable) keeps
@@ -101,6 +102,7 @@ class Journal:
         self.path = path
         self.lock = threading.Lock()
         self.nonce = None
+        self.options: dict | None = None  # the options of the last run that recorded them
         self.jobs: dict[tuple[str, str], str] = {}
         self.done: set[tuple[str, str]] = set()
         self.attempts: Counter[tuple[str, str]] = Counter()
@@ -114,6 +116,9 @@ class Journal:
     def _replay(self, event: dict) -> None:
         if "run" in event:
             self.nonce = event["run"]
+            return
+        if "options" in event:
+            self.options = event["options"]
             return
         key = (event["stem"], event["digest"])
         if "submitted" in event:
@@ -134,6 +139,13 @@ class Journal:
         with self.lock:
             self._replay(event)
             self._write(event)
+
+    def note_options(self, options: dict) -> None:
+        """Record this run's options when they differ from the last run's."""
+        if options != self.options:
+            with self.lock:
+                self._replay({"options": options})
+                self._write({"options": options})
 
     def finish(self, stem: str, digest: str) -> None:
         """Record that the label map is written (once, whoever says it first)."""
@@ -237,11 +249,12 @@ def _start_local_process(threads: int) -> None:
     the parent."""
     import signal
 
-    import torch
     import torch._dynamo  # noqa: F401  imported by torch.optim on its first step: here once, not in a job
 
+    from .torch_threads import set_threads
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def label_locally(pair: Pair, options: dict, out_dir: Path) -> None:
@@ -294,15 +307,10 @@ def follow(executor: Executor, futures: dict[Future, tuple[Pair, str]], journal:
     return failures
 
 
-def given_options(args: argparse.Namespace) -> dict:
-    """The engine options set on the command line."""
-    return {name: getattr(args, name) for name in SegmentOptions.model_fields if getattr(args, name, None) is not None}
-
-
-def server_options(args: argparse.Namespace, accepted: dict) -> dict:
+def server_options(args: argparse.Namespace, accepted: dict, model: type[SegmentOptions] = SegmentOptions) -> dict:
     """The options to send: those given, each of which the server must take (``accepted``: its GET /options)."""
-    options = given_options(args)
-    refused = sorted(set(options) - set(accepted["fields"]) - {"conv"})
+    options = given_options(args, model)
+    refused = sorted(set(options) - {name for kind in ("fields", "switches", "choices") for name in accepted[kind]})
     if refused:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in refused)
         raise InputError(f"a gdc server chooses {flags} itself; give them with --local")
@@ -317,6 +325,16 @@ class Batch:
         self.out_dir = out_dir
         self.journal = Journal(out_dir / JOURNAL)
         self.digests = {pair.stem: pair.digest(options) for pair in pairs}
+        before = self.journal.options
+        if before is not None and before != options:
+            changed = sorted(name for name in {*before, *options} if before.get(name) != options.get(name))
+            print(
+                f"gdc batch: the options differ from the last run's: "
+                + ", ".join(f"{name} {before.get(name, 'unset')} -> {options.get(name, 'unset')}" for name in changed)
+                + "; images labelled under the old options are labelled again",
+                file=sys.stderr,
+            )
+        self.journal.note_options(options)
 
     def is_done(self, pair: Pair) -> bool:
         return (pair.stem, self.digests[pair.stem]) in self.journal.done and (self.out_dir / f"{pair.stem}.png").exists()
@@ -404,8 +422,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--local", action="store_true", help="run the engine here instead of on a server")
     parser.add_argument("--processes", type=at_least_one("processes"), help="with --local: engine processes (default: one per core)")
     parser.add_argument("--classes", help="text file naming the classes for coco.json: line k names class value k")
-    parser.add_argument("--seed", type=int, help="random seed (default: the server's, or 0 with --local)")
-    add_engine_options(parser)
+    add_engine_options(parser)  # unset: the server's defaults, or the engine's with --local
     # Unset, the command does not load torch here (a server's client needs none; a base install has none):
     # --threads is what each --local process runs.
     parser.set_defaults(func=run, threads=None)

@@ -19,6 +19,7 @@ from .arguments import ProgressBar, add_engine_options, engine_options
 from .bench import ablation, peers, refine, speed
 from .bench import batch as batch_bench
 from .errors import InputError
+from .options import unknown_names
 from .threads import passive_openmp
 
 
@@ -31,7 +32,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .engine import segment
     from .imageio import colour_table, encode_png, overlay, read_image, read_scribbles
 
-    options = engine_options(args, seed=args.seed)
+    options = engine_options(args)
     started = time.perf_counter()
     image = read_image(args.image)
     scribbles, colours = read_scribbles(args.scribbles)
@@ -79,8 +80,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, naming the closest flag of the chosen command for each unknown one (``--stepz``: ``--steps``)."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self
+            while command._subparsers is not None:  # down to the (sub)command that was chosen
+                (choose,) = command._subparsers._group_actions
+                command = choose.choices[getattr(parsed, choose.dest)]
+            flags = [word.split("=")[0] for word in extra if word.startswith("--")]
+            known = [flag for flag in command._option_string_actions if flag.startswith("--")]
+            if flags:
+                command.error(unknown_names(flags, known, "argument", listed=False))
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gdc", description="Scribbles to full label maps with Gaussian dynamic convolution.")
+    parser = Parser(prog="gdc", description="Scribbles to full label maps with Gaussian dynamic convolution.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seg = commands.add_parser("segment", help="segment one image from its scribbles")
@@ -96,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--probs", help="write per-class probabilities (K, H, W) float32 as .npy")
     seg.add_argument("--overlay", help="write the image tinted by class as PNG")
     seg.add_argument("--uncertainty", help="write the uncertainty map as a grey PNG")
-    seg.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     seg.add_argument("--timings", action="store_true", help="print the time of each phase and the total")
     add_engine_options(seg)
     seg.set_defaults(func=cmd_segment)
@@ -134,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:  # the engine commands'
-            import torch
+            from .torch_threads import set_threads
 
-            torch.set_num_threads(args.threads)
+            set_threads(args.threads)
         return args.func(args)
     except (InputError, FileNotFoundError) as error:
         print(f"gdc: error: {error}", file=sys.stderr)

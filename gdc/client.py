@@ -125,8 +125,8 @@ class Client:
           scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes; or
             colour scribbles (RGB/RGBA PNG or (H, W, 3) array): black unlabeled, each colour a class.
           strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
-          options: engine options the server accepts (steps, refine_steps, refine_stop_loss, samples, sigma, conv,
-            superpixel_size, edges, edge_strength, seed).
+          options: engine options a request may set (:func:`gdc.options.request_options`; the server's
+            defaults and limits: :meth:`options`); an unknown name is refused (ApiError 422).
         """
         return self._segment({"image": ("image", _file(image))}, scribbles, strokes, callback_url, idempotency_key, options)
 

@@ -29,6 +29,7 @@ from .labelling import edge_aware_labels, make_consistent
 from .options import SegmentOptions
 from .sampling import full_resolution, sample_mean
 from .scribbles import class_indices, grow_over, shrink, superpixels, working_size
+from .torch_threads import with_thread_policy
 from .training import cell_targets, head_dtype, start_head, train_head
 from .warm import WarmStart, fingerprint
 
@@ -61,6 +62,7 @@ class SegmentResult:
     steps: int = 0
 
 
+@with_thread_policy
 def segment(
     image: np.ndarray,
     scribbles: np.ndarray,
@@ -85,7 +87,11 @@ def segment(
         ``options.refine_steps`` steps, instead of ``options.steps`` at ``options.lr``;
         and ``options.refine_samples`` stochastic passes average instead of ``options.samples``.
         Ignored (a cold start) when the image or the options it depends on differ
-        (:data:`gdc.warm.REUSED_WITH`).
+        (:func:`gdc.options.reused_options`).
+      threads: torch CPU threads to run on (keyword only). Unset: the count the process chose with
+        :func:`gdc.torch_threads.set_threads` (the CLI's ``--threads``, a worker's ``GDC_WORKER_THREADS``),
+        else ``gdc.threads.DEFAULT_THREADS`` (1). The caller's ``torch.get_num_threads()`` is put back
+        on return.
 
     Returns:
       A :class:`SegmentResult` at the image's full resolution.

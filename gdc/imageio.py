@@ -32,6 +32,9 @@ def _open(source: Source, what: str) -> Image.Image:
         image.load()
     except FileNotFoundError:
         raise InputError(f"{what} not found: {source}") from None
+    except Image.DecompressionBombError as error:  # a header claiming more pixels than Pillow decodes safely
+        name = f"the uploaded {what}" if isinstance(source, bytes) else f"{what} {source}"
+        raise InputError(f"{name} is too large to decode: {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         name = f"the uploaded {what}" if isinstance(source, bytes) else f"{what} {source}"
         raise InputError(f"{name} is not a readable image ({error})") from None

@@ -1,12 +1,22 @@
-"""The engine's options: one pydantic model shared by the CLI, the service and the worker.
+"""The engine's options: one pydantic model, and the one list every door derives from.
+
+Each field says, beside its default, bounds and description, whether a request to a gdc server
+may set it (``request``; the worker decides the rest: device, weights, ...) and whether a warm
+start depends on it (``reused``: a refine under another value starts cold). From the model come
+the API's form and ``GET /options`` (service/schemas.py), every command's flags
+(gdc/arguments.py), ``gdc batch``'s check of a server, and the warm start's fingerprint
+(gdc/warm.py). A new option is a field here and the step that uses it.
 
 Kept free of torch so the API process can validate requests without loading it.
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
+import difflib
+from collections.abc import Iterable
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 # The convs the head's context branch can use (Table I); names as gdc.convs knows them.
 HeadConv = Literal["gdc", "normal", "dilated", "deformable", "uniform"]
@@ -14,76 +24,137 @@ HEAD_CONVS = get_args(HeadConv)
 ClassWeights = Literal["inverse", "paper", "none"]
 
 
-class SegmentOptions(BaseModel):
+def option(default: Any, description: str, *, request: bool = False, reused: bool = False, **bounds: Any) -> Any:
+    """A :class:`SegmentOptions` field.
+
+    Arguments:
+      description: one line; the API, ``GET /options``, the web page and ``--help`` show it.
+      request: a request to a gdc server may set it.
+      reused: a warm start holds what was computed with it, so a refine reuses one only under the same value.
+      bounds: pydantic's constraints (``ge``, ``le``, ...), which every door enforces.
+    """
+    return Field(default, description=description, json_schema_extra={"request": request, "reused": reused}, **bounds)
+
+
+def _marked(model: type[BaseModel], mark: str) -> tuple[str, ...]:
+    return tuple(name for name, field in model.model_fields.items() if (field.json_schema_extra or {}).get(mark))
+
+
+def request_options(model: type[SegmentOptions] | None = None) -> tuple[str, ...]:
+    """The options a request to a gdc server may set, in the model's order."""
+    return _marked(model or SegmentOptions, "request")
+
+
+def reused_options(model: type[SegmentOptions] | None = None) -> tuple[str, ...]:
+    """The options a warm start depends on: another value for any of them means a cold start."""
+    return _marked(model or SegmentOptions, "reused")
+
+
+def unknown_names(given: Iterable[str], known: Iterable[str], what: str = "field", *, listed: bool = True) -> str | None:
+    """A sentence naming each of ``given`` not in ``known``, with the closest known name (and, ``listed``, all
+    known ones); None when all are known."""
+    known = list(known)
+    unknown = [name for name in given if name not in known]
+    if not unknown:
+        return None
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    sentence = f"unknown {what}{'s' if len(unknown) > 1 else ''} " + ", ".join(parts)
+    return sentence + (f"; known: {', '.join(known)}" if listed else "")
+
+
+class RefusesUnknown(BaseModel):
+    """A model that refuses unknown fields with a message naming each and the closest known one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown(cls, values: Any) -> Any:
+        if isinstance(values, dict) and (problem := unknown_names(values, cls.model_fields)):
+            raise PydanticCustomError("unknown_field", problem)
+        return values
+
+
+class SegmentOptions(RefusesUnknown):
     """How to segment one image. Defaults follow the paper (Sec. V-A) where it speaks."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    conv: HeadConv = Field("gdc", description="conv of the head's context branch (Table I ablation)")
+    conv: HeadConv = option("gdc", "conv of the head's context branch (Table I ablation)", request=True, reused=True)
     # Adam reaches in 20 steps what the paper's 50 SGD steps reach (benchmarks/RESULTS.md, issue 15); 14 steps and
     # 8 samples score within 0.25 mIoU of 20 and 20 at 3 seeds in half the time (RESULTS, 9).
-    steps: int = Field(14, ge=0, le=1000, description="optimiser steps on the scribbles (the paper: 50 SGD steps)")
-    samples: int = Field(
-        8, ge=1, le=1000, description="stochastic passes averaged at inference (the paper: 50; 8 scored as 20)"
+    steps: int = option(14, "optimiser steps on the scribbles (the paper: 50 SGD steps)", request=True, ge=0, le=1000)
+    samples: int = option(
+        8, "stochastic passes averaged at inference (the paper: 50; 8 scored as 20)", request=True, ge=1, le=1000
     )
     # A refine's head starts trained, so it needs few steps and fewer samples. It stops once its strokes are fitted:
     # a median of 3-7 steps (benchmarks/RESULTS.md, 8); refine_steps bounds the strokes that contradict the head.
-    refine_steps: int = Field(
-        20, ge=0, le=1000,
-        description="most optimiser steps of a refine: a round started from a previous one's head on the same image",
+    refine_steps: int = option(
+        20, "most optimiser steps of a refine: a round started from a previous one's head on the same image",
+        request=True, ge=0, le=1000,
     )
-    refine_stop_loss: float = Field(
-        0.15, ge=0.0, le=10.0,
-        description="a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: "
-        "always refine_steps",
+    refine_stop_loss: float = option(
+        0.15, "a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
+        "refine_steps",
+        request=True, ge=0.0, le=10.0,
     )
-    refine_samples: int = Field(6, ge=1, le=1000, description="stochastic passes averaged at inference in a refine")
-    refine_lr: float = Field(0.003, gt=0.0, le=1.0, description="learning rate of a refine")
-    sigma: float = Field(0.2, ge=0.0, le=1.0, description="Σ: offset spread as a fraction of the short side")
-    optimiser: Literal["sgd", "adam"] = Field(
-        "adam", description="optimiser of the head: Adam, or SGD with momentum as the paper (lr 0.01 there)"
+    refine_samples: int = option(6, "stochastic passes averaged at inference in a refine", request=True, ge=1, le=1000)
+    refine_lr: float = option(0.003, "learning rate of a refine", gt=0.0, le=1.0)
+    sigma: float = option(
+        0.2, "Σ: offset spread as a fraction of the short side", request=True, reused=True, ge=0.0, le=1.0
     )
-    lr: float = Field(0.003, gt=0.0, le=1.0, description="learning rate (Adam: 0.003 beat 0.002, 0.005 and 0.01)")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    feature_stride: Literal[2, 4] = Field(
-        4, description="train on a grid of 1/4 the input size (the stem's native one), or 1/2 as the paper"
+    optimiser: Literal["sgd", "adam"] = option(
+        "adam", "optimiser of the head: Adam, or SGD with momentum as the paper (lr 0.01 there)"
     )
-    width: int = Field(32, ge=4, le=256, description="channels of the head")
-    superpixel_size: int = Field(
-        120, ge=0, le=1_000_000, description="average SLIC superpixel area in pixels for scribble expansion; 0 turns it off"
+    lr: float = option(0.003, "learning rate (Adam: 0.003 beat 0.002, 0.005 and 0.01)", gt=0.0, le=1.0)
+    momentum: float = option(0.9, "SGD momentum", ge=0.0, lt=1.0)
+    feature_stride: Literal[2, 4] = option(
+        4, "train on a grid of 1/4 the input size (the stem's native one), or 1/2 as the paper", reused=True
     )
-    superpixel_shrink: int = Field(
-        2, ge=1, le=8,
-        description="SLIC runs on the image shrunk by this factor per side (2: a quarter of the cost), its superpixels "
-        "stretched back",
+    width: int = option(32, "channels of the head", reused=True, ge=4, le=256)
+    superpixel_size: int = option(
+        120, "average SLIC superpixel area in pixels for scribble expansion; 0 turns it off",
+        request=True, reused=True, ge=0, le=1_000_000,
     )
-    compactness: float = Field(10.0, gt=0.0, le=1000.0, description="SLIC compactness")
-    superpixel_smoothing: float = Field(
-        1.0, ge=0.0, le=10.0, description="σ in pixels of the blur before SLIC, so pixel noise does not fragment superpixels"
+    superpixel_shrink: int = option(
+        2, "SLIC runs on the image shrunk by this factor per side (2: a quarter of the cost), its superpixels stretched "
+        "back",
+        reused=True, ge=1, le=8,
     )
-    class_weights: ClassWeights = Field(
-        "inverse", description="cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
+    compactness: float = option(10.0, "SLIC compactness", reused=True, gt=0.0, le=1000.0)
+    superpixel_smoothing: float = option(
+        1.0, "σ in pixels of the blur before SLIC, so pixel noise does not fragment superpixels",
+        reused=True, ge=0.0, le=10.0,
     )
-    edges: bool = Field(
+    class_weights: ClassWeights = option(
+        "inverse", "cross-entropy weights: inverse class frequency, the paper's Eq. 6 (n_c/N), or none"
+    )
+    edges: bool = option(
         True,
-        description="after sampling, relabel so class borders follow the image's edges (a contrast-sensitive Potts "
-        "graph cut on the probabilities and a colour model, gdc.labelling); off: the argmax of the head's probabilities",
+        "after sampling, relabel so class borders follow the image's edges (a contrast-sensitive Potts graph cut on "
+        "the probabilities and a colour model, gdc.labelling); off: the argmax of the head's probabilities",
+        request=True,
     )
     # 170: the best mean of icg-dev and GrabCut scribbles-1 over λ in 50..220, seed 0 (benchmarks/RESULTS.md).
-    edge_strength: float = Field(
-        170.0,
-        ge=0.0,
-        le=10_000.0,
-        description="λ of the edge step: cost of a class border across flat colour, against -log p",
+    edge_strength: float = option(
+        170.0, "λ of the edge step: cost of a class border across flat colour, against -log p",
+        request=True, ge=0.0, le=10_000.0,
     )
     # 1 MP: past it the GDC's scattered reads leave the CPU's caches and time grows faster than pixels.
-    max_pixels: int = Field(
-        1_000_000, ge=10_000, le=100_000_000, description="larger images are segmented at this many pixels and upsampled"
+    max_pixels: int = option(
+        1_000_000, "larger images are segmented at this many pixels and upsampled", reused=True, ge=10_000, le=100_000_000
     )
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="head arithmetic: bfloat16 where the device has it natively (auto), or fixed"
+    precision: Literal["auto", "float32", "bfloat16"] = option(
+        "auto", "head arithmetic: bfloat16 where the device has it natively (auto), or fixed"
     )
     # At most 2**53 - 1: torch takes it and a browser's number holds it exactly, so forms round-trip the bound.
-    seed: int | None = Field(0, ge=0, le=2**53 - 1, description="seed for offsets and initialisation; None draws a fresh one")
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
-    weights: str = Field("efficientnet-lite0", description="stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file")
+    seed: int | None = option(
+        0, "seed for offsets and initialisation; None draws a fresh one", request=True, ge=0, le=2**53 - 1
+    )
+    device: str = option("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    weights: str = option(
+        "efficientnet-lite0", "stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file", reused=True
+    )

@@ -1,7 +1,9 @@
 """How many CPU threads torch uses per process, and how its idle threads wait (issue 15).
 
-Torch-free, so the API can size workers with it; the commands that load torch call
-``torch.set_num_threads`` with these numbers themselves.
+Torch-free, so the API can size workers with it. The commands that load torch choose a count
+with :func:`gdc.torch_threads.set_threads`; :func:`gdc.engine.segment` runs on that count, or on
+``DEFAULT_THREADS`` in a process that chose none (a script or notebook calling the library), and
+gives the caller's torch setting back when it returns.
 
 The head's operations are small (a 156 x 98 grid of 32 channels for a 625 x 391 photo), so
 each one splits into a few microseconds of work per thread followed by a barrier. When
@@ -17,8 +19,6 @@ import os
 
 # One torch thread per process; see the module docstring for the measurements.
 DEFAULT_THREADS = 1
-
-
 def passive_openmp() -> None:
     """Let idle OpenMP threads sleep rather than spin, unless the environment says otherwise.
 

@@ -24,29 +24,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .options import SegmentOptions
+from .options import SegmentOptions, reused_options
 
-# The options the stored parts depend on: another value for any of them means a cold start.
-REUSED_WITH = (
-    "conv",
-    "width",
-    "sigma",
-    "feature_stride",
-    "superpixel_size",
-    "compactness",
-    "superpixel_smoothing",
-    "superpixel_shrink",
-    "max_pixels",
-    "weights",
-)
 _HEAD_PREFIX = "head."
 _OPTIMISER_PREFIX = "optimiser/"
 
 
 def fingerprint(image: np.ndarray, options: SegmentOptions) -> str:
-    """A digest of the working-size image and the options its warm start depends on."""
+    """A digest of the working-size image and the options its warm start depends on (``reused`` in the model)."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps([image.shape, options.model_dump(include=set(REUSED_WITH))], sort_keys=True).encode())
+    digest.update(json.dumps([image.shape, options.model_dump(include=set(reused_options(type(options))))], sort_keys=True).encode())
     digest.update(np.ascontiguousarray(image).data)
     return digest.hexdigest()
 

@@ -10,10 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from gdc.arguments import add_server_options
-from gdc.options import HEAD_CONVS, SegmentOptions
+from gdc.arguments import add_engine_options, add_server_options, given_options
+from gdc.options import request_options
 
-from .schemas import NUMERIC_OPTIONS
 from .settings import Settings
 
 
@@ -52,7 +51,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     given = {"strokes": json.loads(scribbles.read_text())} if strokes else {"scribbles": scribbles}
     # Colour scribbles get their mask back in their colours, as from `gdc segment`.
     mask_format = "colour" if not strokes and read_scribbles(scribbles)[1] is not None else "png"
-    options = {name: getattr(args, name) for name in (*NUMERIC_OPTIONS, "conv")}
+    options = given_options(args)
     bar = ProgressBar(sys.stderr.isatty())
     try:
         with Client(args.server, api_key=args.api_key) as client:
@@ -64,7 +63,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             Path(args.output).write_bytes(client.result(job_id, "mask", format=mask_format))
             if args.overlay:
                 Path(args.overlay).write_bytes(client.result(job_id, "overlay"))
-    except (ApiError, JobFailed, TimeoutError) as error:
+    except ApiError as error:
+        # A refused request (4xx: a bad option, file or job id) is the user's to fix, like the CLI's other exit-2
+        # errors; a server-side failure (5xx) is not.
+        print(f"gdc submit: error: {error}", file=sys.stderr)
+        return 2 if error.status_code < 500 else 1
+    except (JobFailed, TimeoutError) as error:
         print(f"gdc submit: error: {error}", file=sys.stderr)
         return 1
     except ServerUnreachable as error:  # no server at that URL: for the user to fix, like the CLI's other exit-2 errors
@@ -122,12 +126,5 @@ def register(commands) -> None:
     )
     submit.add_argument("--overlay", help="also write the image tinted by class here")
     submit.add_argument("--timeout", type=float, default=600, help="seconds to wait for the job (default 600)")
-    fields = SegmentOptions.model_fields
-    group = submit.add_argument_group("engine options (default: the server's)")
-    group.add_argument("--conv", choices=HEAD_CONVS, help=fields["conv"].description)
-    for name in NUMERIC_OPTIONS:
-        # Dashed like `gdc segment`'s flags; argparse stores them under the underscored name.
-        group.add_argument(
-            f"--{name.replace('_', '-')}", type=type(fields[name].default), help=fields[name].description
-        )
+    add_engine_options(submit, names=request_options(), defaults="the server's", threads=False)
     submit.set_defaults(func=cmd_submit)

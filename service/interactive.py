@@ -1,7 +1,7 @@
 """Segmenting while an annotation tool waits: one ordinary gdc job, enqueued and awaited.
 
 Label Studio's and CVAT's routes turn their tools' clicks and brush strokes into a label
-map here and get the label map back. The job goes through :func:`create_job` like any
+map here and get the label map back. The job goes through :func:`service.submit.create_job` like any
 ``POST /segment``, so it meets the same limits, queue and workers.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from gdc.imageio import encode_png, read_labels
 from worker import store
 from worker.jobs import ErrorCode, Status, cancel_job, fetch_job
 
-from .routes.segment import create_job, wait_for_end
+from .submit import create_job, wait_for_end
 from .settings import Settings
 
 # A clicked point becomes a disk this fraction of the image's shorter side across (at least 3 px).

@@ -5,18 +5,21 @@ by the server's settings; nothing here repeats a number from either.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
+from fastapi import UploadFile
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
-from gdc.options import HEAD_CONVS, SegmentOptions
+from gdc.options import RefusesUnknown, SegmentOptions, request_options, unknown_names
+from worker.jobs import JOB_ID_PATTERN
 
 from .settings import Settings
 
-# The engine options a request may set; the worker decides the rest (device, weights, ...).
-NUMERIC_OPTIONS = ("steps", "refine_steps", "refine_stop_loss", "samples", "sigma", "superpixel_size", "edge_strength", "seed")
-SWITCH_OPTIONS = ("edges",)
-_SERVER_MAXIMA = {"steps": "max_steps", "refine_steps": "max_steps", "samples": "max_samples"}
+# The server's own caps on engine options (settings), by option.
+_SERVER_MAXIMA = {
+    "steps": "max_steps", "refine_steps": "max_steps", "samples": "max_samples", "refine_samples": "max_samples"
+}
 
 
 class ErrorBody(BaseModel):
@@ -41,30 +44,38 @@ class FieldLimits(BaseModel):
     default: float | int | None
     minimum: float | int | None
     maximum: float | int | None = Field(description="null: no upper bound")
+    integer: bool = Field(description="whole numbers only")
 
 
-class ConvChoices(BaseModel):
-    default: str
-    choices: list[str]
+class Choices(BaseModel):
+    default: str | int
+    choices: list[str | int]
 
 
 class ServerOptions(BaseModel):
-    """Defaults and limits of this server, for forms in front-ends."""
+    """Defaults and limits of this server, for forms in front-ends: every engine option a request may set."""
 
-    fields: dict[str, FieldLimits]
+    fields: dict[str, FieldLimits] = Field(description="numeric options")
     switches: dict[str, bool] = Field(description="on/off options and their defaults")
-    conv: ConvChoices
+    choices: dict[str, Choices] = Field(description="options that take one of a few values")
+    descriptions: dict[str, str] = Field(description="what each option does, in a line")
     max_classes: int
     max_upload_bytes: int
     max_pixels: int
     auth_required: bool
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServerOptions:
+    def from_settings(cls, settings: Settings, model: type[SegmentOptions] = SegmentOptions) -> ServerOptions:
+        fields = request_fields(model)
         return cls(
-            fields=option_limits(settings),
-            switches={name: SegmentOptions.model_fields[name].default for name in SWITCH_OPTIONS},
-            conv=ConvChoices(default=SegmentOptions.model_fields["conv"].default, choices=list(HEAD_CONVS)),
+            fields=option_limits(settings, model),
+            switches={name: field.default for name, field in fields.items() if field.annotation is bool},
+            choices={
+                name: Choices(default=field.default, choices=list(get_args(field.annotation)))
+                for name, field in fields.items()
+                if get_origin(field.annotation) is Literal
+            },
+            descriptions={name: field.description for name, field in fields.items()},
             max_classes=settings.max_classes,
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
@@ -72,7 +83,7 @@ class ServerOptions(BaseModel):
         )
 
 
-class Stroke(BaseModel):
+class Stroke(RefusesUnknown):
     """One scribble stroke, drawn with round caps and joins."""
 
     label: int = Field(ge=1, le=255, description="class value, 1..255")
@@ -92,22 +103,93 @@ def _bounded_points(strokes: list[Stroke]) -> list[Stroke]:
 
 
 STROKES = TypeAdapter(Annotated[list[Stroke], AfterValidator(_bounded_points)])
+_STROKES_EXAMPLE = (
+    '[{"label": 1, "points": [[10, 12], [60, 14]], "width": 6}, {"label": 2, "points": [[30, 80]], "width": 12}]'
+)
 
 
-def _bound(field, *names: str) -> Any:
+class SegmentRequest(RefusesUnknown):
+    """The parts of POST /segment's form that are not engine options (:func:`segment_form` adds those).
+
+    An unknown or misspelt field is refused (422) naming it and the closest known one, so an option
+    that would not take effect never passes silently.
+    """
+
+    image: UploadFile | None = Field(
+        None,
+        description="PNG, JPEG, WebP, TIFF or BMP (sniffed from the bytes); EXIF orientation applied; "
+        "converted to 8-bit RGB; of an animated or multi-page image the first frame. "
+        "Optional with `previous`; given, it must be that job's image",
+    )
+    previous: str | None = Field(
+        None,
+        pattern=JOB_ID_PATTERN,
+        description="refine this job: the id of an earlier job on the same image, sent with the complete "
+        "current scribbles. The new job starts from its superpixels, features and trained head "
+        "and trains until the strokes are fitted, at most `refine_steps` steps; it keeps the previous job's "
+        "options unless given. Once that job's data expired, a request with the image runs from scratch "
+        "(`warm: false`)",
+    )
+    scribbles: UploadFile | None = Field(
+        None,
+        description="PNG the image's size: a label PNG (0 unlabeled, 1..K classes) or a colour PNG "
+        "(RGB/RGBA: black or transparent unlabeled, each colour a class; the job's `colours` says which)",
+    )
+    strokes: str | None = Field(
+        None,
+        description="instead of `scribbles`: strokes JSON, drawn with round caps and joins "
+        f"(at most {MAX_STROKE_POINTS} points in all)",
+        examples=[_STROKES_EXAMPLE],
+    )
+    callback_url: str | None = Field(
+        None,
+        description="POSTed the final job body (as GET /jobs/{id}) when the job ends; retried with back-off. "
+        "Signed when the server has a callback secret: `X-GDC-Timestamp: t` and "
+        "`X-GDC-Signature: sha256=HMAC-SHA256(secret, t + '.' + raw body)` in hex.",
+        examples=["https://example.org/hooks/gdc"],
+    )
+
+    option_names: ClassVar[tuple[str, ...]] = ()  # the engine options :func:`segment_form` added
+
+    def options(self) -> dict[str, Any]:
+        """The engine options given, by name; None for each left out."""
+        return {name: getattr(self, name) for name in self.option_names}
+
+
+def request_fields(model: type[SegmentOptions] = SegmentOptions) -> dict[str, FieldInfo]:
+    """The fields of the engine options a request may set, by name."""
+    return {name: model.model_fields[name] for name in request_options(model)}
+
+
+def _bounded(field: FieldInfo) -> Any:
+    """The field's type with its bounds (ge, le, ...)."""
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
+def _is_numeric(field: FieldInfo) -> bool:
+    return field.annotation is not bool and get_origin(field.annotation) is not Literal
+
+
+def _bound(field: FieldInfo, *names: str) -> Any:
     return next((getattr(rule, name) for rule in field.metadata for name in names if hasattr(rule, name)), None)
 
 
-def option_limits(settings: Settings) -> dict[str, FieldLimits]:
+def option_limits(settings: Settings, model: type[SegmentOptions] = SegmentOptions) -> dict[str, FieldLimits]:
     """Default, minimum and maximum of each numeric option: the engine's bounds, capped by the server's."""
     limits = {}
-    for name in NUMERIC_OPTIONS:
-        field = SegmentOptions.model_fields[name]
+    for name, field in request_fields(model).items():
+        if not _is_numeric(field):
+            continue
         maximum = _bound(field, "le", "lt")
         if name in _SERVER_MAXIMA:
             maximum = min(maximum, getattr(settings, _SERVER_MAXIMA[name]))
         default = field.default if maximum is None else min(field.default, maximum)
-        limits[name] = FieldLimits(default=default, minimum=_bound(field, "ge", "gt"), maximum=maximum)
+        limits[name] = FieldLimits(
+            default=default,
+            minimum=_bound(field, "ge", "gt"),
+            maximum=maximum,
+            integer=int in (field.annotation, *get_args(field.annotation)),
+        )
     return limits
 
 
@@ -121,21 +203,34 @@ def describe_errors(errors: list[dict]) -> str:
 
 
 def resolve_options(given: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The engine options of a request: values given, else the server's defaults, checked.
+    """The engine options of a request: values given (None: not given), else the server's defaults, checked.
 
     Raises:
-      ValueError: a value is out of the engine's or the server's range (message names it).
+      ValueError: an option a request may not set, or a value out of the engine's or the server's range
+        (the message names it).
     """
+    if problem := unknown_names(given, request_options(), "option"):
+        raise ValueError(problem)
     limits = option_limits(settings)
-    values = {name: limit.default if given.get(name) is None else given[name] for name, limit in limits.items()}
-    for name in SWITCH_OPTIONS:
-        values[name] = SegmentOptions.model_fields[name].default if given.get(name) is None else given[name]
-    values["conv"] = given.get("conv") or SegmentOptions.model_fields["conv"].default
+    values = {name: limit.default for name, limit in limits.items()}
+    values |= {name: value for name, value in given.items() if value is not None}
     try:
-        SegmentOptions(**values)
+        options = SegmentOptions(**values)
     except ValidationError as error:
         raise ValueError(describe_errors(error.errors())) from None
     for name, limit in limits.items():
         if limit.maximum is not None and values[name] > limit.maximum:
             raise ValueError(f"{name} must be at most {limit.maximum} on this server, got {values[name]}")
-    return values
+    return options.model_dump(include=set(request_options()))
+
+
+def segment_form(model: type[SegmentOptions] = SegmentOptions) -> type[RefusesUnknown]:
+    """POST /segment's form: the files and fields of :class:`SegmentRequest` and each option a request may set
+    (optional: left out, the server's default), with the engine's bounds and description."""
+    options = {
+        name: (_bounded(field) | None, Field(None, description=field.description))
+        for name, field in request_fields(model).items()
+    }
+    form = create_model("SegmentForm", __base__=SegmentRequest, **options)
+    form.option_names = tuple(options)
+    return form

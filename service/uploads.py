@@ -23,14 +23,14 @@ class UploadTooLarge(InputError):
     """The request or the image is bigger than this server accepts."""
 
 
-def _header(data: bytes, what: str) -> Image.Image:
+def _header(data: bytes, what: str, max_pixels: int) -> Image.Image:
     """The file opened lazily: format and size are read, pixels are not."""
     if not data:
         raise InputError(f"{what} is an empty file")
     try:
         return Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as error:  # over 2 x Image.MAX_IMAGE_PIXELS
-        raise UploadTooLarge(f"{what} is too large: {error}") from None
+    except Image.DecompressionBombError:  # a header over 2 x Image.MAX_IMAGE_PIXELS: refused in this server's words
+        raise UploadTooLarge(f"{what} is larger than this server accepts: at most {max_pixels} pixels") from None
     except UnidentifiedImageError:
         raise InputError(f"{what} is not an image file (send {', '.join(ACCEPTED_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError) as error:  # e.g. a compressed text chunk that inflates too far
@@ -39,7 +39,7 @@ def _header(data: bytes, what: str) -> Image.Image:
 
 def read_image_upload(data: bytes, max_pixels: int) -> np.ndarray:
     """The uploaded image as (H, W, 3) uint8 RGB, EXIF orientation applied; refused before decoding if too big."""
-    header = _header(data, "image")
+    header = _header(data, "image", max_pixels)
     if header.format not in ACCEPTED_FORMATS:
         raise InputError(f"image format {header.format} is not accepted; send {', '.join(ACCEPTED_FORMATS)}")
     if header.mode == "F":  # no range to scale from: 0..1, 0..255 and raw measurements all occur
@@ -57,7 +57,7 @@ def read_scribbles_upload(
 ) -> tuple[np.ndarray, list[str] | None]:
     """The uploaded label or colour PNG as (H, W) uint8 labels and, for colours, each class's
     (:func:`gdc.imageio.read_scribbles`), after checking it is the image's size."""
-    header = _header(data, "scribbles")
+    header = _header(data, "scribbles", width * height)
     if header.format != "PNG":
         raise InputError(f"scribbles must be a PNG (label or colour), got {header.format}")
     if header.size != (width, height):

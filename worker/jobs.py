@@ -23,6 +23,7 @@ from rq.utils import current_timestamp
 
 from . import store
 from .keys import Kind, key_for
+from .meta import JobMeta
 from .settings import QueueSettings
 
 SEGMENT_TASK = "worker.tasks.run_segment"
@@ -127,7 +128,7 @@ def enqueue_segment(
     image: bytes,
     scribbles_png: bytes,
     options: dict,
-    meta: dict,
+    meta: JobMeta,
     previous: str | None = None,
 ) -> None:
     """Add storing the upload and enqueueing its job to ``pipeline`` (the caller executes it).
@@ -145,8 +146,8 @@ def enqueue_segment(
         result_ttl=settings.result_ttl,
         failure_ttl=settings.failure_ttl,
         retry=_retry(settings.job_retries, settings.retry_backoff),
-        meta=meta,
-        description=f"segment {meta['width']}x{meta['height']}, {len(meta['classes'])} classes",
+        meta=meta.as_dict(),
+        description=f"segment {meta.width}x{meta.height}, {len(meta.classes)} classes",
         pipeline=pipeline,
     )
 

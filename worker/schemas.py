@@ -12,6 +12,7 @@ from rq.job import Job
 from gdc.imageio import class_colours
 
 from .jobs import ENDED, Status, public_status
+from .meta import JobMeta, RecordedError, ReportedProgress
 
 
 class Progress(BaseModel):
@@ -110,29 +111,27 @@ class JobPublic(JobCreated):
     @classmethod
     def from_job(cls, job: Job) -> JobPublic:
         status = public_status(job)
-        meta = job.meta
-        reported = meta.get("progress") or {"phase": "queued", "step": 0, "total": 0}
-        fraction = (
-            1.0 if status is Status.SUCCEEDED else reported["step"] / reported["total"] if reported["total"] else 0.0
-        )
-        error = meta.get("error")
+        meta = JobMeta.of(job)
+        reported = meta.progress or ReportedProgress(phase="queued", step=0, total=0)
+        fraction = 1.0 if status is Status.SUCCEEDED else reported.step / reported.total if reported.total else 0.0
+        error = meta.error
         if status is Status.FAILED and error is None:
-            error = {"code": "internal", "message": "the job failed without a recorded reason"}
+            error = RecordedError(code="internal", message="the job failed without a recorded reason")
         return cls(
             id=job.id,
             status=status,
             links=Links.for_job(job.id),
-            progress=Progress(**reported, fraction=fraction),
+            progress=Progress(**reported.model_dump(), fraction=fraction),
             position=job.get_position() if status is Status.QUEUED else None,
             created_at=job.created_at,
             started_at=job.started_at,
             ended_at=job.ended_at if status in ENDED else None,
             timings=(job.return_value() or {}).get("timings", {}) if status is Status.SUCCEEDED else {},
-            error=None if status in (Status.SUCCEEDED, Status.CANCELED) else error,
-            width=meta["width"],
-            height=meta["height"],
-            classes=meta["classes"],
-            previous=meta.get("previous"),
-            warm=meta.get("warm"),
-            colours=class_colours(meta["classes"], meta.get("colours")),
+            error=None if status in (Status.SUCCEEDED, Status.CANCELED) or error is None else error.model_dump(),
+            width=meta.width,
+            height=meta.height,
+            classes=meta.classes,
+            previous=meta.previous,
+            warm=meta.warm,
+            colours=class_colours(meta.classes, meta.colours),
         )

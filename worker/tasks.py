@@ -27,6 +27,7 @@ from . import store
 from .callbacks import check_callback_url, signature_headers
 from .jobs import ErrorCode, fetch_job, open_queue, set_error
 from .keys import Kind, key_for
+from .meta import save_progress, save_warm
 from .schemas import JobPublic
 from .settings import QueueSettings
 
@@ -63,8 +64,7 @@ class ProgressWriter:
         if phase == self.phase and step < total and now - self.written < self.interval:
             return
         self.phase, self.written = phase, now
-        self.job.meta["progress"] = {"phase": phase, "step": step, "total": total}
-        self.job.save_meta()
+        save_progress(self.job, phase, step, total)
 
 
 def run_segment(upload: str, options: dict, previous: str | None = None) -> dict:
@@ -108,10 +108,10 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
             progress=ProgressWriter(job, settings.progress_interval),
             cancel=stop_requested,
             previous=warm_start,
+            threads=settings.worker_threads,
         )
         if previous is not None:
-            job.meta["warm"] = result.warm
-            job.save_meta()
+            save_warm(job, result.warm)
         encoding = time.perf_counter()
         fields = store.encode_result(result.labels, result.probabilities, result.uncertainty, result.classes)
         warm_bytes = result.warm_start.to_bytes()

@@ -3,7 +3,8 @@
     ./run gdc segment docs/example/coffee.jpg docs/example/coffee-scribbles.png -o mask.png
 
 Run as ``.venv/bin/python docs/example/make_example.py`` to rewrite coffee.jpg,
-coffee-scribbles.png and docs/example.png (input with scribbles beside the result).
+coffee-scribbles.png, coffee-more-scribbles.png (the same and one more stroke: the README's second
+round) and docs/example.png (input with scribbles beside the result).
 """
 from pathlib import Path
 
@@ -26,17 +27,27 @@ STROKES = [
     (2, 5, [(200, 215), (240, 245)]),
     (3, 5, [(235, 155), (285, 130), (345, 150)]),
 ]
+# The README's second round (refine): every stroke so far and one more on the table.
+MORE_STROKES = [*STROKES, (1, 5, [(20, 300), (30, 390)])]
+
+
+def draw(strokes, size: tuple[int, int]) -> Image.Image:
+    """A label PNG of ``size`` (width, height) with ``strokes`` drawn in their class values."""
+    canvas = Image.new("L", size)
+    painter = ImageDraw.Draw(canvas)
+    for value, width, points in strokes:
+        painter.line(points, fill=value, width=width, joint="curve")
+    return canvas
 
 
 def main() -> None:
     image = skimage.data.coffee()
-    canvas = Image.new("L", (image.shape[1], image.shape[0]))
-    draw = ImageDraw.Draw(canvas)
-    for value, width, points in STROKES:
-        draw.line(points, fill=value, width=width, joint="curve")
+    size = (image.shape[1], image.shape[0])
+    canvas = draw(STROKES, size)
     scribbles = np.asarray(canvas)
     Image.fromarray(image).save(HERE / "coffee.jpg", quality=92)
     canvas.save(HERE / "coffee-scribbles.png")
+    draw(MORE_STROKES, size).save(HERE / "coffee-more-scribbles.png")
     result = segment(image, scribbles)
     figure = np.concatenate([overlay(image, scribbles, opacity=1.0), np.full((400, 8, 3), 255, np.uint8),
                              overlay(image, result.labels, opacity=0.55)], axis=1)

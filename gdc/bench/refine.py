@@ -208,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(commands) -> None:
     from ..arguments import add_engine_options, comma_separated
+    from ..options import SegmentOptions
 
     parser = commands.add_parser("refine", help="a second round of strokes: refine (warm) against from scratch (cold)")
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
@@ -233,5 +234,6 @@ def add_parser(commands) -> None:
     parser.add_argument("--server", help="run every round as a job on this gdc server (e.g. http://127.0.0.1:8000)")
     parser.add_argument("--output-dir", default="benchmarks", help="where to write the JSON report")
     parser.add_argument("--verbose", action="store_true", help="print every image's figures")
-    add_engine_options(parser)
+    compared = ("refine_steps", "refine_stop_loss")  # their flags above take lists to compare
+    add_engine_options(parser, names=tuple(name for name in SegmentOptions.model_fields if name not in compared))
     parser.set_defaults(func=run)

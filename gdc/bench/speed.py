@@ -495,10 +495,9 @@ if __name__ == "__main__":  # one size, in its own process: python -m gdc.bench.
     from ..threads import passive_openmp
 
     passive_openmp()
-    import torch
-
     from ..options import SegmentOptions
+    from ..torch_threads import set_threads
 
     spec = json.loads(sys.argv[1])
-    torch.set_num_threads(spec["threads"])
+    set_threads(spec["threads"])
     print(json.dumps(measure_size(spec["megapixels"], spec["repeats"], SegmentOptions(**spec["options"]))))

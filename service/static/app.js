@@ -157,19 +157,20 @@ function pickClass(value) {
 
 function addClass() {
   const value = state.classes.length + 1;
-  state.classes.push({ value, name: `class ${value}`, colour: COLOURS[(value - 1) % COLOURS.length] });
+  // Class 1 is the background; each added class is another foreground: "foreground 2", "foreground 3", ...
+  state.classes.push({ value, name: `foreground ${value - 1}`, colour: COLOURS[(value - 1) % COLOURS.length] });
   state.active = value;
   renderClasses();
   document.querySelector(`.class-pick[value="${value}"]`).focus();
 }
 
-/** The options form, built from the server's defaults and limits (GET /options). */
+/** The options form, built from the server's defaults, limits and descriptions (GET /options). */
 function renderOptions() {
-  const { fields, switches, conv } = state.options;
+  const { fields, switches, choices } = state.options;
   const rows = Object.entries(fields).map(([name, field]) => {
     const input = Object.assign(document.createElement("input"), { id: `option-${name}`, name, type: "number" });
     input.value = field.default ?? "";
-    input.step = "any"; // /options does not say which fields are whole numbers; the server checks
+    input.step = field.integer ? "1" : "any";
     if (field.minimum != null) input.min = field.minimum;
     if (field.maximum != null) input.max = field.maximum;
     return optionRow(name, input);
@@ -177,14 +178,18 @@ function renderOptions() {
   for (const [name, on] of Object.entries(switches)) {
     rows.push(optionRow(name, Object.assign(document.createElement("input"), { id: `option-${name}`, name, type: "checkbox", checked: on })));
   }
-  const select = Object.assign(document.createElement("select"), { id: "option-conv", name: "conv" });
-  select.append(...conv.choices.map((choice) => new Option(choice, choice, false, choice === conv.default)));
-  rows.push(optionRow("conv", select));
+  for (const [name, { choices: values, default: chosen }] of Object.entries(choices)) {
+    const select = Object.assign(document.createElement("select"), { id: `option-${name}`, name });
+    select.append(...values.map((value) => new Option(value, value, false, value === chosen)));
+    rows.push(optionRow(name, select));
+  }
   $("option-fields").replaceChildren(...rows);
 }
 
+/** A labelled row: the option's name in words ("refine stop loss"), its description on hover. */
 function optionRow(name, control) {
-  const label = Object.assign(document.createElement("label"), { htmlFor: control.id, textContent: name });
+  const label = Object.assign(document.createElement("label"), { htmlFor: control.id, textContent: name.replaceAll("_", " ") });
+  label.title = control.title = state.options.descriptions[name] ?? "";
   const row = document.createElement("div");
   row.append(label, control);
   return row;

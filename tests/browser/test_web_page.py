@@ -49,7 +49,7 @@ class ScribblePage:
         if self.page.locator("details.options").get_attribute("open") is None:
             self.page.get_by_text("Options").click()
         for name, value in values.items():
-            self.page.get_by_label(name, exact=True).fill(str(value))
+            self.page.get_by_label(name.replace("_", " "), exact=True).fill(str(value))
 
     def screen_point(self, x: float, y: float) -> tuple[float, float]:
         """Where the centre of image pixel (x, y) is on screen, at the current zoom."""
@@ -332,16 +332,16 @@ def test_options_panel_shows_the_servers_defaults_and_limits(scribbler, live_ser
     served = httpx.get(f"{live_server}/options").json()
     page.get_by_text("Options").click()
     for name, limits in served["fields"].items():
-        field = page.get_by_label(name, exact=True)
+        field = page.get_by_label(name.replace("_", " "), exact=True)
         expected = {"value": limits["default"], "min": limits["minimum"], "max": limits["maximum"]}
         for attribute, number in expected.items():
             shown = field.input_value() if attribute == "value" else field.get_attribute(attribute)
             assert shown in (None, "") if number is None else float(shown) == number, (name, attribute)
     for name, on in served["switches"].items():
-        assert page.get_by_label(name, exact=True).is_checked() is on, name
+        assert page.get_by_label(name.replace("_", " "), exact=True).is_checked() is on, name
     conv = page.get_by_label("conv", exact=True)
-    assert conv.locator("option").all_inner_texts() == served["conv"]["choices"]
-    assert conv.input_value() == served["conv"]["default"]
+    assert conv.locator("option").all_inner_texts() == served["choices"]["conv"]["choices"]
+    assert conv.input_value() == served["choices"]["conv"]["default"]
 
 
 def _api_detail(live_server: str, image, scribbles: np.ndarray, **fields) -> str:

@@ -31,7 +31,11 @@ def test_images_sharing_a_stem_are_refused(tmp_path):
 
 
 def test_options_a_server_sets_itself_are_refused():
-    accepted = {"fields": {"steps": {}, "samples": {}, "sigma": {}, "superpixel_size": {}, "seed": {}}}
+    accepted = {
+        "fields": {"steps": {}, "samples": {}, "sigma": {}, "superpixel_size": {}, "seed": {}},
+        "switches": {"edges": True},
+        "choices": {"conv": {}},
+    }
     assert server_options(argparse.Namespace(steps=3, conv="gdc", sigma=None), accepted) == {"steps": 3, "conv": "gdc"}
     with pytest.raises(InputError, match="chooses --device, --feature-stride itself; give them with --local"):
         server_options(argparse.Namespace(steps=3, device="cuda", feature_stride=2), accepted)
@@ -116,3 +120,18 @@ def test_a_busy_or_unreachable_server_is_asked_again_and_a_refusal_is_the_images
 
     with pytest.raises(ApiError, match="422"):
         labeller._patiently(refused)
+
+
+def test_a_run_with_other_options_says_which_changed(tmp_path, capsys):
+    from gdc.batch import Batch, Pair
+
+    for name in ("a.png", "a-s.png"):
+        (tmp_path / name).write_bytes(b"not read as an image here")
+    pairs = [Pair("a", tmp_path / "a.png", tmp_path / "a-s.png")]
+    Batch(pairs, {"steps": 20}, tmp_path).journal.close()
+    Batch(pairs, {"steps": 20}, tmp_path).journal.close()
+    assert "options differ" not in capsys.readouterr().err  # the same options: nothing to say
+    Batch(pairs, {"steps": 10, "edges": False}, tmp_path).journal.close()
+    said = capsys.readouterr().err
+    assert "the options differ from the last run's: edges unset -> False, steps 20 -> 10" in said
+    assert "labelled again" in said

@@ -114,6 +114,7 @@ def test_engine_commands_run_torch_on_the_threads_asked_and_openmp_waits_passive
     import torch
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr("gdc.torch_threads._chosen", None)  # the process's choice, put back after the test
     before = torch.get_num_threads()
     try:
         code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), "-o", str(files / "t.png"),
@@ -130,3 +131,26 @@ def test_a_wait_policy_the_user_set_is_kept(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     passive_openmp()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_an_image_too_large_to_decode_is_one_line_and_exit_2(tmp_path, capsys):
+    from tests.service.conftest import png_claiming
+
+    (tmp_path / "huge.png").write_bytes(png_claiming(30000, 30000))
+    code = main(["segment", str(tmp_path / "huge.png"), str(tmp_path / "huge.png"), "-o", str(tmp_path / "mask.png")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1
+    assert error.startswith(f"gdc: error: image {tmp_path / 'huge.png'} is too large to decode")
+
+
+@pytest.mark.parametrize(
+    "command, said",
+    [
+        (["segment", "a.png", "b.png", "-o", "c.png", "--stepz", "5"], "gdc segment: error: unknown argument '--stepz' (did you mean '--steps'?)"),
+        (["bench", "refine", "data", "--sigmaa=1"], "gdc bench refine: error: unknown argument '--sigmaa' (did you mean '--sigma'?)"),
+    ],
+)
+def test_an_unknown_flag_is_named_with_the_closest_one_of_its_command(command, said, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(command)
+    assert exit.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == said

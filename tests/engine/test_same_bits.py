@@ -4,16 +4,15 @@
 before the split (one 164-line function), at fixed seeds, on a scene drawn in code from
 scikit-image photos: a cold run that shrinks the image to its working size, and a refine from
 it with more strokes. Any change to what the steps compute, their order or their random draws
-changes a digest. Regenerate with ``python tests/engine/test_same_bits.py`` only when a change
-of the numbers is intended (and say so in the commit).
+changes a digest. Regenerate with ``python -m tests.engine.test_same_bits`` (from the repository's
+root) only when a change of the numbers is intended, and say so in the commit.
 
 Floating-point results depend on the CPU's kernels (torch picks them by instruction set) and on
-the thread count, so the run uses one thread and the test skips on a CPU of another capability
+the thread count, so the runs use one thread and the test skips on a CPU of another capability
 than the one the digests were recorded on.
 """
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,7 @@ import torch
 
 from gdc.engine import segment
 from gdc.options import SegmentOptions
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_scene  # noqa: E402
+from tests.engine.conftest import make_scene
 
 RECORDED = Path(__file__).with_name("same_bits.json")
 # 96 x 128 is over the smallest max_pixels (10,000), so the cold run shrinks, upsamples and runs the edge step at full size.
@@ -41,13 +38,8 @@ def outputs() -> dict:
     image, _, scribbles = make_scene(3, shape=(96, 128))
     first = scribbles.copy()
     first[:, 64:] = 0  # the first round has the left half of the strokes
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cold = segment(image, first, COLD)
-        refined = segment(image, scribbles, REFINE, previous=cold.warm_start)
-    finally:
-        torch.set_num_threads(threads)
+    cold = segment(image, first, COLD, threads=1)
+    refined = segment(image, scribbles, REFINE, previous=cold.warm_start, threads=1)
     assert refined.warm
     return {
         "cpu": torch.backends.cpu.get_cpu_capability(),

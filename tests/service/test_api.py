@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gdc.imageio import encode_png
-from gdc.options import HEAD_CONVS, SegmentOptions
+from gdc.options import HEAD_CONVS, SegmentOptions, request_options
 from tests.conftest import REPO
 from tests.service.conftest import LIMITS, SLOW, png_claiming
 
@@ -104,9 +104,17 @@ def test_upload_over_the_byte_limit(api, upload):
     assert_error(post(api, files), 413, f"limit of {LIMITS['max_upload_bytes']} bytes")
 
 
-def test_image_over_the_pixel_limit(api, upload):
-    files = upload() | {"image": ("huge.png", png_claiming(10000, 6000), "image/png")}
-    assert_error(post(api, files), 413, "image is", "60000000 pixels")  # ours, or Pillow's bomb guard past 2x
+@pytest.mark.parametrize(
+    "width, height, said",
+    [
+        (10000, 6000, "image is 10000x6000 = 60000000 pixels; this server accepts at most 50000000"),
+        # Past Pillow's bomb guard (2 x its 89 MP), in this server's words and limit all the same.
+        (30000, 30000, "image is larger than this server accepts: at most 50000000 pixels"),
+    ],
+)
+def test_image_over_the_pixel_limit(api, upload, width, height, said):
+    files = upload() | {"image": ("huge.png", png_claiming(width, height), "image/png")}
+    assert_error(post(api, files), 413, said)
 
 
 @pytest.mark.parametrize("wait", ["0", "61", "soon"])
@@ -168,15 +176,21 @@ def test_an_idempotency_key_cannot_be_reused_for_another_body(client, upload):
 def test_options_come_from_the_engine_and_the_settings(make_client):
     body = make_client(max_steps=10, api_keys="k").get("/options", headers={"X-API-Key": "k"}).json()
     fields = SegmentOptions.model_fields
-    assert body["fields"]["steps"] == {"default": 10, "minimum": 0, "maximum": 10}  # the engine's 20 capped by 10
+    # the engine's 20 capped by 10
+    assert body["fields"]["steps"] == {"default": 10, "minimum": 0, "maximum": 10, "integer": True}
     assert body["fields"]["samples"]["default"] == fields["samples"].default
     assert body["fields"]["sigma"]["maximum"] == fields["sigma"].metadata[1].le
     assert body["fields"]["seed"]["maximum"] == 2**53 - 1  # exact in a browser's number
-    assert body["fields"]["edge_strength"] == {"default": fields["edge_strength"].default, "minimum": 0, "maximum": 10_000}
+    assert body["fields"]["edge_strength"] == {
+        "default": fields["edge_strength"].default, "minimum": 0, "maximum": 10_000, "integer": False
+    }
     assert body["switches"] == {"edges": True}
-    assert body["conv"] == {"default": fields["conv"].default, "choices": list(HEAD_CONVS)}
+    assert body["choices"] == {"conv": {"default": fields["conv"].default, "choices": list(HEAD_CONVS)}}
+    assert body["descriptions"] == {name: fields[name].description for name in request_options()}
     assert body["auth_required"] is True
-    assert set(body) == {"fields", "switches", "conv", "max_classes", "max_upload_bytes", "max_pixels", "auth_required"}
+    assert set(body) == {
+        "fields", "switches", "choices", "descriptions", "max_classes", "max_upload_bytes", "max_pixels", "auth_required"
+    }
 
 
 @pytest.mark.parametrize(
@@ -225,8 +239,11 @@ def test_openapi_documents_the_contract(client):
     assert {"/segment", "/jobs/{job_id}", "/jobs/{job_id}/mask", "/options", "/healthz", "/readyz", "/metrics"} <= set(
         spec["paths"]
     )
-    form = spec["components"]["schemas"]["Body_submit_segmentation_segment_post"]["properties"]
+    form = spec["components"]["schemas"]["SegmentForm"]["properties"]
     assert json.loads(form["strokes"]["examples"][0])[0]["label"] == 1
+    # The form is the request's own fields and every option the engine's model lets a request set.
+    assert set(form) == {"image", "scribbles", "previous", "strokes", "callback_url", *request_options()}
+    assert form["steps"]["description"] == SegmentOptions.model_fields["steps"].description
     assert "X-GDC-Signature" in spec["info"]["description"]
     assert "202" in spec["paths"]["/segment"]["post"]["responses"]
 

@@ -137,9 +137,10 @@ def test_a_full_queue_slows_the_batch_down_but_loses_nothing(stacks_for_this_tes
     assert refused and float(refused[0].split()[-1]) > 0
 
 
-def test_a_local_process_runs_the_threads_asked_and_leaves_ctrl_c_to_the_parent():
+def test_a_local_process_runs_the_threads_asked_and_leaves_ctrl_c_to_the_parent(monkeypatch):
     import torch
 
+    monkeypatch.setattr("gdc.torch_threads._chosen", None)  # the process's choice, put back after the test
     from gdc.batch import _start_local_process
 
     threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGINT)

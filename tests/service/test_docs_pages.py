@@ -19,6 +19,12 @@ def test_the_docs_pages_name_no_other_host_and_their_files_are_served(client, pa
         assert client.get(asset).status_code == 200, asset
 
 
+def test_the_redoc_script_asks_no_other_host_for_its_logo(client):
+    script = client.get("/static/docs/redoc.offline.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert "cdn.redoc.ly" not in script.text and 'alt:"redocly logo"' in script.text
+
+
 def test_the_favicon_is_an_icon(client):
     answer = client.get("/favicon.ico")
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/vnd.microsoft.icon"

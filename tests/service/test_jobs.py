@@ -10,11 +10,13 @@ from redis import Redis
 from rq.job import Job
 
 from gdc.imageio import encode_png, overlay, read_image, read_labels
+from gdc.options import request_options
 from service.settings import Settings
 from tests.service.conftest import FAST, SLOW
 from tests.service.test_store import even_odd_fill, rle_decode
 from worker.jobs import enqueue_segment, new_job_id, open_queue
 from worker.keys import Kind, key_for
+from worker.meta import JobMeta
 from worker.tasks import ProgressWriter
 
 ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "upsample", "edges"}
@@ -76,11 +78,7 @@ def test_a_job_runs_and_every_result_reads_back(client, upload, run_queued, coff
     redis = Redis.from_url(redis_url)
     rq_job = Job.fetch(job_id, connection=redis, serializer=open_queue(redis, "gdc").serializer)
     assert rq_job.kwargs["upload"] == key_for(Kind.UPLOAD, job_id)  # arguments carry the key, not pixels
-    options = {
-        "steps", "refine_steps", "refine_stop_loss", "samples", "sigma", "conv", "superpixel_size", "edges", "edge_strength",
-        "seed",
-    }
-    assert set(rq_job.kwargs["options"]) == options
+    assert set(rq_job.kwargs["options"]) == set(request_options())  # each one a request may set, defaults filled
     for kind in (Kind.UPLOAD, Kind.RESULT):
         assert 0 < redis.ttl(key_for(kind, job_id)) <= Settings().result_ttl
     assert all(key.startswith((b"gdc:", b"rq:")) for key in redis.keys("*"))
@@ -160,7 +158,7 @@ def test_an_input_the_engine_refuses_fails_the_job_with_its_message(client, make
     # Enqueued around the API's checks, the job still ends failed in the engine's words.
     settings = make_settings()
     queue = open_queue(Redis.from_url(settings.redis_url), settings.queue)
-    meta = {"width": 6, "height": 6, "classes": [1, 2], "callback_url": None}
+    meta = JobMeta(width=6, height=6, classes=[1, 2])
     job_id = new_job_id()
     with queue.connection.pipeline() as pipeline:
         pipeline.multi()

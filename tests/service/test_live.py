@@ -211,7 +211,8 @@ def test_gdc_submit_command(live, coffee, tmp_path):
     assert read_labels(output.read_bytes()).shape == (120, 180)
 
     refused = subprocess.run(command + ["--steps=5000"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 1 and "steps" in refused.stderr and "422" in refused.stderr
+    # A request the server refuses is the user's to fix: exit 2, as the CLI's other usage errors.
+    assert refused.returncode == 2 and "steps" in refused.stderr and "422" in refused.stderr
 
 
 def test_ready_with_a_worker(http):

@@ -46,3 +46,24 @@ def test_gdc_submit_flags_are_dashed_like_gdc_segment():
         [sys.executable, "-m", "gdc.cli", "submit", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert "--superpixel-size" in done.stdout and "--superpixel_size" not in done.stdout
+
+
+def test_gdc_submit_takes_every_option_a_request_may_set_and_no_other():
+    done = subprocess.run(
+        [sys.executable, "-m", "gdc.cli", "submit", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert "--edges, --no-edges" in done.stdout and "--refine-samples" in done.stdout
+    assert "--device" not in done.stdout and "--threads" not in done.stdout  # the worker's to choose
+
+
+def test_gdc_submit_prints_a_refused_requests_detail_and_exits_2(live, tmp_path):
+    image, scribbles = tmp_path / "image.png", tmp_path / "scribbles.png"
+    image.write_bytes(encode_png(np.zeros((16, 16, 3), np.uint8)))
+    scribbles.write_bytes(encode_png(np.eye(16, dtype=np.uint8)))
+    command = [sys.executable, "-m", "gdc.cli", "submit", str(image), str(scribbles), "--server", live.url]
+    done = subprocess.run(
+        [*command, "-o", str(tmp_path / "mask.png"), "--steps", "100000", "--no-edges"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("gdc submit: error: 422: steps") and done.stderr.count("\n") == 1, done.stderr
