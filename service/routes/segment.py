@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from gdc.imageio import encode_png
 from gdc.inputs import check_image, scribble_classes
 from gdc.options import HeadConv, SegmentOptions
 from worker.callbacks import check_callback_url
-from worker.jobs import ENDED, JOB_ID_PATTERN, enqueue_segment, fetch_job, new_job_id
+from worker.jobs import ENDED, JOB_ID_PATTERN, enqueue_segment, fetch_job, new_job_id, replicate
 from worker.keys import Kind, key_for
 from worker.schemas import JobCreated, JobPublic, Links
 
@@ -35,6 +36,7 @@ from ..schemas import (
 from ..settings import Settings
 from ..uploads import draw_strokes, read_image_upload, read_scribbles_upload
 
+log = logging.getLogger(__name__)
 _ERRORS = error_responses(
     KEY_REFUSED,
     BAD_INPUT,
@@ -177,7 +179,10 @@ def create_job(
         )
         return new_id
 
-    return redis.transaction(enqueue, queue.key, *([record] if record else []), value_from_callable=True)
+    job_id = redis.transaction(enqueue, queue.key, *([record] if record else []), value_from_callable=True)
+    if not replicate(redis, settings, job_id):
+        log.warning("job %s is on the Redis primary alone: no replica confirmed it in time", job_id)
+    return job_id
 
 
 def _describe(queue: Queue, job_id: str) -> JobPublic | None:
