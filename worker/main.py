@@ -174,10 +174,21 @@ class SegmentWorker(SimpleWorker):
                 if self.gpu_lease is not None:
                     self.gpu_lease.renew()
                 self._beat()
+                self._rejoin()
                 for queue in self.queues:
                     sweep(queue, self.context.settings)
             except Exception:  # a Redis hiccup must not end the thread that keeps jobs alive
                 log.exception("worker pulse failed; trying again in %.1f s", self.pulse_every)
+
+    def _rejoin(self) -> None:
+        """Register again when this worker's registration lapsed: cut off from Redis for longer than its
+        heartbeat, it would work on unseen, left out of /readyz and /metrics (RQ's heartbeat only
+        recreates the key's last_heartbeat, not the worker the registry lists)."""
+        if self.connection.hexists(self.key, "birth"):
+            return
+        self.connection.delete(self.key)
+        self.register_birth()
+        log.warning("worker %s: registered again; its registration lapsed while Redis was out of reach", self.name)
 
     def _beat(self) -> None:
         running = self._running
