@@ -143,14 +143,15 @@ class BatchRun:
         )
 
 
-def _run(deployment: GdcOnHosts, root: Path, name: str, images: int, fault) -> FaultRun:
+def _run(deployment: GdcOnHosts, root: Path, name: str, images: int, fault, wait_for_maps: bool = True) -> FaultRun:
     """Start a batch and the prober, apply ``fault(batch) -> (description, recovery)`` once a fifth of the
-    maps are written, and let the batch finish."""
+    maps are written (at once without ``wait_for_maps``), and let the batch finish."""
     prober = Prober(deployment.hosts, deployment.url)
     prober.start()
     try:
         batch = BatchRun(deployment, root / name, name, images)
-        batch.wait_for_maps(max(1, images // 5), 300)
+        if wait_for_maps:
+            batch.wait_for_maps(max(1, images // 5), 300)
         began = time.time()
         description, recovery = fault(batch)
         ended = time.time()
@@ -225,42 +226,47 @@ def network_impaired(deployment: GdcOnHosts, root: Path, images: int, delay_ms: 
 def worker_cut_off(deployment: GdcOnHosts, root: Path, images: int, seconds: float) -> tuple[FaultRun, dict]:
     """A worker's host off the network for ``seconds`` while it runs a long job; a batch of tiny jobs meanwhile.
 
-    Returns the batch's run, and what became of the long job: its status, the host whose run
-    stands, how many runs RQ recorded as succeeded, and the host cut off.
+    Returns the batch's run, and what became of the long job: its status, how many runs RQ
+    recorded as succeeded, whether the run cut off is among them, the host cut off and the one
+    whose run stands.
     """
     hosts = deployment.hosts
     with hosts.inside("client"), httpx.Client(base_url=deployment.url, timeout=10) as http:
         answer = http.post("/segment", files=tiny_upload(7), data=LONG_JOB)
         assert answer.status_code == 202, answer.text
         job_id = answer.json()["id"]
-        wait_until(lambda: http.get(f"/jobs/{job_id}").json()["status"] == "running", 120, "the long job to run")
-        cut_host = _worker_host(deployment, job_id)
+    cut_off = {}
 
     def cut(batch: BatchRun):
-        cut_at = time.time()
-        hosts.cut(cut_host)
-        try:
-            with hosts.inside("client"), httpx.Client(base_url=deployment.url, timeout=10) as http:
-                wait_until(lambda: http.get(f"/jobs/{job_id}").json()["status"] == "succeeded", seconds + 120,
+        with hosts.inside("client"), httpx.Client(base_url=deployment.url, timeout=10) as http:
+            wait_until(lambda: http.get(f"/jobs/{job_id}").json()["status"] == "running", 120, "the long job to run")
+            cut_off.update(host=_worker_host(deployment, job_id), run=_execution(deployment, job_id))
+            cut_at = time.time()
+            hosts.cut(cut_off["host"])
+            try:
+                cut_off["was_running"] = http.get(f"/jobs/{job_id}").json()["status"] == "running"
+                wait_until(lambda: http.get(f"/jobs/{job_id}").json()["status"] == "succeeded", seconds + 300,
                            "the long job to succeed on another worker")
                 recovery = time.time() - cut_at
-            time.sleep(max(0.0, seconds - (time.time() - cut_at)))
-        finally:
-            hosts.mend(cut_host)
+                time.sleep(max(0.0, seconds - (time.time() - cut_at)))
+            finally:
+                hosts.mend(cut_off["host"])
         return f"worker host cut off for {seconds:.0f} s mid-job", recovery
 
-    run = _run(deployment, root, "worker-cut-off", images, cut)
+    run = _run(deployment, root, "worker-cut-off", images, cut, wait_for_maps=False)
     with hosts.inside("client"):
         # The cut-off worker is back: give it time to finish what it was doing, then see what stands.
         wait_until(lambda: deployment.readyz().get("workers") == len(deployment.worker_hosts), 120,
                    "the cut-off worker to register again")
         time.sleep(SETTINGS["heartbeat_ttl"] * 2)
-        job = _job(deployment, job_id)
+        succeeded = [result for result in _job(deployment, job_id).results() if result.type.name == "SUCCESSFUL"]
         long_job = {
             "status": httpx.get(f"{deployment.url}/jobs/{job_id}", timeout=10).json()["status"],
-            "ran_on": _worker_host(deployment, job_id),
-            "successful_runs": sum(1 for result in job.results() if result.type.name == "SUCCESSFUL"),
-            "cut_off": cut_host,
+            "running_when_cut": cut_off["was_running"],
+            "successful_runs": len(succeeded),
+            "standing_run_is_the_cut_off_one": any(result.execution_id == cut_off["run"] for result in succeeded),
+            "cut_off": cut_off["host"],
+            "ran_on": _worker_host(deployment, job_id),  # may be the cut-off host again, in a run of its own
         }
     return run, long_job
 
@@ -272,6 +278,13 @@ def _queue_connection(deployment: GdcOnHosts):
 def _job(deployment: GdcOnHosts, job_id: str) -> Job:
     queue = open_queue(_queue_connection(deployment), "gdc")
     return Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+
+
+def _execution(deployment: GdcOnHosts, job_id: str) -> str:
+    """The id of RQ's execution running the job now (its entry in the StartedJobRegistry is ``job:execution``)."""
+    job = _job(deployment, job_id)
+    running = [entry.decode() for entry in job.connection.zrange(job.started_job_registry.key, 0, -1)]
+    return next(entry.split(":", 1)[1] for entry in running if entry.startswith(f"{job_id}:"))
 
 
 def _worker_host(deployment: GdcOnHosts, job_id: str) -> str:
