@@ -22,6 +22,7 @@ from tests.reliability.network_faults import (
     api_cut_off,
     network_impaired,
     primary_killed,
+    replication_wait_cost,
     worker_cut_off,
     write_report,
 )
@@ -39,6 +40,9 @@ def main() -> int:
         root = Path(temporary)
         deployment = GdcOnHosts(root / "hosts", **SETTINGS)
         try:
+            cost = replication_wait_cost(deployment)
+            print(f"a write alone {cost['write'] * 1000:.2f} ms, with WAIT for the replica "
+                  f"{cost['write_and_wait'] * 1000:.2f} ms (medians of 200)", flush=True)
             runs = [primary_killed(deployment, root, args.images)]
             run, long_job = worker_cut_off(deployment, root, args.images, args.cut)
             runs.append(run)

@@ -298,3 +298,21 @@ def _worker_host(deployment: GdcOnHosts, job_id: str) -> str:
 def write_report(runs: list[FaultRun], path: Path) -> None:
     """The runs as JSON (figures and every answer time), for benchmarks/reliability.md."""
     path.write_text(json.dumps([run.__dict__ for run in runs], indent=1))
+
+
+def replication_wait_cost(deployment: GdcOnHosts, writes: int = 200) -> dict[str, float]:
+    """Median seconds of a write to the primary from the client host, alone and followed by ``WAIT 1``
+    (what GDC_REDIS_REPLICAS_TO_WAIT=1 adds to each POST /segment)."""
+    with deployment.hosts.inside("client"):
+        redis = _queue_connection(deployment)
+        timings: dict[str, list[float]] = {"write": [], "write_and_wait": []}
+        for n in range(writes):
+            for kind, wait in (("write", False), ("write_and_wait", True)):
+                with redis.pipeline(transaction=False) as pipeline:
+                    pipeline.set(f"gdc:bench:wait:{n}", n, ex=60)
+                    if wait:
+                        pipeline.wait(1, 1000)
+                    started = time.perf_counter()
+                    pipeline.execute()
+                    timings[kind].append(time.perf_counter() - started)
+    return {kind: float(np.median(values)) for kind, values in timings.items()}
