@@ -16,7 +16,6 @@ from gdc.options import HEAD_CONVS, SegmentOptions
 from .schemas import NUMERIC_OPTIONS
 from .settings import Settings
 
-
 SENTINELS_HELP = (
     "Redis Sentinels to ask for the primary named GDC_REDIS_SENTINEL_MASTER, comma-separated; follows a failover "
     "(default: GDC_REDIS_SENTINELS)"

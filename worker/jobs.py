@@ -88,11 +88,11 @@ def connect(settings: QueueSettings) -> Redis:
     few times within about a second, which rides over a Redis restart; a timeout is not
     retried, so no request hangs.
     """
-    options = dict(
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        retry=RedisRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3, (RedisConnectionError,)),
-    )
+    options = {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "retry": RedisRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3, (RedisConnectionError,)),
+    }
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url, **options)
     sentinels = [(host, int(port)) for host, _, port in (item.rpartition(":") for item in settings.redis_sentinels)]

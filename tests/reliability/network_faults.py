@@ -20,7 +20,7 @@ import numpy as np
 from rq.job import Job
 from rq.worker import Worker
 
-from gdc.batch import JOURNAL, journal_events, jobs_submitted
+from gdc.batch import JOURNAL, jobs_submitted, journal_events
 from gdc.imageio import encode_png
 from tests.reliability.conftest import tiny_image, tiny_scribbles, tiny_upload
 from tests.reliability.hosts import GdcOnHosts, Hosts, python, wait_until
