@@ -10,12 +10,13 @@ moves the calling thread there (network namespaces are per thread on Linux).
 
 :class:`Hosts` kills every process it started and deletes every namespace it made in
 :meth:`Hosts.close`, also when a test fails; names start with ``gdc<pid>-``, so runs at the
-same time never meet.
+same time never meet; namespaces left by a run that was killed outright are removed by the next.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -82,10 +83,26 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
+def remove_stale_hosts() -> None:
+    """Remove the namespaces, and kill the processes in them, of runs whose process is gone (killed
+    before its cleanup could run)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    for name in (line.split()[0] for line in listed.splitlines() if line.strip()):
+        owner = re.fullmatch(r"gdc(\d+)-.+", name)
+        if owner is None or Path(f"/proc/{owner.group(1)}").exists():
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False).stdout
+        for pid in map(int, pids.split()):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
 class Hosts:
     """Network namespaces on one switch, and the processes started in them; :meth:`close` removes all."""
 
     def __init__(self, logs: Path) -> None:
+        remove_stale_hosts()
         self.prefix = f"gdc{os.getpid()}-"
         self.logs = logs
         self.switch = self.prefix + "switch"
