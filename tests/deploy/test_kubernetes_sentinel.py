@@ -1,8 +1,10 @@
-"""deploy/kubernetes/sentinel/, the Sentinel variant, validated offline like the base manifests.
+"""deploy/kubernetes-sentinel/, the Sentinel variant, validated offline like the base manifests.
 
 Its new objects (the Sentinels) against Kubernetes' schemas; its patches name objects of the
 base; its settings are ones gdc reads, and the Sentinels they list are the StatefulSet's pods.
 """
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -12,7 +14,7 @@ import yaml
 from service.settings import Settings
 from tests.deploy.test_kubernetes import KUBERNETES_VERSION, documents
 
-OVERLAY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "sentinel"
+OVERLAY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes-sentinel"
 
 
 def kustomization() -> dict:
@@ -25,7 +27,7 @@ def overlay_documents(name: str) -> list[dict]:
 
 def test_kustomization_lists_every_file_of_the_variant():
     listed = set(kustomization()["resources"][1:]) | {patch["path"] for patch in kustomization()["patches"]}
-    assert kustomization()["resources"][0] == "../"
+    assert kustomization()["resources"][0] == "../kubernetes"
     assert listed == {path.name for path in OVERLAY.glob("*.yaml")} - {"kustomization.yaml"}
 
 
@@ -50,3 +52,16 @@ def test_the_settings_point_gdc_and_keda_at_the_sentinel_pods():
     assert set(settings.redis_sentinels) == pods
     trigger = overlay_documents("keda-scaledobject.yaml")[0]["spec"]["triggers"][0]["metadata"]
     assert set(trigger["addresses"].split(",")) == pods and trigger["sentinelMaster"] == settings.redis_sentinel_master
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_variant_builds_with_kustomize_into_valid_objects():
+    built = subprocess.run(["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, check=True).stdout
+    objects = [doc for doc in yaml.safe_load_all(built) if doc]
+    for doc in objects:
+        if doc["kind"] != "ScaledObject":
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    settings = next(doc for doc in objects if doc["kind"] == "ConfigMap")["data"]
+    assert "REDIS_URL" not in settings and settings["GDC_REDIS_SENTINELS"]
+    redis = next(doc for doc in objects if doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "gdc-redis")
+    assert redis["spec"]["replicas"] == 2
