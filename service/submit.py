@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 
 import numpy as np
@@ -20,7 +21,7 @@ from gdc.errors import InputError
 from gdc.imageio import encode_png
 from gdc.inputs import check_image, scribble_classes
 from worker.callbacks import check_callback_url
-from worker.jobs import ENDED, enqueue_segment, fetch_job, new_job_id
+from worker.jobs import ENDED, enqueue_segment, fetch_job, new_job_id, replicate
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
 from worker.schemas import JobPublic
@@ -29,6 +30,8 @@ from .previous import find_previous
 from .schemas import resolve_options
 from .settings import Settings
 from .uploads import draw_strokes, read_image_upload, read_scribbles_upload
+
+log = logging.getLogger(__name__)
 
 
 # Seconds a refused client waits before sending again: long enough for workers to take a few jobs.
@@ -153,7 +156,10 @@ def create_job(
         )
         return new_id
 
-    return redis.transaction(enqueue, queue.key, *([record] if record else []), value_from_callable=True)
+    job_id = redis.transaction(enqueue, queue.key, *([record] if record else []), value_from_callable=True)
+    if not replicate(redis, settings, job_id):
+        log.warning("job %s is on the Redis primary alone: no replica confirmed it in time", job_id)
+    return job_id
 
 
 def describe_job(queue: Queue, job_id: str) -> JobPublic | None:

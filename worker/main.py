@@ -34,7 +34,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from .gpus import AUTO_GPU, GpuLease, claim_gpu
-from .jobs import ENDED, connect, notify, public_status, sweep
+from .jobs import ENDED, connect, holds, notify, public_status, sweep
 from .keys import Kind, key_for
 from .settings import QueueSettings
 from .tasks import WorkerContext, current_worker
@@ -105,10 +105,12 @@ class SegmentWorker(SimpleWorker):
     def perform_job(self, job: Job, queue: Queue, execution) -> bool:
         token = current_worker.set(self.context)
         self._running = (job, execution)
+        self.context.execution_id = execution.id
         try:
             return super().perform_job(job, queue, execution)
         finally:
             self._running = None
+            self.context.execution_id = None
             current_worker.reset(token)
             if public_status(job) in ENDED:
                 notify(queue, job, self.context.settings)
@@ -123,7 +125,20 @@ class SegmentWorker(SimpleWorker):
             return
         super().handle_exception(job, *exc_info)
 
+    def superseded(self, job: Job, execution) -> bool:
+        """The job was given to another worker while this one was cut off from Redis: its outcome here is dropped."""
+        if execution is None or holds(self.connection, job, execution.id):
+            return False
+        self.log.warning("Worker %s: job %s was given to another worker meanwhile; this run's outcome is dropped", self.name, job.id)
+        return True
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution) -> None:
+        if not self.superseded(job, execution):
+            super().handle_job_success(job, queue, started_job_registry, execution)
+
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="", execution=None):
+        if self.superseded(job, execution):
+            return None
         if not self.canceled_on_request(job):
             return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         # RQ would file it as failed; a cancel goes to RQ's CanceledJobRegistry, where /metrics counts it.
@@ -159,10 +174,21 @@ class SegmentWorker(SimpleWorker):
                 if self.gpu_lease is not None:
                     self.gpu_lease.renew()
                 self._beat()
+                self._rejoin()
                 for queue in self.queues:
                     sweep(queue, self.context.settings)
             except Exception:  # a Redis hiccup must not end the thread that keeps jobs alive
                 log.exception("worker pulse failed; trying again in %.1f s", self.pulse_every)
+
+    def _rejoin(self) -> None:
+        """Register again when this worker's registration lapsed: cut off from Redis for longer than its
+        heartbeat, it would work on unseen, left out of /readyz and /metrics (RQ's heartbeat only
+        recreates the key's last_heartbeat, not the worker the registry lists)."""
+        if self.connection.hexists(self.key, "birth"):
+            return
+        self.connection.delete(self.key)
+        self.register_birth()
+        log.warning("worker %s: registered again; its registration lapsed while Redis was out of reach", self.name)
 
     def _beat(self) -> None:
         running = self._running
@@ -212,7 +238,7 @@ def _release(gpu_lease: GpuLease | None) -> None:
 def _work(settings: QueueSettings, queues: list[str], gpu_lease: GpuLease | None, *, burst: bool) -> int:
     while True:
         worker = SegmentWorker(queues, connection=connect(settings), settings=settings, gpu_lease=gpu_lease)
-        print(f"gdc worker {worker.name}: listening on {', '.join(queues)} at {settings.redis_url}", flush=True)
+        print(f"gdc worker {worker.name}: listening on {', '.join(queues)} at {settings.redis_target}", flush=True)
         try:
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as error:  # raised while registering or deregistering

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from gdc.threads import DEFAULT_THREADS
 
 SecondsList = Annotated[list[int], NoDecode]
+CommaList = Annotated[list[str], NoDecode]
 
 
 def split_commas(value):
@@ -31,6 +32,24 @@ class QueueSettings(BaseSettings):
         None,
         validation_alias=AliasChoices("REDIS_URL", "GDC_REDIS_URL", "redis_url"),
         description="Redis URL shared by the API and the workers; unset: `gdc serve` starts an embedded server",
+    )
+    redis_sentinels: CommaList = Field(
+        [],
+        description="Redis Sentinels as comma-separated `host:port`; set, the API and the workers ask them for the "
+        "primary and follow a failover by themselves, and REDIS_URL is not used (docs/kubernetes.md: Sentinel)",
+    )
+    redis_sentinel_master: str = Field("gdc", description="the name the Sentinels monitor the primary under")
+    redis_password: SecretStr | None = Field(
+        None, description="password of the Redis primary and replica found through the Sentinels (`requirepass`)"
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="password of the Sentinels themselves, when they have one"
+    )
+    redis_replicas_to_wait: int = Field(
+        0,
+        ge=0,
+        description="replicas that must hold a new job before POST /segment answers 202 (Redis `WAIT`); with "
+        "Sentinel set it to 1, so a failover right after the answer cannot lose the job",
     )
     redis_timeout: float = Field(
         2.0, gt=0, description="seconds to wait for Redis to connect or answer; past it the API answers 503"
@@ -74,4 +93,25 @@ class QueueSettings(BaseSettings):
         False, description="allow callback URLs on loopback or private addresses (tests, closed networks)"
     )
 
-    _split_backoffs = field_validator("retry_backoff", "callback_backoff", mode="before")(split_commas)
+    _split_queue_lists = field_validator("retry_backoff", "callback_backoff", "redis_sentinels", mode="before")(split_commas)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_and_port(cls, sentinels: list[str]) -> list[str]:
+        for sentinel in sentinels:
+            host, _, port = sentinel.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"a Sentinel is host:port, not {sentinel!r}")
+        return sentinels
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether a Redis is given (a URL or Sentinels); without one ``gdc serve`` starts its own."""
+        return self.redis_url is not None or bool(self.redis_sentinels)
+
+    @property
+    def redis_target(self) -> str:
+        """Where Redis is, for log lines: the URL, or the Sentinels and the primary's name."""
+        if self.redis_sentinels:
+            return f"the primary {self.redis_sentinel_master!r} of Sentinels {','.join(self.redis_sentinels)}"
+        return str(self.redis_url)

@@ -25,7 +25,7 @@ from gdc.warm import WarmStart
 
 from . import store
 from .callbacks import check_callback_url, signature_headers
-from .jobs import ErrorCode, fetch_job, open_queue, set_error
+from .jobs import ErrorCode, fetch_job, holds, open_queue, set_error
 from .keys import Kind, key_for
 from .meta import save_progress, save_warm
 from .schemas import JobPublic
@@ -38,6 +38,11 @@ class WorkerContext:
 
     settings: QueueSettings
     stopping: threading.Event = field(default_factory=threading.Event)  # set on a warm shutdown
+    execution_id: str | None = None  # RQ's execution of the running job: this worker's claim on it
+
+    def holds(self, job: Job, connection=None) -> bool:
+        """Whether the running job is still this worker's (:func:`worker.jobs.holds`)."""
+        return self.execution_id is None or holds(connection or job.connection, job, self.execution_id)
 
 
 current_worker: ContextVar[WorkerContext] = ContextVar("current_worker")
@@ -47,15 +52,21 @@ class UploadExpired(LookupError):
     """The job's upload was gone when a worker picked the job up."""
 
 
+class Superseded(RuntimeError):
+    """The job was given to another worker while this one could not reach Redis; this run writes nothing more."""
+
+
 class ProgressWriter:
     """The engine's progress hook: phase/step/total into ``job.meta``, at most every ``interval`` s.
 
     A new phase and a phase's last step are always written, so clients see every phase.
+    Raises :class:`Superseded` (stopping the engine) instead once ``holds()`` is false.
     """
 
-    def __init__(self, job: Job, interval: float) -> None:
+    def __init__(self, job: Job, interval: float, holds=lambda: True) -> None:
         self.job = job
         self.interval = interval
+        self.holds = holds
         self.phase = None
         self.written = 0.0
 
@@ -64,6 +75,8 @@ class ProgressWriter:
         if phase == self.phase and step < total and now - self.written < self.interval:
             return
         self.phase, self.written = phase, now
+        if not self.holds():
+            raise Superseded("another worker runs this job now")
         save_progress(self.job, phase, step, total)
 
 
@@ -105,7 +118,7 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
             image,
             scribbles,
             SegmentOptions(**options, device=settings.device),
-            progress=ProgressWriter(job, settings.progress_interval),
+            progress=ProgressWriter(job, settings.progress_interval, holds=lambda: context.holds(job)),
             cancel=stop_requested,
             previous=warm_start,
             threads=settings.worker_threads,
@@ -119,12 +132,14 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
         def save_unless_canceled(pipeline) -> None:
             if pipeline.exists(cancel_key):
                 raise Cancelled("canceled while storing the result")
+            if not context.holds(job, pipeline):
+                raise Superseded("another worker ran this job while this one could not reach Redis")
             pipeline.multi()
             store.save_result(pipeline, job.id, fields, settings.result_ttl)
             store.save_warm_start(pipeline, job.id, warm_bytes, settings.result_ttl)
             pipeline.expire(upload, settings.result_ttl)  # the overlay is drawn from it
 
-        redis.transaction(save_unless_canceled, cancel_key)
+        redis.transaction(save_unless_canceled, cancel_key, job.started_job_registry.key)
         timings = {"decode": decoded - started, **result.timings, "encode": time.perf_counter() - encoding}
         if previous is not None:
             timings["previous"] = loaded - decoded
@@ -144,6 +159,8 @@ def _load_warm_start(redis, previous: str | None) -> WarmStart | None:
 
 def _record_failure(job: Job, error: Exception, context: WorkerContext) -> bool:
     """Write the failure's code and message to the job; True when it should be retried."""
+    if isinstance(error, Superseded):
+        return True  # not ours to record: the newer run's results and status stand
     if isinstance(error, RedisError):
         with suppress(RedisError):  # it may well fail again; the retry does not depend on it
             set_error(job, ErrorCode.STORE_UNREACHABLE, f"Redis failed during the job ({error}); retrying")

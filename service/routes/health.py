@@ -22,13 +22,17 @@ def healthz() -> dict:
     summary="Redis answers and at least one worker listens",
     responses=error_responses({503: "Redis is unreachable or no worker is alive"}),
 )
-def readyz(redis: RedisDep, queue: QueueDep) -> dict:
+def readyz(request: Request, redis: RedisDep, queue: QueueDep) -> dict:
     redis.ping()  # a Redis error answers 503 (service.app)
     clean_worker_registry(queue)  # drop workers whose heartbeat key expired
     workers = Worker.count(queue=queue)
     if workers == 0:
         raise HTTPException(status_code=503, detail=f"no live worker listens on queue {queue.name!r}")
-    return {"status": "ready", "workers": workers, "queued": queue.count}
+    ready = {"status": "ready", "workers": workers, "queued": queue.count}
+    restarts = getattr(request.app.state, "worker_restarts", None)  # set by gdc serve when it supervises workers
+    if restarts is not None:
+        ready["worker_restarts"] = restarts()
+    return ready
 
 
 @router.get(

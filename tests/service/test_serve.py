@@ -30,10 +30,11 @@ def alive(pid: int) -> bool:
     return "State:\tZ" not in status  # a zombie has exited
 
 
-def start_serve(port: int, **settings) -> subprocess.Popen:
-    command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", "1"]
+def start_serve(port: int, workers: int = 1, output=subprocess.PIPE, **settings) -> subprocess.Popen:
+    """``gdc serve`` on ``port``; its output (and its workers') to ``output``, which busy workers must not fill."""
+    command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", str(workers)]
     return subprocess.Popen(
-        command, env=process_env(**settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, env=process_env(**settings), cwd=REPO, stdout=output, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -123,3 +124,47 @@ def test_serve_keeps_an_idle_connection_open_past_a_pooling_clients_expiry(valke
     finally:
         serve.terminate()
         serve.communicate(timeout=30)
+
+
+def worker_pids(serve: subprocess.Popen) -> set[int]:
+    """The ``gdc worker`` processes below ``gdc serve`` (not the Valkey server)."""
+    return {pid for pid in descendants(serve.pid) if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+def test_serve_restarts_killed_workers_and_every_queued_job_succeeds(tmp_path):
+    from tests.reliability.conftest import final_statuses, running_phase, submit
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    # Short heartbeats and back-offs: the killed workers' jobs are found and retried within seconds.
+    with log.open("w") as output:
+        serve = start_serve(port, workers=2, output=output, heartbeat_ttl=2, retry_backoff=1, worker_threads=1)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") == 200 or serve.poll() is not None, 90, "gdc serve")
+        assert serve.poll() is None, log.read_text()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            ids = [submit(http, seed, options={"steps": 40, "samples": 2}) for seed in range(12)]
+            wait_for(lambda: running_phase(http, ids[0]), 60, "the first job to run")
+            killed = worker_pids(serve)
+            assert len(killed) == 2
+            for pid in killed:  # as the kernel's OOM killer would
+                os.kill(pid, signal.SIGKILL)
+            statuses = final_statuses(http, ids, timeout=180)
+            assert set(statuses.values()) == {"succeeded"}, statuses
+            restarted = worker_pids(serve)
+            assert len(restarted) == 2 and not restarted & killed
+            assert http.get("/readyz").json()["worker_restarts"] == 2
+            assert "gdc_worker_restarts_total 2.0" in http.get("/metrics").text
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+    finally:
+        if serve.poll() is None:  # the test failed: leave nothing behind (the workers have sessions of their own)
+            left = worker_pids(serve)
+            serve.kill()
+            serve.wait()
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+    output = log.read_text()
+    for pid in killed:
+        assert f"worker process {pid} killed by SIGKILL" in output, output
+    assert not [pid for pid in restarted if alive(pid)], output

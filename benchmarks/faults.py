@@ -1,0 +1,65 @@
+"""Losing a host with long batches in flight: the figures of benchmarks/reliability.md ("Hosts").
+
+The faults of tests/reliability/test_network_faults.py, each with a ``gdc batch`` of
+``--images`` tiny jobs (64x48, 2 steps, 1 sample), on one deployment of network namespaces:
+Redis primary, replica and three Sentinels, the API, two workers and the client each on a
+host of its own. Needs root; run from the repository root:
+
+    .venv/bin/python -m benchmarks.faults --images 200
+
+Prints the table and writes every figure, with each /readyz answer time, to ``--output``.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from tests.reliability.hosts import GdcOnHosts, has_netem, why_no_namespaces
+from tests.reliability.network_faults import (
+    SETTINGS,
+    TABLE_HEADER,
+    api_cut_off,
+    network_impaired,
+    primary_killed,
+    replication_wait_cost,
+    worker_cut_off,
+    write_report,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=200, help="images per batch (default 200)")
+    parser.add_argument("--cut", type=float, default=30, help="seconds a worker's and the API's host are cut off")
+    parser.add_argument("--output", default="benchmarks/faults.json", help="JSON of every figure")
+    args = parser.parse_args()
+    if reason := why_no_namespaces():
+        parser.error(reason)
+    with tempfile.TemporaryDirectory(prefix="gdc-faults-") as temporary:
+        root = Path(temporary)
+        deployment = GdcOnHosts(root / "hosts", **SETTINGS)
+        try:
+            cost = replication_wait_cost(deployment)
+            print(f"a write alone {cost['write'] * 1000:.2f} ms, with WAIT for the replica "
+                  f"{cost['write_and_wait'] * 1000:.2f} ms (medians of 200)", flush=True)
+            runs = [primary_killed(deployment, root, args.images)]
+            run, long_job = worker_cut_off(deployment, root, args.images, args.cut)
+            runs.append(run)
+            print(f"worker cut off: the long job {long_job}", flush=True)
+            runs.append(api_cut_off(deployment, root, args.images, args.cut))
+            if has_netem():
+                runs.append(network_impaired(deployment, root, args.images, delay_ms=200, loss_percent=5))
+            else:
+                print("delay and loss: skipped, the kernel has no tc netem (sch_netem)", flush=True)
+        finally:
+            deployment.close()
+    print(TABLE_HEADER)
+    for run in runs:
+        print(run.row())
+    write_report(runs, Path(args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

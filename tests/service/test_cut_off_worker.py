@@ -1,0 +1,45 @@
+"""A worker cut off from Redis: once back, it writes nothing over a job handed on, and registers again."""
+import time
+
+import pytest
+from redis import Redis
+from rq.job import Job
+from rq.worker import Worker
+from rq.worker_registration import clean_worker_registry
+
+from worker.jobs import holds, open_queue
+from worker.main import SegmentWorker
+from worker.tasks import ProgressWriter, Superseded
+
+
+def test_a_run_whose_job_was_handed_on_writes_no_more_progress(redis_url):
+    redis = Redis.from_url(redis_url)
+    job = open_queue(redis, "gdc").enqueue_call("worker.tasks.run_segment", kwargs={})
+    running = f"{job.id}:first-run"  # RQ's StartedJobRegistry entry: job id, execution id
+    redis.zadd(job.started_job_registry.key, {running: time.time() + 60})
+    assert holds(redis, job, "first-run") and not holds(redis, job, "another-run")
+    progress = ProgressWriter(job, interval=0, holds=lambda: holds(redis, job, "first-run"))
+    progress("optimise", 0, 10)
+    redis.zrem(job.started_job_registry.key, running)  # the sweep took the job from the silent worker
+    with pytest.raises(Superseded):
+        progress("optimise", 1, 10)
+    stored = Job.fetch(job.id, connection=redis, serializer=job.serializer).meta["progress"]
+    assert stored == {"phase": "optimise", "step": 0, "total": 10}
+
+
+def test_a_worker_registers_again_after_its_registration_lapsed(make_settings):
+    settings = make_settings()
+    connection = Redis.from_url(settings.redis_url)
+    queue = open_queue(connection, settings.queue)
+    worker = SegmentWorker([queue], connection=connection, settings=settings)
+    worker.register_birth()
+    connection.delete(worker.key)  # its key expired while it was cut off ...
+    clean_worker_registry(queue)  # ... and a /readyz dropped it from the queue's workers
+    worker.heartbeat()  # back: RQ's heartbeat recreates only the key's last_heartbeat
+    assert Worker.count(queue=queue) == 0
+    worker._rejoin()
+    assert Worker.count(queue=queue) == 1
+    assert [found.name for found in Worker.all(queue=queue)] == [worker.name]
+    worker._rejoin()  # registered: nothing to do
+    assert Worker.count(queue=queue) == 1
+    worker.register_death()
