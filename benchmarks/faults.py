@@ -62,7 +62,9 @@ def main() -> int:
                 runs.append(api_cut_off(deployment, root, args.images, args.cut))
             if "network" in args.faults:
                 # Without netem the loss alone: Hosts.impair applies no delay, and the row says so.
-                runs.append(network_impaired(deployment, root, args.images, delay_ms=200, loss_percent=5))
+                run, dropped = network_impaired(deployment, root, args.images, delay_ms=200, loss_percent=5)
+                runs.append(run)
+                print(f"delay and loss: {dropped} packets dropped on the links", flush=True)
         finally:
             deployment.close()
     print(TABLE_HEADER)

@@ -170,9 +170,19 @@ class Hosts:
         # numgen draws 0..9999 per packet: loss in hundredths of a percent.
         ruleset = (
             f"table inet {IMPAIR_TABLE} {{\n chain out {{\n  type filter hook output priority 0;\n"
-            f'  oifname "eth0" numgen random mod 10000 < {round(loss_percent * 100)} drop\n }}\n}}\n'
+            f'  oifname "eth0" numgen random mod 10000 < {round(loss_percent * 100)} counter drop\n }}\n}}\n'
         )  # nft parses a ruleset's rules only one to a line, from a file (here stdin)
         subprocess.run([*namespace, "nft", "-f", "-"], input=ruleset.encode(), check=True, capture_output=True)
+
+    def dropped(self, host: str) -> int:
+        """Packets :meth:`impair` has dropped on ``host`` so far (netem's or the nftables rule's count)."""
+        namespace = ["ip", "netns", "exec", self.netns(host)]
+        if has_netem():
+            command, count = [*namespace, "tc", "-s", "qdisc", "show", "dev", "eth0"], r"dropped (\d+)"
+        else:
+            command, count = [*namespace, "nft", "list", "table", "inet", IMPAIR_TABLE], r"packets (\d+)"
+        shown = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        return sum(int(n) for n in re.findall(count, shown))
 
     def unimpair(self, host: str) -> None:
         namespace = ["ip", "netns", "exec", self.netns(host)]

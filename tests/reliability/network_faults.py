@@ -197,11 +197,13 @@ def api_cut_off(deployment: GdcOnHosts, root: Path, images: int, seconds: float)
     return _run(deployment, root, "api-cut-off", images, cut)
 
 
-def network_impaired(deployment: GdcOnHosts, root: Path, images: int, delay_ms: int, loss_percent: float) -> FaultRun:
+def network_impaired(
+    deployment: GdcOnHosts, root: Path, images: int, delay_ms: int, loss_percent: float
+) -> tuple[FaultRun, int]:
     """``loss_percent`` loss and ``delay_ms`` delay on every host's link for the whole batch (tc netem).
 
     Where the kernel has no netem, the loss alone (nftables, :meth:`Hosts.impair`): no delay is
-    applied, and the fault's description says so.
+    applied, and the fault's description says so. Returns the run and the packets dropped on all links.
     """
     hosts = deployment.hosts
     # One lost Sentinel ping must not look like a dead primary: 5 s, as production would set it.
@@ -219,6 +221,7 @@ def network_impaired(deployment: GdcOnHosts, root: Path, images: int, delay_ms: 
             assert code == 0, hosts.log("impaired")[-3000:]
         finally:
             prober.stop()
+        dropped = sum(hosts.dropped(host) for host in hosts.addresses)
     finally:
         for host in deployment.hosts.addresses:
             hosts.unimpair(host)
@@ -226,7 +229,7 @@ def network_impaired(deployment: GdcOnHosts, root: Path, images: int, delay_ms: 
             deployment.redis.set_down_after()
     delay = f"{delay_ms} ms delay" if has_netem() else "no delay (the kernel has no netem)"
     description = f"{loss_percent:g}% loss and {delay} on every link"
-    return batch.outcome(description, None, *prober.window(began, time.time()))
+    return batch.outcome(description, None, *prober.window(began, time.time())), dropped
 
 
 def worker_cut_off(deployment: GdcOnHosts, root: Path, images: int, seconds: float) -> tuple[FaultRun, dict]:

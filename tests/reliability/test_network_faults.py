@@ -68,4 +68,7 @@ def test_delay_and_loss_on_every_link_lose_nothing(deployment, tmp_path):
     Without netem (this build machine and CI), nftables drops the packets and NO delay is applied:
     the test then shows that loss alone loses no job; the delay is tested only where netem exists.
     """
-    assert_every_image_labelled_once(network_impaired(deployment, tmp_path, IMAGES, delay_ms=200, loss_percent=5))
+    run, dropped = network_impaired(deployment, tmp_path, IMAGES, delay_ms=200, loss_percent=5)
+    print(f"packets dropped on the links: {dropped}")
+    assert dropped > 0  # the loss was in force
+    assert_every_image_labelled_once(run)
