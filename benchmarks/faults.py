@@ -6,6 +6,7 @@ Redis primary, replica and three Sentinels, the API, two workers and the client 
 host of its own. Needs root; run from the repository root:
 
     .venv/bin/python -m benchmarks.faults --images 200
+    .venv/bin/python -m benchmarks.faults --images 200 --faults network   # one fault alone
 
 Prints the table and writes every figure, with each /readyz answer time, to ``--output``.
 """
@@ -15,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from tests.reliability.hosts import GdcOnHosts, has_netem, why_no_namespaces
+from tests.reliability.hosts import GdcOnHosts, has_netem, has_nftables, why_no_namespaces
 from tests.reliability.network_faults import (
     SETTINGS,
     TABLE_HEADER,
@@ -27,31 +28,43 @@ from tests.reliability.network_faults import (
     write_report,
 )
 
+# The faults, by the name --faults takes: the Redis primary killed, a worker's or the API's host
+# cut off, 5% loss and 200 ms delay on every link (the delay only where the kernel has netem).
+FAULTS = ("primary", "worker", "api", "network")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200, help="images per batch (default 200)")
     parser.add_argument("--cut", type=float, default=30, help="seconds a worker's and the API's host are cut off")
     parser.add_argument("--output", default="benchmarks/faults.json", help="JSON of every figure")
+    parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS), help="which faults (default all)")
     args = parser.parse_args()
     if reason := why_no_namespaces():
         parser.error(reason)
+    if "network" in args.faults and not (has_netem() or has_nftables()):
+        parser.error("the network fault needs tc netem or nftables")
     with tempfile.TemporaryDirectory(prefix="gdc-faults-") as temporary:
         root = Path(temporary)
         deployment = GdcOnHosts(root / "hosts", **SETTINGS)
+        runs = []
         try:
             cost = replication_wait_cost(deployment)
             print(f"a write alone {cost['write'] * 1000:.2f} ms, with WAIT for the replica "
                   f"{cost['write_and_wait'] * 1000:.2f} ms (medians of 200)", flush=True)
-            runs = [primary_killed(deployment, root, args.images)]
-            run, long_job = worker_cut_off(deployment, root, args.images, args.cut)
-            runs.append(run)
-            print(f"worker cut off: the long job {long_job}", flush=True)
-            runs.append(api_cut_off(deployment, root, args.images, args.cut))
-            if has_netem():
-                runs.append(network_impaired(deployment, root, args.images, delay_ms=200, loss_percent=5))
-            else:
-                print("delay and loss: skipped, the kernel has no tc netem (sch_netem)", flush=True)
+            if "primary" in args.faults:
+                runs.append(primary_killed(deployment, root, args.images))
+            if "worker" in args.faults:
+                run, long_job = worker_cut_off(deployment, root, args.images, args.cut)
+                runs.append(run)
+                print(f"worker cut off: the long job {long_job}", flush=True)
+            if "api" in args.faults:
+                runs.append(api_cut_off(deployment, root, args.images, args.cut))
+            if "network" in args.faults:
+                # Without netem the loss alone: Hosts.impair applies no delay, and the row says so.
+                run, dropped = network_impaired(deployment, root, args.images, delay_ms=200, loss_percent=5)
+                runs.append(run)
+                print(f"delay and loss: {dropped} packets dropped on the links", flush=True)
         finally:
             deployment.close()
     print(TABLE_HEADER)

@@ -4,8 +4,9 @@ Needs root and ``ip`` (iproute2), as CI has. Every host is a network namespace w
 interface, ``eth0``, a veth pair whose other end sits on a bridge in a switch namespace of
 its own; addresses are ``10.231.0.x/24`` and exist only inside these namespaces (the
 machine's own namespace gets no interface, address or route). A link is cut by taking its
-switch port down, and slowed or made lossy with ``tc netem`` on the host's side (when the
-kernel has netem). The test's client runs inside a namespace too: :meth:`Hosts.inside`
+switch port down, and slowed and made lossy with ``tc netem`` on the host's side; where the
+kernel has no netem, nftables drops the packets and nothing delays them (see :meth:`Hosts.impair`).
+The test's client runs inside a namespace too: :meth:`Hosts.inside`
 moves the calling thread there (network namespaces are per thread on Linux).
 
 :class:`Hosts` kills every process it started and deletes every namespace it made in
@@ -15,6 +16,7 @@ same time never meet; namespaces left by a run that was killed outright are remo
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import shutil
@@ -38,6 +40,7 @@ MASTER_NAME = "gdc"
 # 3, the failover starts then (production: 5-30 s; see docs/kubernetes.md).
 DOWN_AFTER_MS = 1000
 CLONE_NEWNET = 0x40000000
+IMPAIR_TABLE = "gdc_impair"  # the nftables table of Hosts.impair, in a host's namespace
 
 
 def valkey_server() -> str:
@@ -64,19 +67,26 @@ def why_no_namespaces() -> str | None:
     return None
 
 
-def has_netem() -> bool:
-    """Whether the kernel has tc's netem queue (delay and loss); some VM kernels are built without it."""
-    probe = f"gdc{os.getpid()}-netem"
+def _works_in_a_namespace(*command: str) -> bool:
+    """Whether ``command`` succeeds in a throwaway namespace (a probe of what the kernel has)."""
+    probe = f"gdc{os.getpid()}-probe"
     subprocess.run(["ip", "netns", "add", probe], check=True)
     try:
-        added = subprocess.run(
-            ["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-            capture_output=True,
-            check=False,
-        )
-        return added.returncode == 0
+        return subprocess.run(["ip", "netns", "exec", probe, *command], capture_output=True, check=False).returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", probe], check=False)
+
+
+@functools.cache
+def has_netem() -> bool:
+    """Whether the kernel has tc's netem queue (delay and loss); some VM kernels are built without it."""
+    return _works_in_a_namespace("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms")
+
+
+@functools.cache
+def has_nftables() -> bool:
+    """Whether nft can filter inside a namespace: the packet loss where the kernel has no netem."""
+    return shutil.which("nft") is not None and _works_in_a_namespace("nft", "add", "table", "inet", IMPAIR_TABLE)
 
 
 def _ip(*args: str) -> None:
@@ -144,15 +154,42 @@ class Hosts:
         _ip("-n", self.switch, "link", "set", self._port(host), "up")
 
     def impair(self, host: str, delay_ms: int, loss_percent: float) -> None:
-        """Delay and drop ``host``'s outgoing packets (tc netem); on every host, each direction of every link."""
-        subprocess.run(
-            ["ip", "netns", "exec", self.netns(host), "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
-             "delay", f"{delay_ms}ms", "loss", f"{loss_percent}%"],
-            check=True, capture_output=True,
-        )
+        """Delay (where the kernel has netem) and drop ``host``'s outgoing packets; done on every host,
+        that is each direction of every link, each packet once.
+
+        With netem, ``tc netem delay ... loss ...``. Without it, nftables drops ``loss_percent`` of
+        the packets leaving ``eth0`` at random (``numgen random``) and nothing delays them: the
+        kernel offers no other delay (no netem, fq or clsact here), so ``delay_ms`` is not applied.
+        """
+        namespace = ["ip", "netns", "exec", self.netns(host)]
+        if has_netem():
+            command = [*namespace, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
+                       "delay", f"{delay_ms}ms", "loss", f"{loss_percent}%"]
+            subprocess.run(command, check=True, capture_output=True)
+            return
+        # numgen draws 0..9999 per packet: loss in hundredths of a percent.
+        ruleset = (
+            f"table inet {IMPAIR_TABLE} {{\n chain out {{\n  type filter hook output priority 0;\n"
+            f'  oifname "eth0" numgen random mod 10000 < {round(loss_percent * 100)} counter drop\n }}\n}}\n'
+        )  # nft parses a ruleset's rules only one to a line, from a file (here stdin)
+        subprocess.run([*namespace, "nft", "-f", "-"], input=ruleset.encode(), check=True, capture_output=True)
+
+    def dropped(self, host: str) -> int:
+        """Packets :meth:`impair` has dropped on ``host`` so far (netem's or the nftables rule's count)."""
+        namespace = ["ip", "netns", "exec", self.netns(host)]
+        if has_netem():
+            command, count = [*namespace, "tc", "-s", "qdisc", "show", "dev", "eth0"], r"dropped (\d+)"
+        else:
+            command, count = [*namespace, "nft", "list", "table", "inet", IMPAIR_TABLE], r"packets (\d+)"
+        shown = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        return sum(int(n) for n in re.findall(count, shown))
 
     def unimpair(self, host: str) -> None:
-        subprocess.run(["ip", "netns", "exec", self.netns(host), "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+        namespace = ["ip", "netns", "exec", self.netns(host)]
+        if has_netem():
+            subprocess.run([*namespace, "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+        else:
+            subprocess.run([*namespace, "nft", "delete", "table", "inet", IMPAIR_TABLE], check=False)
 
     def start(self, host: str, name: str, *command: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Run ``command`` on ``host``, its output in ``logs/<name>.log``."""

@@ -23,7 +23,7 @@ from rq.worker import Worker
 from gdc.batch import JOURNAL, jobs_submitted, journal_events
 from gdc.imageio import encode_png
 from tests.reliability.conftest import tiny_image, tiny_scribbles, tiny_upload
-from tests.reliability.hosts import GdcOnHosts, Hosts, python, wait_until
+from tests.reliability.hosts import GdcOnHosts, Hosts, has_netem, python, wait_until
 from worker.jobs import connect, open_queue
 from worker.settings import QueueSettings
 
@@ -197,8 +197,14 @@ def api_cut_off(deployment: GdcOnHosts, root: Path, images: int, seconds: float)
     return _run(deployment, root, "api-cut-off", images, cut)
 
 
-def network_impaired(deployment: GdcOnHosts, root: Path, images: int, delay_ms: int, loss_percent: float) -> FaultRun:
-    """``delay_ms`` delay and ``loss_percent`` loss on every host's link for the whole batch (tc netem)."""
+def network_impaired(
+    deployment: GdcOnHosts, root: Path, images: int, delay_ms: int, loss_percent: float
+) -> tuple[FaultRun, int]:
+    """``loss_percent`` loss and ``delay_ms`` delay on every host's link for the whole batch (tc netem).
+
+    Where the kernel has no netem, the loss alone (nftables, :meth:`Hosts.impair`): no delay is
+    applied, and the fault's description says so. Returns the run and the packets dropped on all links.
+    """
     hosts = deployment.hosts
     # One lost Sentinel ping must not look like a dead primary: 5 s, as production would set it.
     with hosts.inside("client"):
@@ -215,12 +221,15 @@ def network_impaired(deployment: GdcOnHosts, root: Path, images: int, delay_ms: 
             assert code == 0, hosts.log("impaired")[-3000:]
         finally:
             prober.stop()
+        dropped = sum(hosts.dropped(host) for host in hosts.addresses)
     finally:
         for host in deployment.hosts.addresses:
             hosts.unimpair(host)
         with hosts.inside("client"):
             deployment.redis.set_down_after()
-    return batch.outcome(f"{delay_ms} ms delay and {loss_percent:g}% loss on every link", None, *prober.window(began, time.time()))
+    delay = f"{delay_ms} ms delay" if has_netem() else "no delay (the kernel has no netem)"
+    description = f"{loss_percent:g}% loss and {delay} on every link"
+    return batch.outcome(description, None, *prober.window(began, time.time())), dropped
 
 
 def worker_cut_off(deployment: GdcOnHosts, root: Path, images: int, seconds: float) -> tuple[FaultRun, dict]:
