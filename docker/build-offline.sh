@@ -8,8 +8,8 @@
 #   2. torch: the pinned wheel from a local folder (pip's find-links, or TORCH_WHEELS), with the
 #      wheels it depends on, served on loopback as a simple index (or TORCH_INDEX, a private one);
 #   3. docker/Dockerfile's api and worker targets, and docker/redis.Dockerfile, on that base,
-#      with the legacy builder (no BuildKit frontend to pull) and host networking (pip reaches
-#      the registries, and the loopback index, as this machine does).
+#      with host networking (pip reaches the registries, and the loopback index, as this
+#      machine does) and BuildKit where the docker CLI has it (see builder below).
 # Settings, from the environment:
 #   GDC_BASE_IMAGE   the image to build on (default: gdc-base:bookworm, made here when missing)
 #   DEBIAN_MIRROR    where debootstrap fetches Debian (default: this machine's apt source)
@@ -23,7 +23,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export DOCKER_BUILDKIT=0
 base=${GDC_BASE_IMAGE:-gdc-base:bookworm}
 torch_pin=$(sed -n 's/^ARG TORCH_PIN=//p' docker/Dockerfile)
 label=org.gdc.build-offline=1
@@ -104,16 +103,37 @@ serve_torch_index() {
     TORCH_INDEX=http://127.0.0.1:$port/simple
 }
 
+# BuildKit builds only the stages a target needs and starts no container for ENV, CMD and the
+# like, each of which costs a copy of the whole image under the vfs storage driver: the worker
+# builds in half the time. The docker CLI reaches it through the buildx plugin from version 23
+# on, and by itself before (Debian bookworm's docker.io, 20.10); else the legacy builder.
+builder() {
+    if docker buildx version >/dev/null 2>&1; then
+        echo docker buildx build --load
+        return
+    fi
+    local client
+    for client in $(type -a -p docker); do
+        if [ "$("$client" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1)" -lt 23 ] 2>/dev/null; then
+            echo env DOCKER_BUILDKIT=1 "$client" build
+            return
+        fi
+    done
+    echo env DOCKER_BUILDKIT=0 docker build --force-rm
+}
+
 build() {
     local tag=$1 started=$SECONDS
     shift
     say "building $tag"
-    docker build --network host --force-rm --label "$label" --build-arg PYTHON_IMAGE="$base" \
+    $docker_build --network host --label "$label" --build-arg PYTHON_IMAGE="$base" \
         ${PIP_INDEX_URL:+--build-arg PIP_INDEX_URL="$PIP_INDEX_URL"} -t "$tag" "$@" >&2
     say "built $tag in $((SECONDS - started)) s: $(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1 / 1e6}')"
 }
 
 started=$SECONDS
+docker_build=$(builder)
+say "builder: $docker_build"
 make_base
 [ -n "${TORCH_INDEX:-}" ] || serve_torch_index
 build gdc-api -f docker/Dockerfile --target api .
