@@ -140,4 +140,5 @@ build gdc-api -f docker/Dockerfile --target api .
 build gdc-worker-cpu -f docker/Dockerfile --target worker --build-arg TORCH_INDEX="$TORCH_INDEX" .
 build gdc-redis -f docker/redis.Dockerfile docker
 docker image prune --force --filter "label=$label" >/dev/null  # the images these tags replaced
+docker builder prune --force --keep-storage 6GB >/dev/null  # BuildKit's cache: the newest builds' layers
 say "done in $((SECONDS - started)) s: gdc-api, gdc-worker-cpu, gdc-redis (REDIS_IMAGE=gdc-redis for compose)"
