@@ -56,6 +56,7 @@ make_base() {
     command -v debootstrap >/dev/null || { say "debootstrap is missing: apt-get install debootstrap"; exit 1; }
     local rootfs mirror
     rootfs=$(mktemp -d)
+    chmod 755 "$rootfs"  # it becomes the image's /, which uid 10001 must be able to enter
     mirror=${DEBIAN_MIRROR:-$(debian_mirror)}
     say "making $base with debootstrap from $mirror (a few minutes)"
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
