@@ -323,8 +323,8 @@ def test_classes_add_rename_recolour_up_to_the_server_limit(scribbler, sample_im
     while add.is_enabled():
         add.click()
     expect(page.locator(".class-row")).to_have_count(limit)
-    page.keyboard.press("3")  # number keys pick classes 1-9
-    expect(page.get_by_label("Paint class 3")).to_be_checked()
+    page.keyboard.press("3")  # number keys pick classes 1-9; class 3 is the second foreground
+    expect(page.get_by_label("Paint foreground 2")).to_be_checked()
 
 
 def test_options_panel_shows_the_servers_defaults_and_limits(scribbler, live_server):
