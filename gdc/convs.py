@@ -43,27 +43,28 @@ def tap_index(
 ) -> torch.Tensor:
     """Rows to read for each pixel's 9 taps ``c + offsets ⊙ e``, as (N * H * W, 9) indices.
 
-    The rows number the pixels of ``batch`` maps of (H+2) x (W+2), each bordered by one
-    ring of zeros, ``taps_apart`` rows per pixel with tap t at row ``pixel * taps_apart + t``
-    when ``taps_apart`` > 1. Output n of the N = offsets.shape[0] reads map ``n % batch``.
-    Taps beyond the map land on the ring of zeros, or with ``padding="border"`` on the
-    map's own edge.
+    The rows number the pixels of ``batch`` maps, ``taps_apart`` rows per pixel with tap t at
+    row ``pixel * taps_apart + t`` when ``taps_apart`` > 1. Output n of the N = offsets.shape[0]
+    reads map ``n % batch``. With zeros padding the maps are (H+2) x (W+2), each bordered by
+    one ring of zeros, where taps beyond the map land; with ``padding="border"`` they are
+    H x W and such taps land on the map's own edge.
     """
     n = offsets.shape[0]
     device = offsets.device
-    rows_total = batch * (height + 2) * (width + 2) * taps_apart
+    ring = 1 if padding == "zeros" else 0
+    map_height, map_width = height + 2 * ring, width + 2 * ring
+    rows_total = batch * map_height * map_width * taps_apart
     kind = torch.int32 if rows_total < 2**31 else torch.int64  # half the memory traffic when it fits
     shift = offsets.to(kind) * DIRECTIONS.to(device, kind).view(1, 9, 2, 1, 1)
     # Clamping onto the zero ring is exact: any tap beyond it would read zero too.
-    edge = 0 if padding == "border" else 1
     rows = (shift[:, :, 0] + torch.arange(height, device=device, dtype=kind).view(1, 1, height, 1))
     cols = (shift[:, :, 1] + torch.arange(width, device=device, dtype=kind).view(1, 1, 1, width))
-    rows.clamp_(-edge, height - 1 + edge)
-    cols.clamp_(-edge, width - 1 + edge)
-    index = (rows + 1) * (width + 2) + (cols + 1)
+    rows.clamp_(-ring, height - 1 + ring)
+    cols.clamp_(-ring, width - 1 + ring)
+    index = (rows + ring) * map_width + (cols + ring)
     if batch > 1:
         image = torch.arange(n, device=device, dtype=kind).view(n, 1, 1, 1) % batch
-        index = index + image * ((height + 2) * (width + 2))
+        index = index + image * (map_height * map_width)
     if taps_apart > 1:
         index = index * taps_apart + torch.arange(9, device=device, dtype=kind).view(1, 9, 1, 1)
     return index.expand(n, 9, height, width).permute(0, 2, 3, 1).reshape(-1, 9)
@@ -98,16 +99,18 @@ def gather_conv2d(
     batch, channels, height, width = x.shape
     offsets = offsets.expand(max(offsets.shape[0], batch), -1, -1, -1, -1)
     draws, out_channels = offsets.shape[0], weight.shape[0]
-    # Rows must be contiguous: for one image reshape alone would give a column-major view,
-    # and gathering its rows would touch every channel's cache line (20x slower).
-    pixels = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous().view(-1, channels)
+    # Rows must be contiguous: gathering rows of a column-major view would touch every channel's
+    # cache line (20x slower). A channels-last x already has them, and border padding needs no ring.
+    ring = 1 if padding == "zeros" else 0
+    pixels = (F.pad(x, (ring,) * 4) if ring else x).permute(0, 2, 3, 1).reshape(-1, channels)
     taps_apart = 1 if draws == batch else 9
     index = tap_index(offsets.to(x.device), batch, height, width, taps_apart=taps_apart, padding=padding)
     if at is not None:
         index = index.view(draws, height * width, 9)[:, at.to(x.device)].reshape(-1, 9)
     if draws == batch:
         # One draw per image (training): gather the inputs, then one matmul.
-        taps = pixels.index_select(0, index.reshape(-1)).view(-1, 9 * channels)
+        # int64: index_select's gradient (an index_add) runs 3x slower on int32 indices.
+        taps = pixels.index_select(0, index.reshape(-1).long()).view(-1, 9 * channels)
         out = taps @ weight.permute(2, 3, 1, 0).reshape(9 * channels, out_channels)
     else:
         # Many draws (sampling): multiply every pixel by every tap's weights once, then
@@ -120,6 +123,22 @@ def gather_conv2d(
         full = out.new_zeros(draws, height * width, out_channels)
         out = full.index_copy(1, at.to(x.device), out.view(draws, -1, out_channels))
     return out.view(draws, height, width, out_channels).permute(0, 3, 1, 2)
+
+
+def fold_pointwise(
+    weight: torch.Tensor, bias: torch.Tensor | None, pointwise: nn.Conv2d, padding: Padding
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight (O, C, 3, 3) and bias (O,) of a 3x3 conv of ``pointwise(x)``, taking ``x`` (C channels) itself.
+
+    Exact where every tap reads a pixel of the map (``padding="border"``); with zeros padding a
+    tap off the map would read the pointwise conv's bias, not zero, so it is refused.
+    """
+    if padding != "border":
+        raise ValueError("a 1x1 conv folds into a random-offset conv only with padding='border'")
+    mix = pointwise.weight[:, :, 0, 0]  # (M, C)
+    folded = torch.einsum("omhw,mc->ochw", weight, mix)
+    shift = torch.einsum("omhw,m->o", weight, pointwise.bias) if pointwise.bias is not None else 0
+    return folded, shift + (bias if bias is not None else 0)
 
 
 class RandomOffsetConv2d(nn.Module):
@@ -178,17 +197,28 @@ class RandomOffsetConv2d(nn.Module):
         return draw(shape, generator=self.generator, device=device)
 
     def forward(
-        self, x: torch.Tensor, offsets: torch.Tensor | None = None, samples: int = 1, at: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        offsets: torch.Tensor | None = None,
+        samples: int = 1,
+        at: torch.Tensor | None = None,
+        after: nn.Conv2d | None = None,
     ) -> torch.Tensor:
         """(B, C, H, W) to (samples * B, O, H, W): ``samples`` independent draws of offsets.
 
         The weights multiply the input once, however many draws read it; ``offsets``
         (``samples * B`` first) replaces the draw; ``at`` limits the outputs computed
-        (see :func:`gather_conv2d`).
+        (see :func:`gather_conv2d`). ``after``, a 1x1 conv, makes this the conv of
+        ``after(x)``, computed on ``x`` with the two convs' weights multiplied into one
+        (:func:`fold_pointwise`): where ``x`` needs no gradient (a frozen stem's features),
+        training then never scatters one back through the taps.
         """
         if offsets is None:
             offsets = self.sample_offsets(samples * x.shape[0], x.shape[2], x.shape[3])
-        return gather_conv2d(x, self.weight, self.bias, offsets, self.padding, at)
+        weight, bias = self.weight, self.bias
+        if after is not None:
+            weight, bias = fold_pointwise(weight, bias, after, self.padding)
+        return gather_conv2d(x, weight, bias, offsets, self.padding, at)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, sigma={self.sigma}, padding={self.padding}"

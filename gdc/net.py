@@ -95,5 +95,7 @@ class GDCHead(nn.Module):
         if not self.stochastic:
             logits = self.classifier(local + self.context(fused))
             return logits.repeat(samples, 1, 1, 1) if samples > 1 else logits
-        context = self.context(fused, samples=samples, at=context_at)
+        # The context branch reads the features through fuse's weights folded into its own: the same
+        # function, whose training needs no gradient scattered back through its random taps.
+        context = self.context(features, samples=samples, at=context_at, after=self.fuse)
         return self.classifier((context.unflatten(0, (samples, -1)) + local).flatten(0, 1))

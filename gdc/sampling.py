@@ -21,6 +21,7 @@ def sample_mean(head: GDCHead, features: torch.Tensor, samples: int, dtype: torc
     """
     mixed = dict(device_type=features.device.type, dtype=dtype, enabled=dtype != torch.float32)
     head.eval()
+    features = features.contiguous(memory_format=torch.channels_last)  # the head's layout, once for every chunk
     mean = torch.zeros(head.classifier[-1].out_channels, *features.shape[-2:], device=features.device)
     for done in range(0, samples, SAMPLE_CHUNK):
         hooks.report("sample", done, samples)

@@ -66,6 +66,29 @@ def test_outputs_limited_to_some_pixels_equal_the_full_ones_there_and_zero_elsew
     torch.testing.assert_close(grad_limited, grad_full)
 
 
+@pytest.mark.parametrize("draws_per_image", [1, 3])
+def test_a_folded_pointwise_conv_gives_the_conv_of_its_output_and_the_same_weight_gradients(draws_per_image):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 11, 13)
+    pointwise = torch.nn.Conv2d(5, 6, 1)
+    conv = GaussianDynamicConv2d(6, 4, padding="border")
+    offsets = torch.randint(0, 6, (2 * draws_per_image, 9, 2, 11, 13))
+    at = torch.tensor([0, 7, 40, 142])
+    separate = conv(pointwise(x), offsets=offsets, at=at)
+    folded = conv(x, offsets=offsets, at=at, after=pointwise)
+    torch.testing.assert_close(folded, separate, atol=1e-5, rtol=1e-5)
+    parameters = [pointwise.weight, pointwise.bias, conv.weight, conv.bias]
+    for want, got in zip(torch.autograd.grad(separate.square().sum(), parameters),
+                         torch.autograd.grad(folded.square().sum(), parameters)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_a_pointwise_conv_folds_only_with_border_padding():
+    conv = GaussianDynamicConv2d(6, 4)  # zeros: a tap off the map would read the pointwise conv's bias
+    with pytest.raises(ValueError, match="only with padding='border'"):
+        conv(torch.randn(1, 5, 7, 7), after=torch.nn.Conv2d(5, 6, 1))
+
+
 def test_unknown_padding_is_refused():
     with pytest.raises(ValueError, match="padding must be one of"):
         GaussianDynamicConv2d(2, 2, padding="reflect")
