@@ -118,7 +118,9 @@ def class_colours(classes: list[int], colours: list[str] | None = None) -> list[
 def encode_png(array: np.ndarray) -> bytes:
     """A (H, W) or (H, W, 3) uint8 array as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    # zlib level 1: a job's probabilities and uncertainty took 100 ms at Pillow's default 6, 45 ms at 1,
+    # for 10-15% more bytes.
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -60,16 +60,19 @@ def mask_polygons(labels: np.ndarray, classes) -> list[dict]:
 
     Pixel (x, y) spans [x, x+1] x [y, y+1]; rings run between pixel centres at the
     0.5 level and include holes, so filling them with the even-odd rule gives the mask
-    back. Rings are simplified to within half a pixel (Douglas-Peucker).
+    back. Rings are simplified to within half a pixel (Douglas-Peucker, GEOS's through shapely:
+    skimage's approximate_polygon took 0.4 s of a 625x391 photo's two rings, GEOS 1 ms).
     """
-    from skimage.measure import approximate_polygon, find_contours  # worker-only dependency
+    import shapely  # worker-only dependencies
+    from skimage.measure import find_contours
 
     polygons = []
     for value in classes:
         region = np.pad(labels == value, 1).astype(np.uint8)
         rings = []
         for contour in find_contours(region, 0.5):
-            ring = approximate_polygon(contour, tolerance=0.5)[:, ::-1] - 0.5  # (row, col) padded -> (x, y)
+            simplified = shapely.simplify(shapely.LinearRing(contour), 0.5, preserve_topology=False)
+            ring = shapely.get_coordinates(simplified)[:, ::-1] - 0.5  # (row, col) padded -> (x, y)
             rings.append(np.round(ring, 1).tolist())
         polygons.append({"class": int(value), "polygons": rings})
     return polygons
