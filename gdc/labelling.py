@@ -34,6 +34,7 @@ import math
 
 import maxflow
 import numpy as np
+from PIL import Image
 from scipy.ndimage import gaussian_filter, maximum_filter
 
 # (dy, dx) of half the 8-neighbourhood: each unordered pair of neighbours once.
@@ -77,7 +78,7 @@ def edge_aware_labels(
     full_image, full_probabilities = image, probabilities
     if large:
         rows, cols = _cells(height, width, max_pixels)
-        image, probabilities, scribbles_here = _downsampled(image, probabilities, scribbles, rows, cols)
+        image, probabilities, scribbles_here = _downsampled(image, probabilities, scribbles, rows, cols, box=True)
     else:
         scribbles_here = scribbles
     colour = _colour_unaries(image, probabilities, scribbles_here, colour_weight) if colour_weight else None
@@ -220,24 +221,33 @@ def _cells(height: int, width: int, pixels: float) -> tuple[np.ndarray, np.ndarr
     return rows, cols
 
 
-def _cell_starts(cells: np.ndarray) -> np.ndarray:
-    """First index of each run of equal values in a non-decreasing cell map."""
-    return np.flatnonzero(np.diff(cells, prepend=-1))
+def _downsampled(image, probabilities, scribbles, rows, cols, box: bool = False):
+    """Image and probabilities averaged over the cells; each cell's scribble class, if it holds one.
 
+    With ``box`` the means are Pillow's box filter to the cells' grid, which weighs a pixel that two
+    cells share by its part in each: on a 12 MP photo's cells of 2-3 pixels numpy's reduceat took
+    2.4 s, the box filter 0.5 s. The coarse pass keeps exact cell means, where the box filter cost
+    0.27 mIoU on GrabCut scribbles-1 (seed 0).
+    """
+    if box:
+        size = (int(cols[-1]) + 1, int(rows[-1]) + 1)  # (width, height), as Pillow takes it
 
-def _downsampled(image, probabilities, scribbles, rows, cols):
-    """Image and probabilities averaged over the cells; each cell's scribble class, if it holds one."""
-    row_starts, col_starts = _cell_starts(rows), _cell_starts(cols)
-    area = (np.bincount(rows)[:, None] * np.bincount(cols)[None, :]).astype(np.float32)
+        def mean(plane: np.ndarray) -> np.ndarray:  # one float32 plane at a time bounds the working memory
+            return np.asarray(Image.fromarray(plane.astype(np.float32)).resize(size, Image.Resampling.BOX))
+    else:
+        row_starts, col_starts = (np.flatnonzero(np.diff(cells, prepend=-1)) for cells in (rows, cols))
+        area = (np.bincount(rows)[:, None] * np.bincount(cols)[None, :]).astype(np.float32)
 
-    def mean(plane: np.ndarray) -> np.ndarray:  # one plane at a time bounds the working memory
-        sums = np.add.reduceat(np.add.reduceat(plane, col_starts, axis=1, dtype=np.float32), row_starts, axis=0)
-        return sums / area
+        def mean(plane: np.ndarray) -> np.ndarray:
+            sums = np.add.reduceat(np.add.reduceat(plane, col_starts, axis=1, dtype=np.float32), row_starts, axis=0)
+            return sums / area
 
     small_image = np.stack([mean(image[..., c]) for c in range(image.shape[2])], axis=-1)
     small_probabilities = np.stack([mean(plane) for plane in probabilities])
     # Any scribbled pixel marks its cell (the highest class where strokes of two meet), so 1-pixel strokes stay.
-    small_scribbles = np.maximum.reduceat(np.maximum.reduceat(scribbles, col_starts, axis=1), row_starts, axis=0)
+    small_scribbles = np.full((int(rows[-1]) + 1, int(cols[-1]) + 1), -1, dtype=scribbles.dtype)
+    ys, xs = np.nonzero(scribbles >= 0)
+    np.maximum.at(small_scribbles, (rows[ys], cols[xs]), scribbles[ys, xs])
     return small_image, small_probabilities, small_scribbles
 
 
@@ -282,12 +292,17 @@ def _neighbour_pairs(differences: list, beta: float, free: np.ndarray, strength:
 def _sampled_contrast(image: np.ndarray, every: int = 16) -> float:
     """:func:`_contrast` from the neighbour pairs within every ``every``-th pair of rows: a large image's β
     without all its differences."""
-    total = count = 0.0
-    for top in range(0, image.shape[0] - 1, every):
-        for *_, squared in _differences(image[top : top + 2]):
-            total += float(squared.sum(dtype=np.float64))
-            count += squared.size
-    return 1 / (2 * max(total / max(count, 1), 1e-6))
+    top = image[0 : image.shape[0] - 1 : every].astype(np.float32)
+    bottom = image[1::every][: len(top)].astype(np.float32)
+    squared = [
+        ((top[:, 1:] - top[:, :-1]) ** 2).sum(-1),  # (0, 1) in either row
+        ((bottom[:, 1:] - bottom[:, :-1]) ** 2).sum(-1),
+        ((bottom - top) ** 2).sum(-1),  # (1, 0)
+        ((bottom[:, 1:] - top[:, :-1]) ** 2).sum(-1),  # (1, 1)
+        ((bottom[:, :-1] - top[:, 1:]) ** 2).sum(-1),  # (1, -1)
+    ]
+    total = sum(float(pairs.sum(dtype=np.float64)) for pairs in squared)
+    return 1 / (2 * max(total / max(sum(pairs.size for pairs in squared), 1), 1e-6))
 
 
 def _band_pairs(image: np.ndarray, beta: float, free: np.ndarray, strength: float):
