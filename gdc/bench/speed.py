@@ -160,16 +160,63 @@ def measure_photo(encoded: bytes, scribbles: np.ndarray, options, repeats: int) 
                     if name == "gdc" and load == "quiet":
                         phases.append(timings)
     median = {f"{name}_{load}": statistics.median(runs) for (name, load), runs in seconds.items()}
+    gdc_phases = {phase: statistics.median(run[phase] for run in phases) for phase in phases[0]}
+    flops = phase_flops(image, scribbles, options)
     return dict(
         width=image.shape[1],
         height=image.shape[0],
         seconds=median,
-        gdc_phases={phase: statistics.median(run[phase] for run in phases) for phase in phases[0]},
+        gdc_phases=gdc_phases,
+        gflops={phase: count / 1e9 for phase, count in flops.items()},
+        gflops_per_second={phase: count / 1e9 / gdc_phases[phase] for phase, count in flops.items()},
+        matmul_peak_gflops_per_second=matmul_peak(),
         gdc_over_grabcut=median["gdc_quiet"] / median["grabcut_quiet"],
         refine_over_grabcut=median["gdc_refine_quiet"] / median["grabcut_quiet"],
         gdc_busy_over_quiet=median["gdc_busy"] / median["gdc_quiet"],
         grabcut_busy_over_quiet=median["grabcut_busy"] / median["grabcut_quiet"],
     )
+
+
+def phase_flops(image: np.ndarray, scribbles: np.ndarray, options) -> dict[str, float]:
+    """FLOPs of each phase of one cold job, as torch's FlopCounterMode counts them.
+
+    It counts convolutions and matrix products (the stem's, the head's and the GDC's product
+    of taps and weights); the GDC's gathers and the numpy phases (superpixels, edges) count none.
+    The job's progress reports mark where each phase starts.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..engine import segment
+
+    counter = FlopCounterMode(display=False)
+    flops: dict[str, float] = {}
+    current = {"phase": None, "since": 0}
+
+    def progress(phase: str, step: int, total: int) -> None:
+        done = counter.get_total_flops()
+        if current["phase"] is not None:
+            flops[current["phase"]] = flops.get(current["phase"], 0) + done - current["since"]
+        current.update(phase=phase, since=done)
+
+    with counter:
+        segment(image, scribbles, options, progress=progress)
+    progress("end", 0, 0)
+    return {phase: count for phase, count in flops.items() if count}
+
+
+def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
+    """GFLOP/s of a float32 (size x size) matrix product on the engine's threads: what they reach at best."""
+    import torch
+
+    from ..torch_threads import thread_policy
+
+    with thread_policy():
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        a @ b
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def _free_port() -> int:
@@ -413,6 +460,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  one core busy:  gdc {s['gdc_busy']:.3f} s ({photo['gdc_busy_over_quiet']:.2f}x quiet), "
           f"GrabCut {s['grabcut_busy']:.3f} s ({photo['grabcut_busy_over_quiet']:.2f}x quiet)")
     print("  gdc phases: " + ", ".join(f"{phase} {seconds:.3f}" for phase, seconds in photo["gdc_phases"].items()))
+    print(f"  achieved (torch's FlopCounterMode: convolutions and matrix products), against a "
+          f"{photo['matmul_peak_gflops_per_second']:.1f} GFLOP/s matrix product: " + ", ".join(
+              f"{phase} {photo['gflops'][phase]:.2f} GFLOP at {rate:.1f} GFLOP/s"
+              for phase, rate in photo["gflops_per_second"].items()))
     print(f"  refine (all strokes after half of them): gdc {s['gdc_refine_quiet']:.3f} s: "
           f"gdc refine / GrabCut = {photo['refine_over_grabcut']:.2f}")
     if args.rounds:

@@ -90,3 +90,18 @@ def test_bench_speed_needs_a_two_class_photo_for_grabcut(tiny_dataset, tmp_path,
                  "--output-dir", str(tmp_path)])
     assert code == 2
     assert "b has 3 scribble classes" in capsys.readouterr().err
+
+
+def test_phase_flops_follow_the_steps_and_samples_and_the_peak_is_positive():
+    from gdc.bench.speed import matmul_peak, phase_flops
+    from gdc.options import SegmentOptions
+    from tests.engine.conftest import make_scene
+
+    image, _, scribbles = make_scene(2)
+    runs = [phase_flops(image, scribbles, SegmentOptions(steps=n, samples=n, edges=False)) for n in (2, 4, 6)]
+    assert all(set(run) == {"features", "optimise", "sample"} for run in runs)  # the numpy phases count none
+    assert runs[0]["features"] == runs[1]["features"] > 0
+    assert runs[1]["optimise"] == pytest.approx(2 * runs[0]["optimise"], rel=0.01)  # every step alike
+    # Sampling multiplies the GDC's weights by the features once, then runs each sample's classifier.
+    assert runs[2]["sample"] - runs[1]["sample"] == pytest.approx(runs[1]["sample"] - runs[0]["sample"], rel=0.01)
+    assert matmul_peak(size=128, repeats=2) > 0
