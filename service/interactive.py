@@ -14,7 +14,8 @@ from rq import Queue
 
 from gdc.imageio import encode_png, read_labels
 from worker import store
-from worker.jobs import ErrorCode, Status, cancel_job, fetch_job
+from worker.jobs import Status, cancel_job, fetch_job
+from worker.meta import ErrorCode
 
 from .submit import create_job, wait_for_end
 from .settings import Settings

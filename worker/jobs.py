@@ -24,7 +24,7 @@ from rq.utils import current_timestamp
 
 from . import store
 from .keys import Kind, key_for
-from .meta import JobMeta
+from .meta import ErrorCode, JobMeta, save_error
 from .settings import QueueSettings
 
 SEGMENT_TASK = "worker.tasks.run_segment"
@@ -67,17 +67,6 @@ _FROM_RQ = {
     JobStatus.STOPPED: Status.FAILED,
     JobStatus.CANCELED: Status.CANCELED,
 }
-
-
-class ErrorCode(str, Enum):
-    """``error.code`` of a failed job."""
-
-    INVALID_INPUT = "invalid_input"  # the engine refused the image or scribbles
-    TIMEOUT = "timeout"  # ran longer than GDC_JOB_TIMEOUT
-    WORKER_LOST = "worker_lost"  # its worker died or stopped mid-job, and no retries were left
-    UPLOAD_EXPIRED = "upload_expired"  # waited in the queue longer than GDC_QUEUED_TTL
-    STORE_UNREACHABLE = "store_unreachable"  # Redis failed mid-job, and no retries were left
-    INTERNAL = "internal"  # anything else: a bug or the device (message says what)
 
 
 def connect(settings: QueueSettings) -> Redis:
@@ -214,12 +203,6 @@ def holds(connection, job: Job, execution_id: str) -> bool:
     return connection.zscore(job.started_job_registry.key, f"{job.id}:{execution_id}") is not None
 
 
-def set_error(job: Job, code: ErrorCode, message: str) -> None:
-    """Record why the job failed (or, while it waits for a retry, why it was retried)."""
-    job.meta["error"] = {"code": ErrorCode(code).value, "message": message}
-    job.save_meta()
-
-
 def cancel_job(queue: Queue, job: Job, settings: QueueSettings) -> None:
     """Stop a queued or running job for good and drop its upload and results.
 
@@ -286,11 +269,11 @@ def sweep(queue: Queue, settings: QueueSettings) -> None:
 def _record_abandoned(queue: Queue, job: Job, settings: QueueSettings) -> None:
     status = job.get_status(refresh=True)
     if status == JobStatus.FAILED:
-        set_error(job, ErrorCode.WORKER_LOST, "the worker running this job stopped and no retries were left")
+        save_error(job, ErrorCode.WORKER_LOST, "the worker running this job stopped and no retries were left")
         store.delete_job_data(queue.connection, job.id)
         notify(queue, job, settings)
     elif _FROM_RQ[status] is Status.QUEUED:
-        job.meta["progress"] = None
-        set_error(
-            job, ErrorCode.WORKER_LOST, f"the worker running this job stopped; retrying ({job.retries_left} left)"
+        save_error(
+            job, ErrorCode.WORKER_LOST, f"the worker running this job stopped; retrying ({job.retries_left} left)",
+            requeued=True,
         )

@@ -6,8 +6,21 @@ as absent.
 """
 from __future__ import annotations
 
+from enum import Enum
+
 from pydantic import BaseModel, ConfigDict
 from rq.job import Job
+
+
+class ErrorCode(str, Enum):
+    """``error.code`` of a failed job."""
+
+    INVALID_INPUT = "invalid_input"  # the engine refused the image or scribbles
+    TIMEOUT = "timeout"  # ran longer than GDC_JOB_TIMEOUT
+    WORKER_LOST = "worker_lost"  # its worker died or stopped mid-job, and no retries were left
+    UPLOAD_EXPIRED = "upload_expired"  # waited in the queue longer than GDC_QUEUED_TTL
+    STORE_UNREACHABLE = "store_unreachable"  # Redis failed mid-job, and no retries were left
+    INTERNAL = "internal"  # anything else: a bug or the device (message says what)
 
 
 class ReportedProgress(BaseModel):
@@ -19,7 +32,7 @@ class ReportedProgress(BaseModel):
 
 
 class RecordedError(BaseModel):
-    """Why the job failed, or why it is being retried (an :class:`worker.jobs.ErrorCode` value and a sentence)."""
+    """Why the job failed, or why it is being retried (an :class:`ErrorCode` value and a sentence)."""
 
     code: str
     message: str
@@ -70,4 +83,18 @@ def save_progress(job: Job, phase: str, step: int, total: int) -> None:
 def save_warm(job: Job, warm: bool) -> None:
     """Record whether a refine started from its previous job's warm start."""
     job.meta["warm"] = warm
+    job.save_meta()
+
+
+def save_start(job: Job) -> None:
+    """Record that a worker started the job: progress from the beginning, no error (a retry starts clean)."""
+    job.meta.update(progress=ReportedProgress(phase="starting", step=0, total=0).model_dump(), error=None)
+    job.save_meta()
+
+
+def save_error(job: Job, code: ErrorCode, message: str, *, requeued: bool = False) -> None:
+    """Record why the job failed, or, ``requeued`` for a retry, why it was retried (its progress then starts over)."""
+    job.meta["error"] = RecordedError(code=ErrorCode(code).value, message=message).model_dump()
+    if requeued:
+        job.meta["progress"] = None
     job.save_meta()

@@ -25,9 +25,9 @@ from gdc.warm import WarmStart
 
 from . import store
 from .callbacks import check_callback_url, signature_headers
-from .jobs import ErrorCode, fetch_job, holds, open_queue, set_error
+from .jobs import fetch_job, holds, open_queue
 from .keys import Kind, key_for
-from .meta import save_progress, save_warm
+from .meta import ErrorCode, save_error, save_progress, save_start, save_warm
 from .schemas import JobPublic
 from .settings import QueueSettings
 
@@ -100,8 +100,7 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
     def stop_requested() -> bool:
         return context.stopping.is_set() or bool(redis.exists(cancel_key))
 
-    job.meta.update(progress={"phase": "starting", "step": 0, "total": 0}, error=None)  # a retry starts clean
-    job.save_meta()
+    save_start(job)
     try:
         if stop_requested():
             raise Cancelled("stopped before it started")
@@ -163,21 +162,21 @@ def _record_failure(job: Job, error: Exception, context: WorkerContext) -> bool:
         return True  # not ours to record: the newer run's results and status stand
     if isinstance(error, RedisError):
         with suppress(RedisError):  # it may well fail again; the retry does not depend on it
-            set_error(job, ErrorCode.STORE_UNREACHABLE, f"Redis failed during the job ({error}); retrying")
+            save_error(job, ErrorCode.STORE_UNREACHABLE, f"Redis failed during the job ({error}); retrying")
         return True
     if isinstance(error, Cancelled):
         if context.stopping.is_set():
-            set_error(job, ErrorCode.WORKER_LOST, "the worker was shut down during the job")
+            save_error(job, ErrorCode.WORKER_LOST, "the worker was shut down during the job")
             return True
         return False  # canceled by request: the cancel flag is the status, no error
     if isinstance(error, UploadExpired):
-        set_error(job, ErrorCode.UPLOAD_EXPIRED, str(error))
+        save_error(job, ErrorCode.UPLOAD_EXPIRED, str(error))
     elif isinstance(error, InputError):
-        set_error(job, ErrorCode.INVALID_INPUT, str(error))
+        save_error(job, ErrorCode.INVALID_INPUT, str(error))
     elif isinstance(error, JobTimeoutException):
-        set_error(job, ErrorCode.TIMEOUT, f"the job ran longer than its {job.timeout} s limit")
+        save_error(job, ErrorCode.TIMEOUT, f"the job ran longer than its {job.timeout} s limit")
     else:
-        set_error(job, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
+        save_error(job, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
     return False
 
 

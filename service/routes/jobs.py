@@ -17,6 +17,7 @@ from gdc.imageio import colour_table, encode_png, overlay, read_image, read_labe
 from worker import store
 from worker.jobs import ENDED, Status, cancel_job, public_status, sweep
 from worker.keys import Kind, key_for
+from worker.meta import JobMeta
 from worker.schemas import JobPublic
 
 from ..deps import JobDep, QueueDep, RedisDep, SettingsDep, require_api_key
@@ -63,7 +64,8 @@ def _result(redis, job: Job, field: str) -> bytes:
 
 def _colours(job: Job) -> np.ndarray:
     """The job's class colours as a :func:`gdc.imageio.colour_table`."""
-    return colour_table(job.meta["classes"], job.meta.get("colours"))
+    meta = JobMeta.of(job)
+    return colour_table(meta.classes, meta.colours)
 
 
 def wait_until_ended(job: Job, seconds: float) -> None:
@@ -138,10 +140,11 @@ def read_mask(
         return _png(encode_png(_colours(job)[labels]), job, "mask", **_server_timing(job))
     if format is MaskFormat.rle:
         labels = read_labels(_result(redis, job, "mask"))
-        classes = store.mask_rle(labels, job.meta["classes"])
+        classes = store.mask_rle(labels, JobMeta.of(job).classes)
     else:
         classes = json.loads(zlib.decompress(_result(redis, job, "polygons")))
-    body = {"width": job.meta["width"], "height": job.meta["height"], "classes": classes}
+    meta = JobMeta.of(job)
+    body = {"width": meta.width, "height": meta.height, "classes": classes}
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=_server_timing(job))
 
 
@@ -162,7 +165,7 @@ def read_overlay(job: JobDep, redis: RedisDep) -> Response:
 def read_probabilities(job: JobDep, redis: RedisDep) -> Response:
     """A grey PNG K*H pixels tall: rows k*H to (k+1)*H-1 hold the probability of class
     `classes[k]` times 255 (uint8). `X-Classes` lists the classes in that order."""
-    classes = ",".join(str(value) for value in job.meta["classes"])
+    classes = ",".join(str(value) for value in JobMeta.of(job).classes)
     return _png(_result(redis, job, "probabilities"), job, "probabilities", **{"X-Classes": classes})
 
 
