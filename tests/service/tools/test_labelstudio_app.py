@@ -1,23 +1,17 @@
 """The real Label Studio with gdc as its ML backend, end to end.
 
-Label Studio pins many packages of its own, so it lives in a virtual environment of its
-own (``GDC_LABEL_STUDIO_VENV``, default ``.label-studio-venv`` in the repository),
-installed from PyPI the first time. Its first start migrates a database for a minute or
-more, so that start is made once into a blank data folder kept beside the environment,
-and each run starts on a copy. One Label Studio serves the module; the test is skipped,
-saying why, only when Label Studio cannot be installed.
+Label Studio runs from an environment of its own, started in the background while the
+tests before these run (tests/service/tools/labelstudio_server.py says how); one Label
+Studio serves the module. The tests are skipped, saying why, only when Label Studio cannot
+be installed.
 
 The labelling page with gdc's mask is screenshot in Chromium into ``artifacts/labelstudio.png``,
 and with ``GDC_UPDATE_DOCS=1`` into ``docs/labelstudio.png``, the picture in docs/integrations.md.
 """
 import io
 import os
-import shutil
-import subprocess
 import time
-import venv
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -29,87 +23,21 @@ from redis import Redis
 from gdc.imageio import encode_png
 from service.labelstudio import task_key
 from tests.browser.conftest import artifacts, browser  # noqa: F401 (fixtures: the screenshot's Chromium)
-from tests.conftest import REPO, stop_process, wait_for
+from tests.conftest import REPO
 from tests.service.conftest import draw_scribbles
 from tests.service.tools.conftest import GDC_KEY, LABEL_STUDIO_TOKEN
+from tests.service.tools.labelstudio_server import LABEL_STUDIO, PASSWORD, USER
 from tests.service.tools.test_labelstudio import BRUSH_CONFIG, brush_region, decode_result
-
-LABEL_STUDIO = "label-studio==1.23.2"
-USER, PASSWORD = "test@gdc.local", "gdc-test-password"
-VENV = Path(os.environ.get("GDC_LABEL_STUDIO_VENV", REPO / ".label-studio-venv"))
-
-
-def label_studio_python() -> Path:
-    """The Python of Label Studio's own environment, installing it the first time; skips if it cannot."""
-    python = VENV / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import label_studio"], capture_output=True).returncode == 0:
-        return python
-    venv.create(VENV, with_pip=True)
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", LABEL_STUDIO], capture_output=True, text=True, timeout=1800
-    )
-    if install.returncode != 0:
-        pytest.skip(f"{LABEL_STUDIO} could not be installed into {VENV}: {install.stderr.strip()[-500:]}")
-    return python
-
-
-def start_label_studio(data_dir: Path, url: str) -> subprocess.Popen:
-    """Label Studio on ``url``'s port with its data in ``data_dir`` and the test user (legacy token on)."""
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        "LATEST_VERSION_CHECK": "false",  # no call to PyPI at start-up
-        # gdc listens on loopback here; Label Studio refuses local addresses for backends (and for the
-        # /webhook it adds with each backend) unless told otherwise.
-        "ML_BLOCK_LOCAL_IP": "false",
-        "SSRF_PROTECTION_ENABLED": "false",
-    }
-    command = "import sys; from label_studio.server import main; sys.exit(main())"
-    process = subprocess.Popen(
-        [label_studio_python(), "-c", command, "start", "--no-browser", "--port", url.rsplit(":", 1)[1],
-         "--data-dir", str(data_dir), "--username", USER, "--password", PASSWORD,
-         "--user-token", LABEL_STUDIO_TOKEN, "--enable-legacy-api-token"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    return process
-
-
-def wait_until_up(process: subprocess.Popen, url: str, timeout: float) -> None:
-    def answers() -> bool:
-        assert process.poll() is None, "Label Studio exited while starting"
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(answers, timeout, "Label Studio to start")
-
-
-def blank_data(url: str) -> Path:
-    """Label Studio's data folder as its first start leaves it (database migrated, test user made), made once."""
-    blank = VENV / "blank-data"
-    if not (blank / "label_studio.sqlite3").exists():
-        shutil.rmtree(blank, ignore_errors=True)
-        process = start_label_studio(blank, url)
-        try:
-            wait_until_up(process, url, 900)
-        finally:
-            stop_process(process)
-    return blank
 
 
 @pytest.fixture(scope="module")
-def label_studio(tmp_path_factory, label_studio_url, request) -> str:
-    """A running Label Studio, started while the tools' gdc stack starts; its URL."""
-    data = tmp_path_factory.mktemp("label-studio") / "data"
-    shutil.copytree(blank_data(label_studio_url), data)
-    process = start_label_studio(data, label_studio_url)
+def label_studio(pytestconfig, tools_gdc) -> str:
+    """The running Label Studio (started at collection by conftest.py, told to the tools' gdc); its URL."""
+    startup = pytestconfig.stash[LABEL_STUDIO]
     try:
-        request.getfixturevalue("tools_gdc")
-        wait_until_up(process, label_studio_url, 240)
-        yield label_studio_url
+        yield startup.wait()
     finally:
-        stop_process(process)
+        startup.stop()
 
 
 @dataclass
