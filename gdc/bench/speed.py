@@ -261,9 +261,11 @@ def running_service(workers: int, threads: int):
 
 
 def measure_service(
-    workers: int, threads: int, encoded: bytes, scribbles: np.ndarray, options, jobs: int, latency_repeats: int
+    url: str, workers: int, threads: int, encoded: bytes, scribbles: np.ndarray, options, jobs: int,
+    latency_repeats: int,
 ) -> dict:
-    """Jobs/s through ``gdc serve`` with ``jobs`` submitted at once; and one job's seconds quiet and beside a busy core."""
+    """Jobs/s through the ``gdc serve`` at ``url`` (``workers`` workers of ``threads`` threads) with ``jobs``
+    submitted at once; and one job's seconds quiet and beside a busy core."""
     from ..client import Client
     from ..imageio import encode_png
 
@@ -277,7 +279,7 @@ def measure_service(
             client.wait(job_id, timeout=SERVICE_START_SECONDS, poll=poll)
             client.result(job_id, "mask")
 
-    with running_service(workers, threads) as url, Client(url) as client:
+    with Client(url) as client:
         run_jobs(client, range(workers))  # warm-up: each worker's first job
         started = time.perf_counter()
         run_jobs(client, range(jobs))
@@ -296,8 +298,9 @@ def measure_service(
     return record
 
 
-def measure_rounds(encoded: bytes, scribbles: np.ndarray, options, repeats: int, threads: int) -> dict:
-    """Seconds a person waits for round 1 and a refine through ``gdc serve`` with one worker (medians of ``repeats``).
+def measure_rounds(url: str, encoded: bytes, scribbles: np.ndarray, options, repeats: int) -> dict:
+    """Seconds a person waits for round 1 and a refine through the ``gdc serve`` at ``url``, one worker
+    (medians of ``repeats``).
 
     ``http``: POST /segment, then GET the mask with ``?wait`` (one kept-alive connection, as a script's
     client would). ``page``: the web page, when Chromium and Playwright are here (:mod:`gdc.bench.page`).
@@ -321,7 +324,7 @@ def measure_rounds(encoded: bytes, scribbles: np.ndarray, options, repeats: int,
         client.get(f"/jobs/{job_id}/mask", params={"wait": 60}).raise_for_status()
         return job_id, time.perf_counter() - started
 
-    with running_service(1, threads) as url, httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120) as client:
         for repeat in range(repeats + 1):  # the first pair warms up the worker and the connection
             data = {key: str(value) for key, value in job_options.items()} | {"seed": str(repeat)}
             job_id, cold = round_trip(client, {"image": encoded, "scribbles": encode_png(first)}, data)
@@ -466,22 +469,25 @@ def run(args: argparse.Namespace) -> int:
               for phase, rate in photo["gflops_per_second"].items()))
     print(f"  refine (all strokes after half of them): gdc {s['gdc_refine_quiet']:.3f} s: "
           f"gdc refine / GrabCut = {photo['refine_over_grabcut']:.2f}")
+    worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
+    runs = []
+    # One gdc serve per worker count, started once: the rounds share the one-worker service with jobs/s.
+    for workers in sorted(set(worker_counts) | ({1} if args.rounds else set())):
+        with running_service(workers, args.worker_threads) as url:
+            if workers == 1 and args.rounds:
+                report["rounds"] = measure_rounds(url, encoded, scribbles, options, args.repeats)
+            if workers in worker_counts:
+                runs.append(measure_service(url, workers, args.worker_threads, encoded, scribbles, options,
+                                            args.jobs, args.repeats if workers == max(worker_counts) else 0))
     if args.rounds:
-        rounds = measure_rounds(encoded, scribbles, options, args.repeats, args.worker_threads)
-        report["rounds"] = rounds
+        rounds = report["rounds"]
         print(f"what a person waits for (gdc serve, 1 worker, medians of {args.repeats}), beside the engine in-process:")
         print(f"  {'':<9} {'page click to mask':>19} {'HTTP round trip':>16} {'engine':>8} {'/ GrabCut':>10}")
         for name, engine in (("round1", s["gdc_quiet"]), ("refine", s["gdc_refine_quiet"])):
             shown = f"{rounds['page'][name]:.3f} s" if "page" in rounds else "-"
             print(f"  {name:<9} {shown:>19} {rounds['http'][name]:14.3f} s {engine:6.3f} s "
                   f"{engine / s['grabcut_quiet']:10.2f}")
-    worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
-    if worker_counts:
-        runs = [
-            measure_service(n, args.worker_threads, encoded, scribbles, options, args.jobs,
-                            args.repeats if n == worker_counts[-1] else 0)
-            for n in worker_counts
-        ]
+    if runs:
         speedup = runs[-1]["jobs_per_second"] / runs[0]["jobs_per_second"]
         report["service"] = dict(runs=runs, speedup=speedup)
         for record in runs:
