@@ -30,6 +30,11 @@ from worker.settings import QueueSettings
 # Heartbeats every second, a lost worker's job retried after 3 s; a replica must hold each job
 # before POST /segment answers (GDC_REDIS_REPLICAS_TO_WAIT). Retries cover two faults in a row.
 SETTINGS = {"heartbeat_ttl": 3, "retry_backoff": 1, "job_retries": 5, "worker_threads": 1, "redis_replicas_to_wait": 1}
+# For a network with 400 ms round trips and 5% loss, where one lost segment costs a retransmission
+# of a second or more: Redis calls may take 10 s (WAIT for the replica half of it) and a
+# heartbeat 15 s before a worker counts as gone. With SETTINGS' 2 s and 3 s there, calls time out,
+# jobs are handed over while their worker still runs them, and the batch barely moves.
+SLOW_NETWORK_SETTINGS = {**SETTINGS, "heartbeat_ttl": 15, "redis_timeout": 10}
 BATCH_OPTIONS = ("--steps", "2", "--samples", "1", "--superpixel-size", "60")
 # Seconds of engine work on one thread: still running when its worker is cut off.
 LONG_JOB = {"steps": 300, "samples": 30, "superpixel_size": 60}
