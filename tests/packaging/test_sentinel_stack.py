@@ -80,7 +80,7 @@ def sentinel_stack(images, stack_figures) -> SentinelStack:
         stack.figures.append(f"Sentinel stack (2 Redis, 3 Sentinels, API, 1 worker) ready in {time.monotonic() - started:.0f} s")
         yield stack
     finally:
-        stack.compose("down", "-v", "--remove-orphans")
+        stack.compose("down", "-v", "--remove-orphans", "--timeout", "1")  # no graceful stop to wait for
 
 
 def test_killing_the_primary_container_fails_over_and_loses_no_job(sentinel_stack):
