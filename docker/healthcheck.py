@@ -3,7 +3,7 @@
 Exit status 0 healthy, 1 not (Docker's HEALTHCHECK contract), with the reason on stderr.
 
 - ``api``: ``GET /healthz`` on the port uvicorn listens on (``UVICORN_PORT``) answers 200.
-- ``worker``: Redis (``REDIS_URL``) lists a live RQ worker started in this container, i.e. from
+- ``worker``: Redis (``REDIS_URL``, or the primary of ``GDC_REDIS_SENTINELS``) lists a live RQ worker started in this container, i.e. from
   this hostname. RQ lets a worker's entry expire soon after its heartbeats stop (a minute or
   so), so a worker that lost Redis or hangs fails the check. The engine loads before the
   worker registers: the image's start period covers that.
@@ -30,21 +30,21 @@ def check_api() -> str | None:
 
 def check_worker() -> str | None:
     """Why the worker in this container is unhealthy, or None."""
-    from redis import Redis
     from redis.exceptions import RedisError
     from rq.worker import Worker
 
     from service.settings import Settings
+    from worker.jobs import connect
 
-    url = Settings().redis_url
-    if url is None:
-        return "REDIS_URL is not set"
+    settings = Settings()
+    if not settings.redis_configured:
+        return "neither REDIS_URL nor GDC_REDIS_SENTINELS is set"
     hostname = socket.gethostname()
-    try:
-        with Redis.from_url(url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS) as redis:
+    try:  # connect() is how the worker reaches Redis: a URL, or the primary the Sentinels name
+        with connect(settings.model_copy(update={"redis_timeout": TIMEOUT_SECONDS})) as redis:
             workers = Worker.all(connection=redis)
     except RedisError as error:
-        return f"Redis at {url} is unreachable: {error}"
+        return f"Redis ({settings.redis_target}) is unreachable: {error}"
     if any(worker.hostname == hostname for worker in workers):
         return None
     return f"no live worker from host {hostname!r} is registered in Redis"

@@ -25,11 +25,11 @@ import pytest
 from gdc.client import ApiError, Client, ServerUnreachable
 from gdc.imageio import read_labels
 from tests.conftest import REPO, free_port, wait_for
+from tests.packaging.conftest import IMAGES
 from tests.service.test_readme import README_SERVER, curl_block
 
 PROJECT = "gdc-stack-test"
 WORKERS = "cpu-worker"
-IMAGES = {"api": "gdc-api", "worker": "gdc-worker-cpu", "redis": "gdc-redis"}
 EXAMPLE = ("docs/example/coffee.jpg", "docs/example/coffee-scribbles.png")
 ENDED = {"succeeded", "failed", "canceled"}
 # Faster than the defaults (30 s, 10,60 s), so that a killed worker's job is retried within seconds.
@@ -60,6 +60,9 @@ def docker(*arguments: str, timeout: float = 600, **kwargs) -> str:
 class Stack:
     """``docker compose`` on the project's files with the host-network override, and a client of its API."""
 
+    project = PROJECT
+    files = ("docker-compose.yml", "docker-compose.host.yml")
+
     def __init__(self, figures: list[str]) -> None:
         self.figures = figures  # printed in the run's summary (conftest.py)
         self.redis_port, self.api_port = free_port(), free_port()
@@ -74,8 +77,8 @@ class Stack:
         self.client = Client(self.url)
 
     def compose(self, *arguments: str, timeout: float = 600) -> str:
-        files = ["-f", "docker-compose.yml", "-f", "docker-compose.host.yml"]
-        command = ["compose", "-p", PROJECT, *files, "--profile", "cpu", *arguments]
+        files = [argument for name in self.files for argument in ("-f", name)]
+        command = ["compose", "-p", self.project, *files, "--profile", "cpu", *arguments]
         return docker(*command, timeout=timeout, cwd=REPO, env=self.env)
 
     def scale(self, workers: int, wait: bool = True) -> None:
@@ -105,16 +108,6 @@ class Stack:
         done = sum(status == "succeeded" for status in statuses.values())
         extra = "".join(f" {name}={value}" for name, value in more.items())
         self.figures.append(f"{what}: submitted={len(statuses)} succeeded={done} lost={len(statuses) - done}{extra}")
-
-
-@pytest.fixture(scope="module")
-def images(stack_figures) -> dict[str, str]:
-    started = time.monotonic()
-    built = subprocess.run([str(REPO / "docker" / "build-offline.sh")], capture_output=True, text=True, timeout=3000)
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-5000:]
-    stack_figures.extend(line for line in built.stderr.splitlines() if line.startswith("build-offline:"))
-    stack_figures.append(f"images ready in {time.monotonic() - started:.0f} s")
-    return IMAGES
 
 
 @pytest.fixture(scope="module")

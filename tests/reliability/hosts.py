@@ -1,30 +1,40 @@
 """Hosts as Linux network namespaces: Redis primary, replica and Sentinels, the API and workers, each on its own.
 
-Needs root and ``ip`` (iproute2), as CI has. Every host is a network namespace with one
-interface, ``eth0``, a veth pair whose other end sits on a bridge in a switch namespace of
-its own; addresses are ``10.231.0.x/24`` and exist only inside these namespaces (the
-machine's own namespace gets no interface, address or route). A link is cut by taking its
-switch port down, and slowed and made lossy with ``tc netem`` on the host's side; where the
-kernel has no netem, nftables drops the packets and nothing delays them (see :meth:`Hosts.impair`).
+Needs root, ``ip`` (iproute2) and ``/dev/net/tun``, as CI has. Every host is a network
+namespace with one interface, ``eth0``; addresses are ``10.231.0.x/24`` and exist only inside
+these namespaces (the machine's own namespace gets no interface, address or route). The wire
+between a host and the switch (a bridge in a namespace of its own) is a :class:`Relay` in the
+test's process: ``eth0`` is a TAP device in the host's namespace, its switch port another TAP
+device on the bridge, and the relay copies Ethernet frames between the two. That is where a
+link is cut, and where it is slowed and made lossy (the kernels this runs on have no ``tc
+netem``, nor any other queue that can delay packets, but all have TUN/TAP).
 The test's client runs inside a namespace too: :meth:`Hosts.inside`
 moves the calling thread there (network namespaces are per thread on Linux).
 
 :class:`Hosts` kills every process it started and deletes every namespace it made in
 :meth:`Hosts.close`, also when a test fails; names start with ``gdc<pid>-``, so runs at the
-same time never meet; namespaces left by a run that was killed outright are removed by the next.
+same time never meet. A TAP device lives as long as the descriptor the relay holds, so a run
+killed outright leaves no link behind; its namespaces are removed by the next run.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
-import functools
+import fcntl
 import os
+import random
 import re
+import selectors
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
@@ -40,7 +50,9 @@ MASTER_NAME = "gdc"
 # 3, the failover starts then (production: 5-30 s; see docs/kubernetes.md).
 DOWN_AFTER_MS = 1000
 CLONE_NEWNET = 0x40000000
-IMPAIR_TABLE = "gdc_impair"  # the nftables table of Hosts.impair, in a host's namespace
+# <linux/if_tun.h>: make a TAP device (Ethernet frames) without the 4-byte packet-info header.
+TUNSETIFF, IFF_TAP, IFF_NO_PI = 0x400454CA, 0x0002, 0x1000
+FRAME_BYTES = 65536  # more than any frame at the default MTU of 1500
 
 
 def valkey_server() -> str:
@@ -54,39 +66,19 @@ def valkey_server() -> str:
 
 
 def why_no_namespaces() -> str | None:
-    """Why these hosts cannot be made here, or None when they can (root and a working ``ip netns``)."""
+    """Why these hosts cannot be made here, or None when they can (root, a working ``ip netns``, TUN/TAP)."""
     if os.geteuid() != 0:
         return "network namespaces need root"
     if shutil.which("ip") is None:
         return "iproute2's ip command is not installed"
+    if not os.path.exists("/dev/net/tun"):
+        return "no /dev/net/tun: the links are TAP devices"
     probe = f"gdc{os.getpid()}-probe"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
     if made.returncode != 0:
         return f"ip netns add failed: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], check=False)
     return None
-
-
-def _works_in_a_namespace(*command: str) -> bool:
-    """Whether ``command`` succeeds in a throwaway namespace (a probe of what the kernel has)."""
-    probe = f"gdc{os.getpid()}-probe"
-    subprocess.run(["ip", "netns", "add", probe], check=True)
-    try:
-        return subprocess.run(["ip", "netns", "exec", probe, *command], capture_output=True, check=False).returncode == 0
-    finally:
-        subprocess.run(["ip", "netns", "del", probe], check=False)
-
-
-@functools.cache
-def has_netem() -> bool:
-    """Whether the kernel has tc's netem queue (delay and loss); some VM kernels are built without it."""
-    return _works_in_a_namespace("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms")
-
-
-@functools.cache
-def has_nftables() -> bool:
-    """Whether nft can filter inside a namespace: the packet loss where the kernel has no netem."""
-    return shutil.which("nft") is not None and _works_in_a_namespace("nft", "add", "table", "inet", IMPAIR_TABLE)
 
 
 def _ip(*args: str) -> None:
@@ -108,6 +100,144 @@ def remove_stale_hosts() -> None:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
+@contextmanager
+def in_namespace(namespace: str):
+    """Run the calling thread's network calls in ``namespace`` (a name under /var/run/netns) until the block ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/thread-self/ns/net") as home, open(f"/var/run/netns/{namespace}") as there:
+        if libc.setns(there.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {namespace}")
+        try:
+            yield
+        finally:
+            libc.setns(home.fileno(), CLONE_NEWNET)
+
+
+def open_tap(namespace: str, name: str) -> int:
+    """A new TAP device ``name`` in ``namespace``; its descriptor, non-blocking. Closing it removes the device.
+
+    The kernel makes the device in the namespace of the thread that asks (TUNSETIFF), hence the setns.
+    """
+    with in_namespace(namespace):
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
+@dataclass
+class Link:
+    """The wire between a host's ``eth0`` and its switch port, and what is wrong with it now.
+
+    The impairment applies to the frames the host sends, as ``tc netem delay ... loss ...`` on the
+    host's ``eth0`` would: impair every host and each direction of every link is impaired, each
+    frame once. A cut link carries nothing either way.
+    """
+
+    host_fd: int
+    port_fd: int
+    delay: float = 0.0  # seconds added to every frame the host sends
+    loss: float = 0.0  # the chance that a frame the host sends is dropped
+    cut: bool = False
+    dropped: int = 0  # frames dropped by ``loss`` so far
+    in_flight: collections.deque = field(default_factory=collections.deque)  # (due, frame) the host sent
+
+
+class Relay(threading.Thread):
+    """Copies frames between each host's TAP device and its switch port's, in one thread of the test's process.
+
+    A frame a host sends waits in its link's ``in_flight`` queue until its due time (the delay is
+    the same for every frame of a link, so the queue stays in order); frames towards a host were
+    impaired when their sender sent them and go through at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="host-links")
+        self.links: dict[str, Link] = {}
+        self._random = random.Random()
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe()
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        self._joining: collections.deque[Link] = collections.deque()  # links run() has not watched yet
+        self._stopped = False
+
+    def connect(self, host: str, host_fd: int, port_fd: int) -> Link:
+        """Carry frames between ``host``'s TAP device and its switch port's from now on."""
+        link = Link(host_fd, port_fd)
+        self.links[host] = link
+        self._joining.append(link)  # the selector is run()'s alone: it registers the link when woken
+        os.write(self._wake_write, b"x")
+        return link
+
+    def run(self) -> None:
+        while not self._stopped:
+            links = list(self.links.values())
+            due = [link.in_flight[0][0] for link in links if link.in_flight]
+            timeout = max(0.0, min(due) - time.monotonic()) if due else None
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    os.read(self._wake_read, 4096)
+                    self._watch_joining()
+                else:
+                    self._receive(*key.data)
+            self._deliver_due(links)
+
+    def _watch_joining(self) -> None:
+        while self._joining:
+            link = self._joining.popleft()
+            self._selector.register(link.host_fd, selectors.EVENT_READ, (link, True))
+            self._selector.register(link.port_fd, selectors.EVENT_READ, (link, False))
+
+    def _receive(self, link: Link, from_host: bool) -> None:
+        """Read every frame waiting on one side of ``link`` and pass it on (or queue or drop it)."""
+        source = link.host_fd if from_host else link.port_fd
+        while True:
+            try:
+                frame = os.read(source, FRAME_BYTES)
+            except BlockingIOError:
+                return
+            if link.cut:
+                continue
+            if not from_host:
+                _send(link.host_fd, frame)
+            elif link.loss and self._random.random() < link.loss:
+                link.dropped += 1
+            elif link.delay or link.in_flight:  # behind the frames still delayed: in order, as on a wire
+                link.in_flight.append((time.monotonic() + link.delay, frame))
+            else:
+                _send(link.port_fd, frame)
+
+    def _deliver_due(self, links: list[Link]) -> None:
+        now = time.monotonic()
+        for link in links:
+            while link.in_flight and link.in_flight[0][0] <= now:
+                frame = link.in_flight.popleft()[1]
+                if not link.cut:
+                    _send(link.port_fd, frame)
+
+    def stop(self) -> None:
+        """Stop copying and close every TAP descriptor, which removes the devices."""
+        self._stopped = True
+        os.write(self._wake_write, b"x")
+        if self.is_alive():
+            self.join()
+        for link in self.links.values():
+            os.close(link.host_fd)
+            os.close(link.port_fd)
+        self._selector.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
+def _send(fd: int, frame: bytes) -> None:
+    """Hand ``frame`` to a TAP device; one the kernel cannot take now is lost, as on a congested wire."""
+    with suppress(OSError):  # EAGAIN, or ENOBUFS
+        os.write(fd, frame)
+
+
 class Hosts:
     """Network namespaces on one switch, and the processes started in them; :meth:`close` removes all."""
 
@@ -119,9 +249,11 @@ class Hosts:
         self.addresses: dict[str, str] = {}
         self.processes: list[tuple[str, subprocess.Popen]] = []
         self._namespaces: list[str] = []
+        self._relay = Relay()
         self._namespace(self.switch)
         _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.switch, "link", "set", "br0", "up")
+        self._relay.start()
 
     def _namespace(self, name: str) -> None:
         _ip("netns", "add", name)
@@ -134,62 +266,45 @@ class Hosts:
     def add(self, host: str) -> str:
         """A new host on the switch; its address."""
         address = f"{SUBNET}.{len(self.addresses) + 10}"
-        namespace, port = self.netns(host), self._port(host)
+        namespace, port = self.netns(host), f"p-{host}"[:15]  # interface names have at most 15 characters
         self._namespace(namespace)
-        _ip("-n", namespace, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", self.switch)
+        self._relay.connect(host, open_tap(namespace, "eth0"), open_tap(self.switch, port))
         _ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
         _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
         _ip("-n", namespace, "link", "set", "eth0", "up")
         self.addresses[host] = address
         return address
 
-    def _port(self, host: str) -> str:
-        return f"p-{host}"[:15]  # the host's switch port (interface names have at most 15 characters)
-
     def cut(self, host: str) -> None:
-        """Unplug ``host``: its packets go nowhere (no reset, as when a cable or a zone is lost)."""
-        _ip("-n", self.switch, "link", "set", self._port(host), "down")
+        """Unplug ``host``: its packets go nowhere, either way (no reset, as when a cable or a zone is lost)."""
+        self._relay.links[host].cut = True
 
     def mend(self, host: str) -> None:
-        _ip("-n", self.switch, "link", "set", self._port(host), "up")
+        self._relay.links[host].cut = False
 
-    def impair(self, host: str, delay_ms: int, loss_percent: float) -> None:
-        """Delay (where the kernel has netem) and drop ``host``'s outgoing packets; done on every host,
-        that is each direction of every link, each packet once.
+    def impair(self, host: str, delay_ms: float, loss_percent: float) -> None:
+        """Delay every packet ``host`` sends by ``delay_ms`` and drop ``loss_percent`` of them at random.
 
-        With netem, ``tc netem delay ... loss ...``. Without it, nftables drops ``loss_percent`` of
-        the packets leaving ``eth0`` at random (``numgen random``) and nothing delays them: the
-        kernel offers no other delay (no netem, fq or clsact here), so ``delay_ms`` is not applied.
+        As ``tc netem delay ... loss ...`` on the host's ``eth0``: done on every host, each
+        direction of every link is impaired, each packet once (two hosts see twice the delay as
+        their round trip).
         """
-        namespace = ["ip", "netns", "exec", self.netns(host)]
-        if has_netem():
-            command = [*namespace, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
-                       "delay", f"{delay_ms}ms", "loss", f"{loss_percent}%"]
-            subprocess.run(command, check=True, capture_output=True)
-            return
-        # numgen draws 0..9999 per packet: loss in hundredths of a percent.
-        ruleset = (
-            f"table inet {IMPAIR_TABLE} {{\n chain out {{\n  type filter hook output priority 0;\n"
-            f'  oifname "eth0" numgen random mod 10000 < {round(loss_percent * 100)} counter drop\n }}\n}}\n'
-        )  # nft parses a ruleset's rules only one to a line, from a file (here stdin)
-        subprocess.run([*namespace, "nft", "-f", "-"], input=ruleset.encode(), check=True, capture_output=True)
-
-    def dropped(self, host: str) -> int:
-        """Packets :meth:`impair` has dropped on ``host`` so far (netem's or the nftables rule's count)."""
-        namespace = ["ip", "netns", "exec", self.netns(host)]
-        if has_netem():
-            command, count = [*namespace, "tc", "-s", "qdisc", "show", "dev", "eth0"], r"dropped (\d+)"
-        else:
-            command, count = [*namespace, "nft", "list", "table", "inet", IMPAIR_TABLE], r"packets (\d+)"
-        shown = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        return sum(int(n) for n in re.findall(count, shown))
+        link = self._relay.links[host]
+        link.delay, link.loss = delay_ms / 1000, loss_percent / 100
 
     def unimpair(self, host: str) -> None:
-        namespace = ["ip", "netns", "exec", self.netns(host)]
-        if has_netem():
-            subprocess.run([*namespace, "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
-        else:
-            subprocess.run([*namespace, "nft", "delete", "table", "inet", IMPAIR_TABLE], check=False)
+        self.impair(host, 0, 0)
+
+    def dropped(self, host: str) -> int:
+        """Packets :meth:`impair` has dropped on ``host``'s link so far."""
+        return self._relay.links[host].dropped
+
+    def round_trip(self, host: str, address: str, port: int) -> float:
+        """Seconds from ``host`` to ``address``:``port`` and back: one TCP handshake (SYN, SYN-ACK)."""
+        with self.inside(host):
+            started = time.perf_counter()
+            with socket.create_connection((address, port), timeout=30):
+                return time.perf_counter() - started
 
     def start(self, host: str, name: str, *command: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Run ``command`` on ``host``, its output in ``logs/<name>.log``."""
@@ -205,23 +320,16 @@ class Hosts:
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
-    @contextmanager
     def inside(self, host: str):
         """Run the calling thread's network calls on ``host`` until the block ends."""
-        libc = ctypes.CDLL(None, use_errno=True)
-        with open("/proc/thread-self/ns/net") as home, open(f"/var/run/netns/{self.netns(host)}") as there:
-            if libc.setns(there.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {host}")
-            try:
-                yield
-            finally:
-                libc.setns(home.fileno(), CLONE_NEWNET)
+        return in_namespace(self.netns(host))
 
     def close(self) -> None:
         for _, process in self.processes:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        self._relay.stop()
         for namespace in reversed(self._namespaces):
             subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
 
@@ -285,6 +393,10 @@ class RedisWithSentinels:
         for address in self.sentinel_hosts.values():
             with Redis(address, SENTINEL_PORT, socket_timeout=2) as sentinel:
                 sentinel.sentinel_set(MASTER_NAME, "down-after-milliseconds", milliseconds)
+
+    def failovers(self) -> int:
+        """Failovers the Sentinels have announced so far (``+switch-master`` in the first Sentinel's log)."""
+        return self.hosts.log("sentinel-1").count("+switch-master")
 
     def replicas_in_sync(self, host: str) -> int:
         """Replicas connected to ``host`` and caught up (``INFO replication``)."""

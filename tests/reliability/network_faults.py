@@ -23,13 +23,18 @@ from rq.worker import Worker
 from gdc.batch import JOURNAL, jobs_submitted, journal_events
 from gdc.imageio import encode_png
 from tests.reliability.conftest import tiny_image, tiny_scribbles, tiny_upload
-from tests.reliability.hosts import GdcOnHosts, Hosts, has_netem, python, wait_until
+from tests.reliability.hosts import API_PORT, GdcOnHosts, Hosts, python, wait_until
 from worker.jobs import connect, open_queue
 from worker.settings import QueueSettings
 
 # Heartbeats every second, a lost worker's job retried after 3 s; a replica must hold each job
 # before POST /segment answers (GDC_REDIS_REPLICAS_TO_WAIT). Retries cover two faults in a row.
 SETTINGS = {"heartbeat_ttl": 3, "retry_backoff": 1, "job_retries": 5, "worker_threads": 1, "redis_replicas_to_wait": 1}
+# For a network with 400 ms round trips and 5% loss, where one lost segment costs a retransmission
+# of a second or more: Redis calls may take 10 s (WAIT for the replica half of it) and a
+# heartbeat 15 s before a worker counts as gone. With SETTINGS' 2 s and 3 s there, calls time out,
+# jobs are handed over while their worker still runs them, and the batch barely moves.
+SLOW_NETWORK_SETTINGS = {**SETTINGS, "heartbeat_ttl": 15, "redis_timeout": 10}
 BATCH_OPTIONS = ("--steps", "2", "--samples", "1", "--superpixel-size", "60")
 # Seconds of engine work on one thread: still running when its worker is cut off.
 LONG_JOB = {"steps": 300, "samples": 30, "superpixel_size": 60}
@@ -199,37 +204,51 @@ def api_cut_off(deployment: GdcOnHosts, root: Path, images: int, seconds: float)
 
 def network_impaired(
     deployment: GdcOnHosts, root: Path, images: int, delay_ms: int, loss_percent: float
-) -> tuple[FaultRun, int]:
-    """``loss_percent`` loss and ``delay_ms`` delay on every host's link for the whole batch (tc netem).
+) -> tuple[FaultRun, dict]:
+    """``delay_ms`` delay and ``loss_percent`` loss on every host's link for the whole batch (:meth:`Hosts.impair`).
 
-    Where the kernel has no netem, the loss alone (nftables, :meth:`Hosts.impair`): no delay is
-    applied, and the fault's description says so. Returns the run and the packets dropped on all links.
+    Returns the run, and what the network did: the client's round trip to the API before and
+    during the impairment (the least of a few TCP handshakes: a lost SYN waits a second), the
+    packets dropped on all links, the batch's seconds, and the failovers the Sentinels made
+    meanwhile (none is wanted: a slow primary is not a dead one).
     """
-    hosts = deployment.hosts
+    hosts, redis = deployment.hosts, deployment.redis
+    api = hosts.addresses["api"]
+
+    def round_trip() -> float:
+        return min(hosts.round_trip("client", api, API_PORT) for _ in range(5))
+
     # One lost Sentinel ping must not look like a dead primary: 5 s, as production would set it.
     with hosts.inside("client"):
-        deployment.redis.set_down_after(5000)
-    for host in deployment.hosts.addresses:
+        redis.set_down_after(5000)
+    failovers_before = redis.failovers()
+    network = {"round_trip_before": round_trip()}
+    for host in hosts.addresses:
         hosts.impair(host, delay_ms, loss_percent)
     try:
+        network["round_trip"] = round_trip()
         prober = Prober(hosts, deployment.url)
         prober.start()
         try:
             began = time.time()
             batch = BatchRun(deployment, root / "impaired", "impaired", images)
-            code = batch.finish(timeout=900)
+            code = batch.finish(timeout=600 + 20 * images)  # 14-40 s a job for each of the 2 workers
+            network["batch_seconds"] = time.time() - began
             assert code == 0, hosts.log("impaired")[-3000:]
         finally:
             prober.stop()
-        dropped = sum(hosts.dropped(host) for host in hosts.addresses)
+        network["dropped"] = sum(hosts.dropped(host) for host in hosts.addresses)
     finally:
-        for host in deployment.hosts.addresses:
+        for host in hosts.addresses:
             hosts.unimpair(host)
         with hosts.inside("client"):
-            deployment.redis.set_down_after()
-    delay = f"{delay_ms} ms delay" if has_netem() else "no delay (the kernel has no netem)"
-    description = f"{loss_percent:g}% loss and {delay} on every link"
-    return batch.outcome(description, None, *prober.window(began, time.time())), dropped
+            redis.set_down_after()
+    network["failovers"] = redis.failovers() - failovers_before
+    description = (
+        f"{delay_ms} ms delay and {loss_percent:g}% loss on every link "
+        f"(round trip {network['round_trip'] * 1000:.0f} ms, {network['dropped']} packets dropped)"
+    )
+    return batch.outcome(description, None, *prober.window(began, time.time())), network
 
 
 def worker_cut_off(deployment: GdcOnHosts, root: Path, images: int, seconds: float) -> tuple[FaultRun, dict]:
