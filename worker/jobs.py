@@ -18,6 +18,7 @@ from redis.retry import Retry as RedisRetry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 from rq import Queue, Retry
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
@@ -201,6 +202,20 @@ def holds(connection, job: Job, execution_id: str) -> bool:
     over the newer run. ``connection`` may be a pipeline watching the registry.
     """
     return connection.zscore(job.started_job_registry.key, f"{job.id}:{execution_id}") is not None
+
+
+def delete_ended_job(job: Job) -> None:
+    """Delete an ended job's record, its RQ results and executions.
+
+    RQ's ``Job.delete`` fetches every execution the job's registry lists and raises ValueError for
+    one whose hash expired first (a run whose worker lost Redis long enough); such ids are dropped
+    from the registry before.
+    """
+    registry = job.execution_registry
+    for execution_id in registry.get_execution_ids():
+        if not job.connection.exists(Execution(execution_id, job.id, connection=job.connection).key):
+            job.connection.zrem(registry.key, execution_id)
+    job.delete()
 
 
 def cancel_job(queue: Queue, job: Job, settings: QueueSettings) -> None:

@@ -15,7 +15,7 @@ from rq.results import Result
 
 from gdc.imageio import colour_table, encode_png, overlay, read_image, read_labels
 from worker import store
-from worker.jobs import ENDED, Status, cancel_job, public_status, sweep
+from worker.jobs import ENDED, Status, cancel_job, delete_ended_job, public_status, sweep
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
 from worker.schemas import JobPublic
@@ -189,7 +189,7 @@ def delete_job(job: JobDep, queue: QueueDep, settings: SettingsDep) -> JobPublic
     """
     if public_status(job) in ENDED:
         last = JobPublic.from_job(job)
-        job.delete()
+        delete_ended_job(job)
         store.delete_job_data(queue.connection, job.id)
         queue.connection.delete(key_for(Kind.CANCEL, job.id))
         return last

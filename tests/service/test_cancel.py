@@ -3,6 +3,7 @@ import logging
 import re
 
 from redis import Redis
+from rq.executions import ExecutionRegistry
 
 from tests.conftest import REPO
 from tests.service.conftest import FAST
@@ -45,6 +46,17 @@ def test_delete_keeps_a_canceled_job_readable_and_removes_an_ended_one(client, u
     assert client.get(f"/jobs/{canceled}/mask").status_code == 409
     assert client.delete(f"/jobs/{ended}").json()["status"] == "succeeded"
     assert client.get(f"/jobs/{ended}").status_code == 404
+
+
+def test_delete_removes_an_ended_job_whose_registry_lists_an_expired_execution(client, upload, run_queued, redis_url):
+    job_id = submit(client, upload)
+    run_queued()
+    # A run cut off from Redis leaves its id in the job's execution registry after its hash expired.
+    redis = Redis.from_url(redis_url)
+    redis.zadd(ExecutionRegistry(job_id, connection=redis).key, {"expired-run": 2**40})
+    answer = client.delete(f"/jobs/{job_id}")
+    assert answer.status_code == 200, answer.text
+    assert client.get(f"/jobs/{job_id}").status_code == 404
 
 
 def test_the_readme_says_what_delete_leaves_behind():
