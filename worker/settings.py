@@ -95,6 +95,12 @@ class QueueSettings(BaseSettings):
 
     _split_queue_lists = field_validator("retry_backoff", "callback_backoff", "redis_sentinels", mode="before")(split_commas)
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, url):
+        """``REDIS_URL=`` (as compose files write to clear it) means no URL, not a URL redis-py cannot parse."""
+        return None if isinstance(url, str) and not url.strip() else url
+
     @field_validator("redis_sentinels")
     @classmethod
     def _host_and_port(cls, sentinels: list[str]) -> list[str]:

@@ -24,9 +24,11 @@ def test_a_sentinel_without_a_port_is_refused_by_name():
         Settings(redis_sentinels="sentinel-1")
 
 
-def test_a_worker_without_redis_or_sentinels_says_what_to_give():
+@pytest.mark.parametrize("redis_url", [None, ""])  # REDIS_URL= is how a compose file clears it
+def test_a_worker_without_redis_or_sentinels_says_what_to_give(redis_url):
     command = [sys.executable, "-m", "gdc.cli", "worker", "--burst"]
-    done = subprocess.run(command, env=process_env(), cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    env = process_env() | ({} if redis_url is None else {"REDIS_URL": redis_url})
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "give --redis URL or --redis-sentinels, or set REDIS_URL" in done.stderr
 
