@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 SENTINEL_PORTS = ("SENTINEL_PORT_1", "SENTINEL_PORT_2", "SENTINEL_PORT_3")
 HEALTH_CHECK = ("python", "/opt/gdc/healthcheck.py", "worker")  # docker/Dockerfile's HEALTHCHECK of the worker
 JOB = {"steps": 2, "samples": 1, "superpixel_size": 60}  # tiny jobs: the failover is what is measured
+SUBMIT_SECONDS = 120  # the failover takes ~6 s (down-after 5 s); a stack that never fails over fails here
 
 
 class SentinelStack(Stack):
@@ -52,6 +53,17 @@ class SentinelStack(Stack):
         except RedisError:
             return None
 
+    def sentinels_settled(self) -> bool:
+        """Every Sentinel knows the replica and the two other Sentinels, which a failover needs: a Sentinel
+        learns of the replica from the primary's INFO (every 10 s), so one that never asked it before the
+        primary died finds no replica to promote ("-failover-abort-no-good-slave")."""
+        for port in self.sentinel_ports:
+            with Redis("127.0.0.1", port, socket_timeout=2) as sentinel:
+                master = sentinel.sentinel_master("gdc")
+            if master["num-slaves"] < 1 or master["num-other-sentinels"] < 2:
+                return False
+        return True
+
     def worker_healthy(self) -> bool:
         """The worker image's health check, run in the worker's container now: Redis lists the worker."""
         container = self.containers(WORKERS)[0]
@@ -61,10 +73,13 @@ class SentinelStack(Stack):
         """Submit one tiny job, asking again while the API answers 503 (the primary is being replaced)."""
         image, scribbles = encode_png(tiny_image(seed)), encode_png(tiny_scribbles())
         key = uuid.uuid4().hex  # an answer lost in the failover must not make a second job
+        deadline = time.monotonic() + SUBMIT_SECONDS
         while True:
             try:
                 return self.client.submit(image, scribbles, idempotency_key=key, **JOB)
-            except (ApiError, ServerUnreachable):
+            except (ApiError, ServerUnreachable) as error:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no job accepted for {SUBMIT_SECONDS} s: {error}")
                 time.sleep(0.3)
 
 
@@ -88,6 +103,7 @@ def test_killing_the_primary_container_fails_over_and_loses_no_job(sentinel_stac
     primary = stack.primary_port()
     assert primary == int(stack.env["REDIS_PORT"]) and stack.role(int(stack.env["REPLICA_PORT"])) == "slave"
     assert stack.worker_healthy()  # it finds the worker through the Sentinels
+    wait_for(stack.sentinels_settled, 60, "every Sentinel to know the replica and the two others", every=1)
     before = [stack.submit_tiny(seed) for seed in range(6)]
     container = stack.containers("redis")[0]
     docker("update", "--restart=no", container)  # the host is gone: nothing brings the primary back
