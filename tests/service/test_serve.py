@@ -143,7 +143,9 @@ def test_serve_restarts_killed_workers_and_every_queued_job_succeeds(tmp_path):
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") == 200 or serve.poll() is not None, 90, "gdc serve")
         assert serve.poll() is None, log.read_text()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            ids = [submit(http, seed, options={"steps": 40, "samples": 2}) for seed in range(12)]
+            # About a second each on the tiny image, so the kill finds them running and queued (at 40 steps the
+            # faster training ran the first one between two polls).
+            ids = [submit(http, seed, options={"steps": 400, "samples": 2}) for seed in range(12)]
             wait_for(lambda: running_phase(http, ids[0]), 60, "the first job to run")
             killed = worker_pids(serve)
             assert len(killed) == 2
