@@ -33,7 +33,7 @@ DATABASES = 64  # each live stack gets a database of its own on the shared serve
 # Hooks the whole run needs, pytest-xdist's controller included (it loads no conftest below this one).
 pytest_plugins = ["tests.run_folder", "tests.service.tools.labelstudio_server"]
 
-# ``./run test`` runs the tests in two processes (pytest-xdist, ``--dist loadgroup``; pyproject.toml), a
+# ``./run test`` runs the tests in two processes (pytest-xdist, ``--dist loadfile``; pyproject.toml), a
 # module at a time, so that a module's fixtures start once. These run in one process, one after another,
 # since they share what the host has one of: the Docker engine, and the README's address, port 8000
 # (the stack tests publish the API there, and the README tests run `gdc serve` on it); the annotation
@@ -45,14 +45,20 @@ SHARED_GROUPS = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        module = item.path.relative_to(REPO).as_posix()
-        group = next((name for prefix, name in SHARED_GROUPS.items() if module.startswith(prefix)), module)
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile``, with the modules of each shared group as one unit. (xdist's own
+    ``loadgroup`` marks tests by renaming them, which pytest 9.2 no longer lets it do.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileAndSharedGroups(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return next((name for prefix, name in SHARED_GROUPS.items() if module.startswith(prefix)), module)
+
+    return LoadFileAndSharedGroups(config, log)
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1):
@@ -302,3 +308,4 @@ def stacks_for_this_test(valkey_server, databases):
     stacks = Stacks(valkey_server.connection_url, databases)
     yield stacks
     stacks.close()
+

@@ -1,7 +1,7 @@
 """Crashes of one part at a time: a worker, Redis, the API, a callback receiver; a full or absent Redis.
 
 Each test starts its own processes and stops them at the end. Recovery times are printed
-(``pytest -s``) and collected in ``benchmarks/reliability.md``.
+(``pytest -n 0 -s``) and collected in ``benchmarks/reliability.md``.
 """
 
 from __future__ import annotations
