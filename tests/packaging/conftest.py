@@ -1,5 +1,5 @@
 """Fixtures of the packaging tests: the parsed Dockerfile and compose file, ./run's torch pin,
-the images the Docker stack tests run, and their figures, printed at the end of the run (tests/run_folder.py)."""
+the images the Docker stack tests run, and their figures, printed at the end of the run."""
 from __future__ import annotations
 
 import subprocess
@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.packaging.docker_files import DOCKERFILE, Dockerfile, read_compose, read_torch_pin
-from tests.run_folder import Figures
 
+STACK_FIGURES: list[str] = []
 IMAGES = {"api": "gdc-api", "worker": "gdc-worker-cpu", "redis": "gdc-redis"}
 
 
@@ -30,9 +30,9 @@ def torch_pin() -> str:
 
 
 @pytest.fixture(scope="session")
-def stack_figures() -> Figures:
+def stack_figures() -> list[str]:
     """Lines for the summary: build times, image sizes, jobs submitted, succeeded and lost."""
-    return Figures("Docker stack")
+    return STACK_FIGURES
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +46,10 @@ def images(stack_figures) -> dict[str, str]:
     stack_figures.append(f"images ready in {time.monotonic() - started:.0f} s")
     return IMAGES
 
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    # Captured output is shown only for failures; CI's log should keep these figures either way.
+    if STACK_FIGURES:
+        terminalreporter.write_sep("-", "Docker stack")
+        for line in STACK_FIGURES:
+            terminalreporter.write_line(line)

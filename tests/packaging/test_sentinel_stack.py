@@ -21,7 +21,6 @@ from gdc.imageio import encode_png
 from tests.conftest import free_port, wait_for
 from tests.packaging.test_stack import MISSING, WORKERS, Stack, docker, follow, succeeded
 from tests.reliability.conftest import tiny_image, tiny_scribbles
-from tests.run_folder import Figures
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 SENTINEL_PORTS = ("SENTINEL_PORT_1", "SENTINEL_PORT_2", "SENTINEL_PORT_3")
@@ -36,7 +35,7 @@ class SentinelStack(Stack):
     project = "gdc-sentinel-test"
     files = (*Stack.files, "docker-compose.sentinel.yml", "docker-compose.sentinel-host.yml")
 
-    def __init__(self, figures: Figures) -> None:
+    def __init__(self, figures: list[str]) -> None:
         super().__init__(figures)
         self.sentinel_ports = [free_port() for _ in SENTINEL_PORTS]
         self.env.update({"REPLICA_PORT": str(free_port()), **dict(zip(SENTINEL_PORTS, map(str, self.sentinel_ports)))})

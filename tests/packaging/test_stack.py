@@ -26,7 +26,6 @@ from gdc.client import ApiError, Client, ServerUnreachable
 from gdc.imageio import read_labels
 from tests.conftest import REPO, free_port, wait_for
 from tests.packaging.conftest import IMAGES
-from tests.run_folder import Figures
 from tests.service.test_readme import README_SERVER, curl_block
 
 PROJECT = "gdc-stack-test"
@@ -64,7 +63,7 @@ class Stack:
     project = PROJECT
     files = ("docker-compose.yml", "docker-compose.host.yml")
 
-    def __init__(self, figures: Figures) -> None:
+    def __init__(self, figures: list[str]) -> None:
         self.figures = figures  # printed in the run's summary (conftest.py)
         self.redis_port, self.api_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"

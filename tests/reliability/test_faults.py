@@ -1,7 +1,7 @@
 """Crashes of one part at a time: a worker, Redis, the API, a callback receiver; a full or absent Redis.
 
 Each test starts its own processes and stops them at the end. Recovery times are printed
-(``pytest -n 0 -s``) and collected in ``benchmarks/reliability.md``.
+(``pytest -s``) and collected in ``benchmarks/reliability.md``.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def test_redis_killed_and_restarted_keeps_every_accepted_job(persistent_redis, s
 @pytest.fixture
 def evictionless_redis(tmp_path):
     """A Valkey server that refuses writes once full rather than evicting keys (maxmemory-policy noeviction)."""
-    with ValkeyServer(port=free_port(), data_dir=tmp_path / "valkey", **{"maxmemory-policy": "noeviction"}) as server:
+    with ValkeyServer(data_dir=tmp_path / "valkey", **{"maxmemory-policy": "noeviction"}) as server:
         yield server
 
 

@@ -4,7 +4,7 @@ Every accepted job must end succeeded and run exactly once. The suite makes 150 
 (three per client, a queue 50 deep behind the two workers); ``GDC_LOAD_SUBMISSIONS=500``
 runs the load that benchmarks/reliability.md reports. How quickly the API answered
 while both workers were busy (it never waits on the engine) is a figure, not a verdict: on a
-shared machine the tail is the scheduler's, so it is printed (``pytest -n 0 -s``) and written to
+shared machine the tail is the scheduler's, so it is printed (``pytest -s``) and written to
 ``artifacts/reliability/load.json``, and benchmarks/reliability.md reports it.
 """
 

@@ -3,7 +3,7 @@
 Every part runs on a host of its own (a network namespace, :mod:`tests.reliability.hosts`);
 Redis is a primary, a replica and three Sentinels. Each test runs a ``gdc batch`` of tiny
 jobs through one fault and wants every image labelled once: no job lost, none sent twice.
-Needs root, ``ip netns`` and ``/dev/net/tun`` (CI has them). Figures print with ``-n 0 -s``; the long runs are ``python -m benchmarks.faults``.
+Needs root, ``ip netns`` and ``/dev/net/tun`` (CI has them). Figures print with ``-s``; the long runs are ``python -m benchmarks.faults``.
 """
 from __future__ import annotations
 

@@ -5,18 +5,12 @@ own (``GDC_LABEL_STUDIO_VENV``, default ``.label-studio-venv`` in the repository
 installed from PyPI the first time. Preparing a fresh database (``label-studio init``:
 migrations and the test user) takes minutes of one core, so it is done once into a blank
 data folder kept beside the environment, and each run starts the server on a copy. Both
-happen in a thread started as soon as the run's tests are known to include the Label Studio
-ones, so they go on beside the tests before them instead of in front of them.
-
-One Label Studio serves the run, whichever pytest-xdist worker runs its tests: the first
-process (the controller, or the only process) starts it and stops it at the end, and
-writes where it listens and how its start went to ``label-studio.json`` in the run's folder
-(tests/run_folder.py), where the tests' fixtures read them. This module is loaded as a
-plugin by tests/conftest.py: the controller loads no conftest below tests/.
+happen in a thread started when the session's tests are collected (``pytest_collection_finish``
+in conftest.py), so they run beside the tests before the Label Studio ones instead of in
+front of them.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -30,10 +24,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, stop_process, wait_for
-from tests.run_folder import is_worker, run_folder
 
 LABEL_STUDIO_PACKAGE = "label-studio==1.23.2"
-LABEL_STUDIO_TESTS = "test_labelstudio_app.py"
 USER, PASSWORD = "test@gdc.local", "gdc-test-password"
 LABEL_STUDIO_TOKEN = "gdc-label-studio-test-token"  # a legacy token, enabled on the test's Label Studio
 VENV = Path(os.environ.get("GDC_LABEL_STUDIO_VENV", REPO / ".label-studio-venv"))
@@ -56,7 +48,7 @@ def label_studio_python() -> Path:
 
 
 class LabelStudioStartup:
-    """Label Studio on a port of its own, started by a thread; its state in ``label-studio.json``.
+    """Label Studio on a port of its own, started by a thread; :meth:`wait` for it.
 
     The port is held (bound, not listening) from the start, so no other test's free port
     can take it while the database is prepared; it is let go just before Label Studio starts
@@ -71,11 +63,19 @@ class LabelStudioStartup:
         self.url = f"http://127.0.0.1:{self._port.getsockname()[1]}"
         self._data = tempfile.TemporaryDirectory(prefix="gdc-label-studio-", ignore_cleanup_errors=True)
         self.process: subprocess.Popen | None = None
+        self.error: BaseException | None = None  # what the thread raised: a failure or pytest's skip
         self._lock = threading.Lock()
         self._stopped = False
-        _write_state(url=self.url)
         self._thread = threading.Thread(target=self._start, name="label-studio startup", daemon=True)
         self._thread.start()
+
+    def wait(self) -> str:
+        """Block until Label Studio answers; its URL. Raises what the startup raised (a failure, or a skip)."""
+        self._thread.join(INIT_SECONDS + START_SECONDS)
+        assert not self._thread.is_alive(), "Label Studio's startup thread did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.url
 
     def stop(self) -> None:
         with self._lock:
@@ -101,11 +101,8 @@ class LabelStudioStartup:
                     return False
 
             wait_for(answers, START_SECONDS, "Label Studio to start", every=0.5)
-            _write_state(url=self.url, ready=True)
-        except pytest.skip.Exception as skipped:
-            _write_state(url=self.url, skip=str(skipped))
-        except BaseException as error:  # noqa: BLE001 (handed to the tests that wait)
-            _write_state(url=self.url, error=f"{type(error).__name__}: {error}")
+        except BaseException as error:  # noqa: BLE001 (handed to the test that waits)
+            self.error = error
 
     def _blank_data(self, python: Path) -> Path:
         """A data folder with the database migrated and the test user made, made once.
@@ -153,60 +150,13 @@ def log_tail(data_dir: Path) -> str:
     return (data_dir / LOG).read_text(errors="replace")[-2000:]
 
 
-def _state_file() -> Path:
-    return run_folder() / "label-studio.json"
+# Here, not in conftest.py: pytest imports a conftest under another module name than the tests'
+# ``from tests.service.tools.conftest import ...``, which would make a second key.
+LABEL_STUDIO = pytest.StashKey[LabelStudioStartup]()
 
 
-def _write_state(**state: object) -> None:
-    partial = _state_file().with_suffix(".partial")
-    partial.write_text(json.dumps(state))
-    partial.replace(_state_file())  # whole or not at all for a reader in another process
-
-
-def _read_state() -> dict | None:
-    return json.loads(_state_file().read_text()) if _state_file().exists() else None
-
-
-def label_studio_url() -> str | None:
-    """Where this run's Label Studio listens (known before it is up); None when the run has no Label Studio tests."""
-    state = _read_state()
-    return None if state is None else state["url"]
-
-
-def _start_ended() -> dict | None:
-    state = _read_state()
-    return state if state is not None and state.keys() != {"url"} else None
-
-
-def wait_for_label_studio() -> str:
-    """Block until this run's Label Studio answers; its URL. Skips or fails as its start did."""
-    state = wait_for(_start_ended, INIT_SECONDS + START_SECONDS, "Label Studio's install, init and start", every=1)
-    if "skip" in state:
-        pytest.skip(state["skip"])
-    assert "error" not in state, f"Label Studio did not start: {state['error']}"
-    return state["url"]
-
-
-_STARTUP = pytest.StashKey[LabelStudioStartup]()
-
-
-def _start_for(config: pytest.Config, test_ids) -> None:
-    if _STARTUP not in config.stash and any(LABEL_STUDIO_TESTS in test_id for test_id in test_ids):
-        config.stash[_STARTUP] = LabelStudioStartup()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Without workers: start Label Studio now if its tests will run."""
-    if not is_worker(session.config):
-        _start_for(session.config, (item.nodeid for item in session.items))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_node_collection_finished(node, ids) -> None:
-    """pytest-xdist's controller, once a worker has collected: start Label Studio now if its tests will run."""
-    _start_for(node.config, ids)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    if _STARTUP in session.config.stash:
-        session.config.stash[_STARTUP].stop()
+def label_studio_startup(config: pytest.Config) -> LabelStudioStartup:
+    """The session's Label Studio startup, begun now unless it already was."""
+    if LABEL_STUDIO not in config.stash:
+        config.stash[LABEL_STUDIO] = LabelStudioStartup()
+    return config.stash[LABEL_STUDIO]

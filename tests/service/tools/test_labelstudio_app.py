@@ -2,7 +2,7 @@
 
 Label Studio runs from an environment of its own, started in the background while the
 tests before these run (tests/service/tools/labelstudio_server.py says how); one Label
-Studio serves the run. The tests are skipped, saying why, only when Label Studio cannot
+Studio serves the module. The tests are skipped, saying why, only when Label Studio cannot
 be installed.
 
 The labelling page with gdc's mask is screenshot in Chromium into ``artifacts/labelstudio.png``,
@@ -26,14 +26,18 @@ from tests.browser.conftest import artifacts, browser  # noqa: F401 (fixtures: t
 from tests.conftest import REPO
 from tests.service.conftest import draw_scribbles
 from tests.service.tools.conftest import GDC_KEY, LABEL_STUDIO_TOKEN
-from tests.service.tools.labelstudio_server import PASSWORD, USER, wait_for_label_studio
+from tests.service.tools.labelstudio_server import LABEL_STUDIO, PASSWORD, USER
 from tests.service.tools.test_labelstudio import BRUSH_CONFIG, brush_region, decode_result
 
 
 @pytest.fixture(scope="module")
-def label_studio(tools_gdc) -> str:
-    """The running Label Studio (its address told to the tools' gdc); its URL."""
-    return wait_for_label_studio()
+def label_studio(pytestconfig, tools_gdc) -> str:
+    """The running Label Studio (started at collection by conftest.py, told to the tools' gdc); its URL."""
+    startup = pytestconfig.stash[LABEL_STUDIO]
+    try:
+        yield startup.wait()
+    finally:
+        startup.stop()
 
 
 @dataclass
