@@ -65,10 +65,10 @@ def preload(weights: str, device: str, threads: int) -> None:
     """Import the engine, start the device, load the stem and run it once, before the first job, on ``threads`` CPU threads."""
     # What the result's polygons need (worker.store imports them lazily, for the API's sake):
     # ~0.5 s here rather than in the first job. skimage loads submodules on first attribute use.
-    import shapely  # noqa: F401
-    from skimage.measure import find_contours  # noqa: F401
     import numpy as np
+    import shapely  # noqa: F401
     import torch
+    from skimage.measure import find_contours  # noqa: F401
 
     from gdc.engine import segment
     from gdc.options import SegmentOptions

