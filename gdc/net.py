@@ -15,6 +15,15 @@ from .options import HEAD_CONVS
 from .stem import STEM_CHANNELS
 
 
+def head_input(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The frozen stem's features as the head reads them on every pass: channels-last, in its compute type.
+
+    Done once per phase rather than per pass: autocast would cast them again at each pass, and the
+    context branch's gather would read (and training copy) float32 rows only to round them the same way.
+    """
+    return features.to(dtype=dtype, memory_format=torch.channels_last)
+
+
 class GDCHead(nn.Module):
     """Stem features to class logits, at the features' resolution.
 
@@ -98,4 +107,6 @@ class GDCHead(nn.Module):
         # The context branch reads the features through fuse's weights folded into its own: the same
         # function, whose training needs no gradient scattered back through its random taps.
         context = self.context(features, samples=samples, at=context_at, after=self.fuse)
+        if samples == 1:  # training: a broadcast add would cost its gradient a reduction over the samples
+            return self.classifier(context + local)
         return self.classifier((context.unflatten(0, (samples, -1)) + local).flatten(0, 1))

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .hooks import Hooks
-from .net import GDCHead
+from .net import GDCHead, head_input
 
 SAMPLE_CHUNK = 10  # stochastic passes run as one batch; bounds inference memory
 BAND_ELEMENTS = 1 << 24  # full-resolution values produced at once; bounds output memory
@@ -21,7 +21,7 @@ def sample_mean(head: GDCHead, features: torch.Tensor, samples: int, dtype: torc
     """
     mixed = dict(device_type=features.device.type, dtype=dtype, enabled=dtype != torch.float32)
     head.eval()
-    features = features.contiguous(memory_format=torch.channels_last)  # the head's layout, once for every chunk
+    features = head_input(features, dtype)
     mean = torch.zeros(head.classifier[-1].out_channels, *features.shape[-2:], device=features.device)
     for done in range(0, samples, SAMPLE_CHUNK):
         hooks.report("sample", done, samples)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .hooks import Hooks
-from .net import GDCHead
+from .net import GDCHead, head_input
 from .options import SegmentOptions
 from .scribbles import block_counts
 from .warm import WarmStart
@@ -105,7 +105,7 @@ def train_head(
     """
     mixed = dict(device_type=features.device.type, dtype=dtype, enabled=dtype != torch.float32)
     context_at = head.context_cells(targets.sum(0) > 0)  # the loss reads the logits of labelled cells alone
-    features = features.contiguous(memory_format=torch.channels_last)  # the head's layout, once for every step
+    features = head_input(features, dtype)
     head.train()
     trained = 0
     while trained < steps:
