@@ -267,8 +267,15 @@ def _differences(image: np.ndarray) -> list:
     for dy, dx in NEIGHBOURS:
         first = (slice(0, height - dy), slice(max(0, -dx), width - max(0, dx)))
         second = (slice(dy, height), slice(max(0, dx), width - max(0, -dx)))
-        differences.append((first, second, math.hypot(dy, dx), ((pixels[first] - pixels[second]) ** 2).sum(-1)))
+        differences.append((first, second, math.hypot(dy, dx), _squared_distance(pixels[first], pixels[second])))
     return differences
+
+
+def _squared_distance(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """‖first − second‖² over the last axis (RGB), as float32: numpy's sum over an axis of 3 runs 4x slower."""
+    difference = np.subtract(first, second, dtype=np.float32)
+    difference *= difference
+    return difference[..., 0] + difference[..., 1] + difference[..., 2]
 
 
 def _contrast(differences: list) -> float:
@@ -295,11 +302,11 @@ def _sampled_contrast(image: np.ndarray, every: int = 16) -> float:
     top = image[0 : image.shape[0] - 1 : every].astype(np.float32)
     bottom = image[1::every][: len(top)].astype(np.float32)
     squared = [
-        ((top[:, 1:] - top[:, :-1]) ** 2).sum(-1),  # (0, 1) in either row
-        ((bottom[:, 1:] - bottom[:, :-1]) ** 2).sum(-1),
-        ((bottom - top) ** 2).sum(-1),  # (1, 0)
-        ((bottom[:, 1:] - top[:, :-1]) ** 2).sum(-1),  # (1, 1)
-        ((bottom[:, :-1] - top[:, 1:]) ** 2).sum(-1),  # (1, -1)
+        _squared_distance(top[:, 1:], top[:, :-1]),  # (0, 1) in either row
+        _squared_distance(bottom[:, 1:], bottom[:, :-1]),
+        _squared_distance(bottom, top),  # (1, 0)
+        _squared_distance(bottom[:, 1:], top[:, :-1]),  # (1, 1)
+        _squared_distance(bottom[:, :-1], top[:, 1:]),  # (1, -1)
     ]
     total = sum(float(pairs.sum(dtype=np.float64)) for pairs in squared)
     return 1 / (2 * max(total / max(sum(pairs.size for pairs in squared), 1), 1e-6))
@@ -319,7 +326,7 @@ def _band_pairs(image: np.ndarray, beta: float, free: np.ndarray, strength: floa
             if sign < 0:
                 held = ~free.reshape(-1)[other]
                 own, other = other[held], own[held]
-            squared = ((colours[own].astype(np.float32) - colours[other]) ** 2).sum(-1)
+            squared = _squared_distance(colours[own], colours[other])
             firsts.append(own)
             seconds.append(other)
             weights.append(strength / math.hypot(dy, dx) * np.exp(-beta * squared))
