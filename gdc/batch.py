@@ -45,6 +45,11 @@ STOP_CHECK_SECONDS = 1.0
 # Status polls start quick and slow down the longer a job takes: with many jobs in flight most of
 # them wait in the queue, and polling those often would only load the API.
 FIRST_POLL_SECONDS, POLL_GROWTH, LONGEST_POLL_SECONDS = 0.25, 1.5, 2.0
+# A request left unanswered this long is dropped and asked again (an upload under its Idempotency-Key),
+# on a new connection that must answer within CONNECT_SECONDS. A request caught by a cut link would
+# otherwise wait on TCP's retransmission back-off: after the API's host was cut off for 30 s, the batch
+# went on 26 s after the host returned (benchmarks/reliability.md, "Hosts").
+REQUEST_SECONDS, CONNECT_SECONDS = 15.0, 5.0
 
 
 @dataclass(frozen=True)
@@ -352,11 +357,19 @@ class Batch:
         return done
 
 
-def _label_on_server(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -> tuple[Batch, dict[str, str]]:
+def server_client(server: str, api_key: str | None):
+    """The batch's client: it gives up on a silent server as REQUEST_SECONDS and CONNECT_SECONDS say, and
+    leaves a full queue (429) to ServerLabeller._patiently, which also sees Ctrl-C between tries."""
+    import httpx
+
     from .client import Client
 
-    # A full queue is retried by ServerLabeller._patiently, which also sees Ctrl-C between tries.
-    with Client(args.server, api_key=args.api_key, busy_timeout=STOP_CHECK_SECONDS) as client:
+    timeout = httpx.Timeout(REQUEST_SECONDS, connect=CONNECT_SECONDS)
+    return Client(server, api_key=api_key, timeout=timeout, busy_timeout=STOP_CHECK_SECONDS)
+
+
+def _label_on_server(args: argparse.Namespace, pairs: list[Pair], out_dir: Path) -> tuple[Batch, dict[str, str]]:
+    with server_client(args.server, args.api_key) as client:
         options = server_options(args, client.options())
         batch = Batch(pairs, options, out_dir)
         todo = batch.todo()

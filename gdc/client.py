@@ -71,10 +71,16 @@ class Client:
     """Submit images with scribbles to a gdc server, follow the jobs, fetch the results."""
 
     def __init__(
-        self, server: str, *, api_key: str | None = None, timeout: float = 60.0, busy_timeout: float | None = 600.0
+        self,
+        server: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 60.0,
+        busy_timeout: float | None = 600.0,
     ) -> None:
-        """``busy_timeout``: seconds to keep resending a request the server refused as busy (429, its queue
-        full), waiting its ``Retry-After`` each time; None: for as long as it takes."""
+        """``timeout``: seconds a request may wait on the server (an ``httpx.Timeout`` sets connecting and
+        reading apart). ``busy_timeout``: seconds to keep resending a request the server refused as busy
+        (429, its queue full), waiting its ``Retry-After`` each time; None: for as long as it takes."""
         headers = {"X-API-Key": api_key} if api_key else {}
         self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=timeout)
         self.busy_timeout = busy_timeout

@@ -1,19 +1,24 @@
 """``gdc batch`` against a live server (uvicorn, the embedded Redis, ``gdc worker``), and ``--local``."""
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from pycocotools.coco import COCO
 from redis import Redis
 from rq import Worker
 
+from gdc import batch
 from gdc.batch import jobs_submitted
 from gdc.cli import main
+from gdc.client import ServerUnreachable
 from gdc.imageio import encode_png, read_labels
 from tests.conftest import REPO, process_env, wait_for
 from tests.service.conftest import FAST, draw_scribbles
@@ -135,6 +140,17 @@ def test_a_full_queue_slows_the_batch_down_but_loses_nothing(stacks_for_this_tes
     metrics = httpx.get(f"{stack.url}/metrics").text
     refused = [line for line in metrics.splitlines() if 'route="/segment",status="429"' in line and line.startswith("gdc_http_requests_total")]
     assert refused and float(refused[0].split()[-1]) > 0
+
+
+def test_a_batch_drops_a_request_the_server_leaves_unanswered(monkeypatch):
+    """A request caught by a cut link is asked again on a new connection, not left to TCP's back-off."""
+    monkeypatch.setattr(batch, "REQUEST_SECONDS", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        started = time.monotonic()
+        with batch.server_client(f"http://127.0.0.1:{silent.getsockname()[1]}", None) as client:
+            with pytest.raises(ServerUnreachable, match="cannot reach the gdc server"):
+                client.options()
+    assert time.monotonic() - started < 5  # the client's default would have waited 60 s
 
 
 def test_a_local_process_runs_the_threads_asked_and_leaves_ctrl_c_to_the_parent(monkeypatch):
