@@ -17,6 +17,7 @@ from rq import Queue
 from gdc.errors import InputError
 from worker import store
 from worker.jobs import SEGMENT_TASK, Status, fetch_job, public_status
+from worker.meta import JobMeta
 
 from .uploads import read_image_upload
 
@@ -37,12 +38,15 @@ class Previous:
       image: the image file to segment: the one sent, else the previous job's own.
       options: the previous job's engine options, which the refine keeps unless it sets them.
       kept: whether its warm start is still stored (False: the refine runs cold).
+      size: (height, width) of ``image`` when it is the previous job's own, checked when that job was
+        accepted; None when only decoding the image sent can tell.
     """
 
     job_id: str
     image: bytes
     options: dict
     kept: bool
+    size: tuple[int, int] | None = None
 
 
 def find_previous(queue: Queue, job_id: str, image: bytes | None, max_pixels: int) -> Previous:
@@ -67,7 +71,11 @@ def find_previous(queue: Queue, job_id: str, image: bytes | None, max_pixels: in
     if image is not None and stored is not None:
         check_same_image(image, stored, job_id, max_pixels)
     options = job.kwargs.get("options", {}) if job is not None else {}
-    return Previous(job_id=job_id, image=image if image is not None else stored, options=options, kept=kept)
+    size = None
+    if stored is not None and (image is None or image == stored):
+        meta = JobMeta.of(job)
+        size = (meta.height, meta.width)
+    return Previous(job_id=job_id, image=image if image is not None else stored, options=options, kept=kept, size=size)
 
 
 def check_same_image(image: bytes, stored: bytes, job_id: str, max_pixels: int) -> None:

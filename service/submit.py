@@ -120,14 +120,17 @@ def create_job(
             "send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON"
             + (", not both" if strokes is not None else "; neither was given")
         )
-    pixels = check_image(decoded if decoded is not None else read_image_upload(image, settings.max_pixels))
-    height, width = pixels.shape[:2]
+    if decoded is None and refined is not None and refined.size is not None:
+        height, width = refined.size  # the previous job's image, checked then: a refine need not decode it again
+    else:
+        pixels = decoded if decoded is not None else read_image_upload(image, settings.max_pixels)
+        height, width = check_image(pixels).shape[:2]
     labels, colours = (
         (draw_strokes(strokes, width, height), None)
         if strokes is not None
         else read_scribbles_upload(scribbles, width, height, settings.max_classes)
     )
-    classes = scribble_classes(labels, pixels.shape, settings.max_classes).tolist()
+    classes = scribble_classes(labels, (height, width, 3), settings.max_classes).tolist()
 
     new_id = new_job_id()
     meta = JobMeta(width=width, height=height, classes=classes, colours=colours, callback_url=callback_url)

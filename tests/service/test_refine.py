@@ -10,6 +10,7 @@ from redis import Redis
 from rq.job import Job
 
 from gdc.imageio import encode_png, read_labels
+from service import submit as submit_module
 from tests.conftest import REPO, wait_for
 from tests.service.conftest import FAST, draw_scribbles
 from worker import store
@@ -191,6 +192,17 @@ def test_a_refine_of_a_job_still_queued_waits_for_it(client, coffee):
     queued = submit(client, {"image": ("coffee.png", encode_png(coffee), "image/png"), "scribbles": png_file(first_strokes(coffee))})
     response = refine(client, queued, draw_scribbles(coffee.shape[:2], 2))
     assert response.status_code == 409 and f"previous job {queued} is queued" in response.json()["detail"]
+
+
+def test_a_refine_of_the_stored_image_does_not_decode_it_again(client, coffee, run_queued, monkeypatch):
+    first = first_round(client, coffee, run_queued)
+    decoded = []
+    monkeypatch.setattr(submit_module, "read_image_upload", lambda *args: decoded.append(args))
+    response = refine(client, first, draw_scribbles(coffee.shape[:2], 2))
+    assert response.status_code == 202, response.text
+    assert decoded == []  # its size came from the previous job
+    response = refine(client, first, draw_scribbles((100, 180), 2))
+    assert response.status_code == 422 and "scribbles are 180x100 but the image is 180x120" in response.json()["detail"]
 
 
 def test_refine_requests_the_api_refuses(client, coffee, run_queued):
