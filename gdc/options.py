@@ -91,14 +91,13 @@ class SegmentOptions(RefusesUnknown):
         8, "stochastic passes averaged at inference (the paper: 50; 8 scored as 20)", request=True, ge=1, le=1000
     )
     # A refine's head starts trained, so it needs few steps and fewer samples. It stops once its strokes are fitted:
-    # a median of 3-8 steps (benchmarks/RESULTS.md, 8 and 11); refine_steps bounds strokes that contradict the head.
-    # Below 0.1 rather than 0.15 since the cold head has 14 steps: +0.12 and +0.19 mIoU at 3 seeds for a step more.
+    # a median of 3-7 steps (benchmarks/RESULTS.md, 8); refine_steps bounds the strokes that contradict the head.
     refine_steps: int = option(
         20, "most optimiser steps of a refine: a round started from a previous one's head on the same image",
         request=True, ge=0, le=1000,
     )
     refine_stop_loss: float = option(
-        0.1, "a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
+        0.15, "a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
         "refine_steps",
         request=True, ge=0.0, le=10.0,
     )
