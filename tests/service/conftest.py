@@ -19,6 +19,9 @@ from tests.conftest import LiveStack
 FAST = {"steps": 3, "samples": 2, "superpixel_size": 200}
 # A few more steps, so that every one of three classes shows up in the mask.
 MULTI = {"steps": 10, "samples": 2, "superpixel_size": 200}
+# Long enough for polls every 50 ms to see the engine's phases, however fast the machine (with FAST's 3
+# steps a Xeon with AMX ran a whole job between two polls).
+WATCHED = {"steps": 100, "samples": 2, "superpixel_size": 200}
 # Enough steps to still be running when a test cancels or kills its worker.
 SLOW = {"steps": 500, "samples": 2, "superpixel_size": 200}
 

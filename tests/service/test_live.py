@@ -15,7 +15,7 @@ from redis import Redis
 from gdc.client import Client, JobFailed
 from gdc.imageio import encode_png, read_labels
 from tests.conftest import REPO, free_port, wait_for
-from tests.service.conftest import CALLBACK_SECRET, FAST, MULTI, SLOW
+from tests.service.conftest import CALLBACK_SECRET, FAST, MULTI, SLOW, WATCHED
 from worker.callbacks import verify_signature
 from worker.jobs import open_queue
 
@@ -42,7 +42,7 @@ def wait_until_running(http, job_id: str) -> dict:
 
 
 def test_submit_follow_progress_and_fetch_the_mask(http, upload):
-    response = http.post("/segment", files=upload(2), data=FAST)
+    response = http.post("/segment", files=upload(2), data=WATCHED)
     assert response.status_code == 202
     job_id = response.json()["id"]
     seen = []
@@ -167,7 +167,7 @@ def test_python_client(live, coffee):
 
     progress = []
     with Client(live.url) as client:
-        job_id = client.submit(coffee, draw_scribbles(coffee.shape[:2], 2), **FAST)
+        job_id = client.submit(coffee, draw_scribbles(coffee.shape[:2], 2), **WATCHED)
         job = client.wait(job_id, timeout=60, on_progress=lambda *report: progress.append(report), poll=0.05)
         assert job["status"] == "succeeded"
         mask = client.mask(job_id)
