@@ -9,12 +9,13 @@ it with more strokes. Any change to what the steps compute, their order or their
 changes a digest. Regenerate with ``python -m tests.engine.test_same_bits`` (from the repository's
 root) only when a change of the numbers is intended, and say so in the commit.
 
-Floating-point results depend on the CPU's kernels (torch picks them by instruction set) and on
-the thread count, so the runs use one thread and the test skips on a CPU of another capability
-than the one the digests were recorded on.
+Floating-point results depend on the CPU's kernels (torch picks them by instruction set, oneDNN
+also by the CPU's caches) and on the thread count, so the runs use one thread and the test skips on
+a CPU of another capability or model than the one the digests were recorded on.
 """
 import hashlib
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def outputs() -> dict:
     refined = segment(image, scribbles, REFINE, previous=cold.warm_start, threads=1)
     assert refined.warm
     return {
-        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu(),
         **{
             f"{name}.{part}": digest(getattr(result, part))
             for name, result in (("cold", cold), ("refine", refined))
@@ -55,10 +56,17 @@ def outputs() -> dict:
     }
 
 
+def cpu() -> str:
+    """torch's instruction set for the CPU, and the CPU's model."""
+    models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+              if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
+    return f"{torch.backends.cpu.get_cpu_capability()} on {models[0] if models else platform.processor()}"
+
+
 def test_segment_gives_the_recorded_bits():
     recorded = json.loads(RECORDED.read_text())
-    if torch.backends.cpu.get_cpu_capability() != recorded["cpu"]:
-        pytest.skip(f"digests recorded on a {recorded['cpu']} CPU; this one is {torch.backends.cpu.get_cpu_capability()}")
+    if cpu() != recorded["cpu"]:
+        pytest.skip(f"digests recorded with {recorded['cpu']}; this CPU is {cpu()}")
     assert outputs() == recorded
 
 
