@@ -199,8 +199,10 @@ class SegmentWorker(SimpleWorker):
 
     def _listed(self) -> bool:
         """Whether the lists of workers that /readyz and /metrics read (all, and each queue's) hold this one."""
+        by_queue = worker_registration.WORKERS_BY_QUEUE_KEY
+        lists = [self.redis_workers_keys, *(by_queue % name for name in self.queue_names())]
         with self.connection.pipeline(transaction=False) as pipeline:
-            for key in (self.redis_workers_keys, *(worker_registration.WORKERS_BY_QUEUE_KEY % name for name in self.queue_names())):
+            for key in lists:
                 pipeline.sismember(key, self.key)
             return all(pipeline.execute())
 

@@ -16,6 +16,7 @@ a CPU of another capability or model than the one the digests were recorded on.
 import hashlib
 import json
 import platform
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,16 +58,16 @@ def outputs() -> dict:
 
 
 def cpu() -> str:
-    """torch's instruction set for the CPU, and the CPU's model."""
-    models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-              if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
-    return f"{torch.backends.cpu.get_cpu_capability()} on {models[0] if models else platform.processor()}"
+    """torch's instruction set for the CPU, and the CPU's model (Linux names it in /proc/cpuinfo)."""
+    info = Path("/proc/cpuinfo")
+    model = re.search(r"^model name\s*:\s*(.+)$", info.read_text(), re.MULTILINE) if info.exists() else None
+    return f"{torch.backends.cpu.get_cpu_capability()} on {model.group(1) if model else platform.processor()}"
 
 
 def test_segment_gives_the_recorded_bits():
-    recorded = json.loads(RECORDED.read_text())
-    if cpu() != recorded["cpu"]:
-        pytest.skip(f"digests recorded with {recorded['cpu']}; this CPU is {cpu()}")
+    recorded, here = json.loads(RECORDED.read_text()), cpu()
+    if here != recorded["cpu"]:
+        pytest.skip(f"digests recorded with {recorded['cpu']}; this CPU is {here}")
     assert outputs() == recorded
 
 
