@@ -7,13 +7,16 @@ RQ's StartedJobRegistry, then retried with back-off or failed, and its callback 
 """
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from contextlib import suppress
 from enum import Enum
 
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import WatchError
 from redis.retry import Retry as RedisRetry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 from rq import Queue, Retry
@@ -28,6 +31,7 @@ from .keys import Kind, key_for
 from .meta import ErrorCode, JobMeta, save_error
 from .settings import QueueSettings
 
+log = logging.getLogger(__name__)
 SEGMENT_TASK = "worker.tasks.run_segment"
 CALLBACK_TASK = "worker.tasks.send_callback"
 # What new_job_id() makes; the API refuses anything else before it reaches Redis.
@@ -253,7 +257,8 @@ def notify(queue: Queue, job: Job, settings: QueueSettings) -> None:
 
 
 def sweep(queue: Queue, settings: QueueSettings) -> None:
-    """Settle jobs whose worker stopped beating, and enqueue retries whose back-off is over.
+    """Settle jobs whose worker stopped beating, enqueue retries whose back-off is over, and put
+    back jobs a worker took but never started (:func:`_return_stranded`).
 
     RQ's StartedJobRegistry scores each running job with its worker's next heartbeat
     deadline; past it, the worker is gone. RQ's cleanup then retries the job (with
@@ -277,8 +282,47 @@ def sweep(queue: Queue, settings: QueueSettings) -> None:
         for job_id in scheduled.get_jobs_to_schedule(current_timestamp()):
             with suppress(InvalidJobOperation, NoSuchJobError):
                 scheduled.requeue(job_id)
+        _return_stranded(queue, settings)
     finally:
         connection.delete(lock)
+
+
+def _return_stranded(queue: Queue, settings: QueueSettings) -> None:
+    """Put a job that a worker took but never started back at the front of its queue.
+
+    RQ takes a job by moving it onto the queue's intermediate list (BLMOVE), and off it in the
+    transaction that enters it in the StartedJobRegistry. A worker that loses Redis between the
+    two (Redis restarting, the worker's host cut off) leaves the job there, 'queued' yet in no
+    queue, and no heartbeat ever finds it; RQ's own check would fail it at a maintenance ten
+    minutes later. A job seen there unstarted by sweeps a heartbeat TTL apart goes back unrun, its
+    retries untouched. A sighting is forgotten after three TTLs, so one made in the instant
+    between a normal take and start never counts against the job when it comes back later.
+    """
+    connection = queue.connection
+    intermediate = queue.intermediate_queue
+    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    for job_id in intermediate.get_job_ids():
+        if job_id in started:
+            continue
+        seen = key_for(Kind.STRANDED, job_id)
+        if connection.set(seen, time.time(), nx=True, ex=3 * settings.heartbeat_ttl):
+            continue  # first sighting
+        if time.time() - float(connection.get(seen) or "inf") < settings.heartbeat_ttl:
+            continue
+        job = fetch_job(queue, job_id)
+        waiting = job is not None and job.get_status(refresh=True) == JobStatus.QUEUED  # not canceled meanwhile
+        with connection.pipeline() as pipeline, suppress(WatchError):
+            pipeline.watch(intermediate.key)  # a worker starting the job after all takes it off this list
+            if pipeline.lpos(intermediate.key, job_id) is None:
+                continue
+            pipeline.multi()
+            pipeline.lrem(intermediate.key, 1, job_id)
+            if waiting:
+                queue.push_job_id(job_id, pipeline=pipeline, at_front=True)
+            pipeline.delete(seen)
+            pipeline.execute()
+            if waiting:
+                log.warning("job %s: its worker took it and lost Redis before starting it; queued again", job_id)
 
 
 def _record_abandoned(queue: Queue, job: Job, settings: QueueSettings) -> None:

