@@ -1,9 +1,10 @@
 """The engine gives the same bits as before it was split into steps (issue 24).
 
 ``same_bits.json`` holds SHA-256 digests of the outputs of ``gdc.engine.segment`` as it was
-before the split (one 164-line function), re-recorded once since, when the context branch began
-reading the features through the fuse conv's folded weights (the same function, rounded
-otherwise; issue 26), at fixed seeds, on a scene drawn in code from
+before the split (one 164-line function), re-recorded twice since, when the context branch began
+reading the features through the fuse conv's folded weights, and when the upsampling became
+torch's bilinear resize (the same functions, rounded otherwise; the labels kept their bits;
+issue 26), at fixed seeds, on a scene drawn in code from
 scikit-image photos: a cold run that shrinks the image to its working size, and a refine from
 it with more strokes. Any change to what the steps compute, their order or their random draws
 changes a digest. Regenerate with ``python -m tests.engine.test_same_bits`` (from the repository's

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from gdc.evaluate import score
 from gdc.options import HEAD_CONVS, SegmentOptions
 from gdc.engine import segment
 from gdc.features import cached_stem
-from gdc.sampling import upsample_bands
+from gdc.sampling import full_resolution
 from gdc.scribbles import block_counts, shrink, working_size
 from gdc.training import class_weights, head_dtype
 
@@ -147,14 +149,18 @@ def test_shrinking_keeps_one_pixel_scribbles():
 
 
 @pytest.mark.parametrize("size", [(68, 92), (9, 10), (17, 23)])
-def test_banded_upsampling_equals_interpolate(size, monkeypatch):
+def test_the_full_resolution_result_holds_the_resized_probabilities_their_entropy_and_argmax(size, monkeypatch):
     import gdc.sampling
 
     maps = torch.rand(3, 17, 23)
+    maps /= maps.sum(0)
     monkeypatch.setattr(gdc.sampling, "BAND_ELEMENTS", 3 * size[1] * 5)  # several bands
-    banded = torch.cat([band for _, band in upsample_bands(maps, *size)], dim=1)
+    probabilities, uncertainty, top = full_resolution(maps, *size)
     expected = torch.nn.functional.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
-    torch.testing.assert_close(banded, expected)
+    torch.testing.assert_close(torch.from_numpy(probabilities), expected)
+    entropy = -(expected * expected.log()).sum(0) / math.log(3)
+    torch.testing.assert_close(torch.from_numpy(uncertainty), entropy)
+    np.testing.assert_array_equal(top, expected.argmax(0).numpy())
 
 
 def test_block_counts_add_up_to_the_labelled_pixels():
