@@ -296,7 +296,7 @@ def _return_stranded(queue: Queue, settings: QueueSettings) -> None:
     queue, and no heartbeat ever finds it; RQ's own check would fail it at a maintenance ten
     minutes later. A job seen there unstarted by sweeps a heartbeat TTL apart goes back unrun, its
     retries untouched. A sighting is forgotten after three TTLs, so one made in the instant
-    between a normal take and start never counts against the job when it comes back later.
+    between a normal take and start does not count against the job when it comes back after that.
     """
     connection = queue.connection
     intermediate = queue.intermediate_queue
