@@ -1,7 +1,7 @@
-"""Quality above the edge step's 2 MP: a data set's photos upscaled to phone-camera sizes, scored.
+"""Quality above the edge step's 1 MP: a data set's photos upscaled to phone-camera sizes, scored.
 
 The data sets' photos are under a third of a megapixel, so no score reaches the path large photos
-take (the engine at 1 MP, the edge step at 2 MP, then its band at full resolution). This scales
+take (the engine and the edge step at 1 MP, then the step's band at full resolution). This scales
 each photo (Lanczos), its scribbles and its ground truth (nearest) to ``--megapixels`` and scores
 gdc's label map as ``gdc eval`` does. Upscaled photos have smooth edges, so the figure compares
 versions of the large-photo path; it says little of how a real 12 MP photo's detail fares.

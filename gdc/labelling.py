@@ -43,8 +43,10 @@ COARSENING = 4  # the coarse pass works on cells of this many pixels a side
 # The fine pass frees pixels this close to a change of the coarse labels: 3 scored as 5 within 0.03 mIoU on
 # icg-dev and GrabCut scribbles-1, with a band 40% narrower (benchmarks/RESULTS.md, 2b).
 FINE_RADIUS = 3
-# Above this many pixels the step runs on a box-downsampled copy of this size and its labels are upsampled.
-MAX_PIXELS = 2_000_000
+# Above this many pixels the step runs on a box-downsampled copy of this size and its labels are upsampled,
+# their borders then moved at full resolution. 1 MP, the engine's working size, against the 2 MP it was: on
+# GrabCut scribbles-1's first 12 photos upscaled, +0.2 mIoU at 2 MP and +1.0 at 8 MP, the step 30% and 20% faster.
+MAX_PIXELS = 1_000_000
 PROBABILITY_FLOOR = 1e-6  # keeps −log P (and −log Q) finite where the head put no mass
 COLOUR_BINS = 32  # per RGB channel: 32 beat 16 and 64 on icg-dev and GrabCut scribbles-1
 COLOUR_WEIGHT = 2.0  # w: 2 beat 1 and 3 there, and 1 or 3 votes per stroke pixel
@@ -153,9 +155,9 @@ def _border_band(image, probabilities, scribbles, small_labels, rows, cols, stre
     those within a cell of one labelled α. Both are found on the cells and looked up per pixel;
     the neighbour pairs, colour bins and unaries are computed for the freed pixels alone, and β
     from a sample of rows, so time and memory follow the borders' length, not the image's area.
-    The band of FINE_RADIUS and a cell that this one replaced (13 pixels wide at 12 MP against 5)
-    scored the same: no GrabCut photo at 8 MP (scribbles-1, the first 12, upscaled) moved by more
-    than 0.07 mIoU (benchmarks/RESULTS.md).
+    The band of FINE_RADIUS and a cell that this one replaced (13 pixels wide at 12 MP against 5,
+    both from 2 MP labels) scored the same: no GrabCut photo at 8 MP (scribbles-1, the first 12,
+    upscaled) moved by more than 0.07 mIoU (benchmarks/RESULTS.md, 12).
     """
     labels = np.ascontiguousarray(small_labels[rows][:, cols])  # the moves write in place
     marked = scribbles >= 0
@@ -240,7 +242,7 @@ def _downsampled(image, probabilities, scribbles, rows, cols, box: bool = False)
     """Image and probabilities averaged over the cells; each cell's scribble class, if it holds one.
 
     With ``box`` the means are Pillow's box filter to the cells' grid, which weighs a pixel that two
-    cells share by its part in each: on a 12 MP photo's cells of 2-3 pixels numpy's reduceat took
+    cells share by its part in each: on a 12 MP photo's cells of 2-3 pixels (at 2 MP) numpy's reduceat took
     2.4 s, the box filter 0.5 s. The coarse pass keeps exact cell means, where the box filter cost
     0.27 mIoU on GrabCut scribbles-1 (seed 0). The box filter averages the image in 8 bits, so its
     means are rounded to whole values: 3x faster than a float plane per channel.
