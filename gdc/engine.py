@@ -27,7 +27,7 @@ from .hooks import CancelHook, Hooks, ProgressHook
 from .inputs import check_image, scribble_classes
 from .labelling import edge_aware_labels, make_consistent
 from .options import SegmentOptions
-from .sampling import full_resolution, sample_mean
+from .sampling import full_resolution, resized, sample_mean
 from .scribbles import class_indices, grow_over, shrink, superpixels, working_size
 from .torch_threads import with_thread_policy
 from .training import cell_targets, head_dtype, start_head, train_head
@@ -146,7 +146,10 @@ def segment(
     if options.edges:
         hooks.report("edges", 0, 1)
         with hooks.timed("edges"):
-            top = edges_step(image, probabilities, top, marks, options.edge_strength)
+            # A shrunk image is labelled at the working size, from the head's own grid, then its borders at full size.
+            shrunk = small_image.shape != image.shape
+            working = (small_image, resized(mean, *small_image.shape[:2]).cpu().numpy()) if shrunk else None
+            top = edges_step(image, probabilities, top, marks, options.edge_strength, working)
         hooks.report("edges", 1, 1)
     labels = np.asarray(classes, dtype=np.uint8)[top]
 
@@ -173,13 +176,21 @@ def superpixels_step(image: np.ndarray, options: SegmentOptions) -> np.ndarray |
     )
 
 
-def edges_step(image: np.ndarray, probabilities: np.ndarray, top: np.ndarray, marks: np.ndarray, strength: float) -> np.ndarray:
+def edges_step(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    top: np.ndarray,
+    marks: np.ndarray,
+    strength: float,
+    working: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """(H, W) uint8 class indices whose borders follow the full-resolution image's edges.
 
     ``marks`` are the scribbles as (H, W) class indices (-1 unlabeled), kept as they are;
     ``probabilities`` (K, H, W) are exchanged in place to agree with the new labels, ``top``
-    being their argmax before.
+    being their argmax before. ``working``: the image and probabilities at the working size,
+    for an image the engine shrank (:func:`gdc.labelling.edge_aware_labels`).
     """
-    refined = edge_aware_labels(image, probabilities, marks.astype(np.int16), strength)
+    refined = edge_aware_labels(image, probabilities, marks.astype(np.int16), strength, working=working)
     make_consistent(probabilities, refined, top)
     return refined

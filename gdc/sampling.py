@@ -49,6 +49,11 @@ def top_class(maps: torch.Tensor) -> torch.Tensor:
     return top
 
 
+def resized(mean: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(K, height, width): the (K, h, w) ``mean`` bilinearly resized."""
+    return F.interpolate(mean[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+
+
 def full_resolution(mean: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities, uncertainty, top) at (height, width).
 
@@ -64,7 +69,7 @@ def full_resolution(mean: torch.Tensor, height: int, width: int) -> tuple[np.nda
       of each pixel's most probable class.
     """
     k = mean.shape[0]
-    upsampled = F.interpolate(mean[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    upsampled = resized(mean, height, width)
     uncertainty = np.empty((height, width), dtype=np.float32)
     top = np.empty((height, width), dtype=np.uint8)
     band_rows = max(1, BAND_ELEMENTS // (k * width))

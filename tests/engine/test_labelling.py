@@ -5,6 +5,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from gdc.labelling import (
     _band_pairs,
@@ -151,16 +152,27 @@ def test_pairs_of_a_few_free_pixels_from_the_image_equal_those_from_all_differen
     assert all(as_set(found)[pair] == pytest.approx(weight) for pair, weight in as_set(expected).items())
 
 
-def test_a_large_images_borders_land_on_its_edges_at_full_resolution():
-    """Labelled at max_pixels and upsampled, then its borders moved on the full image: to the pixel."""
+def head_grid_probabilities(x: np.ndarray, edge: int) -> np.ndarray:
+    """(2, len(x)) a head's probabilities along a row: its border 4 pixels right of the image's edge, and soft."""
+    foreground = 0.5 + 0.5 * np.tanh((x - edge - 4) / 6)
+    return np.stack([1 - foreground, foreground]).astype(np.float32)
+
+
+@pytest.mark.parametrize("working", [False, True], ids=["box-filtered here", "the engine's working copy"])
+def test_a_large_images_borders_land_on_its_edges_at_full_resolution(working):
+    """Labelled at a smaller size and upsampled, then its borders moved on the full image: to the pixel."""
     height, width, edge = 120, 300, 151  # 36,000 pixels over 10,000: cells of ~1.9 pixels, the edge inside one
     x = np.arange(width)
     image = np.broadcast_to(np.where(x < edge, 60, 190).astype(np.uint8)[None, :, None], (height, width, 3)).copy()
-    foreground = np.broadcast_to(0.5 + 0.5 * np.tanh((x - edge - 4) / 6), (height, width))
-    probabilities = np.ascontiguousarray(np.stack([1 - foreground, foreground]).astype(np.float32))
+    probabilities = np.ascontiguousarray(np.broadcast_to(head_grid_probabilities(x, edge)[:, None], (2, height, width)))
     scribbles = no_scribbles((height, width))
     scribbles[60, 10:20], scribbles[60, -20:-10] = 0, 1
-    labels = edge_aware_labels(image, probabilities, scribbles, strength=100, max_pixels=10_000)
+    copy = None
+    if working:  # 44 x 110 cells of ~2.7 pixels, as the engine's shrink and the head's grid give them
+        small_x = (np.arange(110) + 0.5) * width / 110 - 0.5
+        copy = (np.asarray(Image.fromarray(image).resize((110, 44), Image.Resampling.BOX)),
+                np.ascontiguousarray(np.broadcast_to(head_grid_probabilities(small_x, edge)[:, None], (2, 44, 110))))
+    labels = edge_aware_labels(image, probabilities, scribbles, strength=100, max_pixels=10_000, working=copy)
     assert set(np.unique(border_columns(labels))) == {edge}
 
 

@@ -1,10 +1,11 @@
 """The engine gives the same bits as before it was split into steps (issue 24).
 
 ``same_bits.json`` holds SHA-256 digests of the outputs of ``gdc.engine.segment`` as it was
-before the split (one 164-line function), re-recorded twice since, when the context branch began
-reading the features through the fuse conv's folded weights, and when the upsampling became
-torch's bilinear resize (the same functions, rounded otherwise; the labels kept their bits;
-issue 26), at fixed seeds, on a scene drawn in code from
+before the split (one 164-line function), re-recorded three times since (issue 26): when the
+context branch began reading the features through the fuse conv's folded weights, and when the
+upsampling became torch's bilinear resize (the same functions, rounded otherwise; the labels
+kept their bits); and when the edge step began labelling a shrunk image at its working size
+(85 of the cold run's 12,288 labels changed), at fixed seeds, on a scene drawn in code from
 scikit-image photos: a cold run that shrinks the image to its working size, and a refine from
 it with more strokes. Any change to what the steps compute, their order or their random draws
 changes a digest. Regenerate with ``python -m tests.engine.test_same_bits`` (from the repository's
@@ -29,7 +30,8 @@ from gdc.options import SegmentOptions
 from tests.engine.conftest import make_scene
 
 RECORDED = Path(__file__).with_name("same_bits.json")
-# 96 x 128 is over the smallest max_pixels (10,000), so the cold run shrinks, upsamples and runs the edge step at full size.
+# 96 x 128 is over the smallest max_pixels (10,000), so the cold run shrinks, upsamples, and labels at the working size
+# and then along the borders at full size.
 COLD = SegmentOptions(seed=3, steps=6, samples=12, precision="float32", max_pixels=10_000)
 REFINE = COLD.model_copy(update={"refine_steps": 5, "refine_samples": 3, "edges": False, "refine_stop_loss": 0.0})
 
