@@ -112,7 +112,9 @@ class JobPublic(JobCreated):
     def from_job(cls, job: Job) -> JobPublic:
         status = public_status(job)
         meta = JobMeta.of(job)
-        reported = meta.progress or ReportedProgress(phase="queued", step=0, total=0)
+        # RQ marks a job started a moment before the worker's first report: a taken job reads "starting".
+        unreported = "starting" if status is Status.RUNNING else "queued"
+        reported = meta.progress or ReportedProgress(phase=unreported, step=0, total=0)
         fraction = 1.0 if status is Status.SUCCEEDED else reported.step / reported.total if reported.total else 0.0
         error = meta.error
         if status is Status.FAILED and error is None:

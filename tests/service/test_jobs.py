@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from redis import Redis
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from gdc.imageio import encode_png, overlay, read_image, read_labels
 from gdc.options import request_options
@@ -125,6 +125,14 @@ def test_same_idempotency_key_and_body_is_the_same_job(client, upload, redis_url
     assert submit(client, upload(2)) != first  # no key: a new job
     assert submit(client, upload(2), headers={**key, "X-API-Key": "other tenant"}) != first
     assert open_queue(Redis.from_url(redis_url), "gdc").count == 3
+
+
+def test_a_job_taken_before_its_workers_first_report_reads_starting(client, upload, redis_url):
+    """RQ marks the job started, then the worker's task writes its first progress: polls in between."""
+    job_id = submit(client, upload(2))
+    open_queue(Redis.from_url(redis_url), "gdc").fetch_job(job_id).set_status(JobStatus.STARTED)
+    running = client.get(f"/jobs/{job_id}").json()
+    assert running["status"] == "running" and running["progress"]["phase"] == "starting"
 
 
 def test_cancel_a_queued_job(client, upload, run_queued, redis_url):
