@@ -82,8 +82,7 @@ def edge_aware_labels(
     """
     height, width = scribbles.shape
     if working is None and height * width > max_pixels:
-        rows, cols = _cells(height, width, max_pixels)
-        working = _box_filtered(image, probabilities, (int(rows[-1]) + 1, int(cols[-1]) + 1))
+        working = _box_filtered(image, probabilities, _grid(height, width, max_pixels))
     large = working is not None
     full_image, full_probabilities = image, probabilities
     if large:
@@ -132,7 +131,7 @@ def _coarse_to_fine(image, probabilities, scribbles, strength, colour) -> np.nda
     its own would make weak edges cheap to cross.
     """
     height, width = scribbles.shape
-    rows, cols = _cells(height, width, height * width / COARSENING**2)
+    rows, cols = _cell_maps((height, width), _grid(height, width, height * width / COARSENING**2))
     small_image, small_probabilities, small_scribbles = _downsampled(image, probabilities, scribbles, rows, cols)
     differences = _differences(image)
     beta = _contrast(differences)
@@ -239,10 +238,10 @@ def _lowest_unary(probabilities: np.ndarray, colour) -> np.ndarray:
     return labels
 
 
-def _cells(height: int, width: int, pixels: float) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column cell maps that cut (height, width) into about ``pixels`` cells."""
+def _grid(height: int, width: int, pixels: float) -> tuple[int, int]:
+    """The (rows, columns) of cells that cut (height, width) into about ``pixels`` cells."""
     scale = min(1.0, math.sqrt(pixels / (height * width)))
-    return _cell_maps((height, width), (max(1, round(height * scale)), max(1, round(width * scale))))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _cell_maps(shape: tuple[int, int], cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -295,12 +294,12 @@ def _cell_scribbles(scribbles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -
     return small_scribbles
 
 
-def _near_changes(labels: np.ndarray, radius: int = FINE_RADIUS) -> np.ndarray:
-    """(H, W) bool: pixels within ``radius`` of a change of ``labels``."""
+def _near_changes(labels: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels within FINE_RADIUS of a change of ``labels``."""
     changes = np.zeros(labels.shape, bool)
     changes[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     changes[1:] |= labels[1:] != labels[:-1]
-    return maximum_filter(changes, size=2 * radius + 1)
+    return maximum_filter(changes, size=2 * FINE_RADIUS + 1)
 
 
 def _beside_changes(labels: np.ndarray) -> np.ndarray:

@@ -300,8 +300,11 @@ def _return_stranded(queue: Queue, settings: QueueSettings) -> None:
     """
     connection = queue.connection
     intermediate = queue.intermediate_queue
+    taken = intermediate.get_job_ids()
+    if not taken:  # the usual case: read no registry
+        return
     started = set(queue.started_job_registry.get_job_ids(cleanup=False))
-    for job_id in intermediate.get_job_ids():
+    for job_id in taken:
         if job_id in started:
             continue
         seen = key_for(Kind.STRANDED, job_id)
@@ -310,7 +313,7 @@ def _return_stranded(queue: Queue, settings: QueueSettings) -> None:
         if time.time() - float(connection.get(seen) or "inf") < settings.heartbeat_ttl:
             continue
         job = fetch_job(queue, job_id)
-        waiting = job is not None and job.get_status(refresh=True) == JobStatus.QUEUED  # not canceled meanwhile
+        waiting = job is not None and job.get_status(refresh=False) == JobStatus.QUEUED  # not canceled meanwhile
         with connection.pipeline() as pipeline, suppress(WatchError):
             pipeline.watch(intermediate.key)  # a worker starting the job after all takes it off this list
             if pipeline.lpos(intermediate.key, job_id) is None:
