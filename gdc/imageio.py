@@ -5,6 +5,8 @@ Shared by the CLI and the web service, so a file reads the same whichever way it
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -116,12 +118,39 @@ def class_colours(classes: list[int], colours: list[str] | None = None) -> list[
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """A (H, W) or (H, W, 3) uint8 array as PNG bytes."""
-    buffer = io.BytesIO()
-    # zlib level 1: a job's probabilities and uncertainty took 100 ms at Pillow's default 6, 45 ms at 1,
-    # for 10-15% more bytes.
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    """A (H, W) or (H, W, 3) uint8 array as PNG bytes (other arrays through Pillow).
+
+    Written here rather than by Pillow, which tries all five row filters on every row: its
+    level-1 PNGs of a 4 MP job's probabilities, uncertainty and mask took 400, 167 and 60 ms
+    (2.65, 1.32 and 0.04 MB). Every row here takes the Up filter (its difference from the row
+    above, modulo 256), which compresses these smooth maps as well, and zlib level 1 (2x faster
+    than Pillow's default 6): 134, 76 and 14 ms (2.58, 1.30 and 0.04 MB); a 12 MP job's result
+    fields about 1 s sooner. Format: PNG specification, sections 5.2-5.3 (signature, chunks),
+    9.2 (filter type 2) and 11.2.2 (IHDR).
+    """
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+    height, width = array.shape[:2]
+    samples = array.reshape(height, -1)
+    rows = np.empty((height, samples.shape[1] + 1), np.uint8)
+    rows[:, 0] = _UP_FILTER
+    rows[0, 1:] = samples[0]
+    np.subtract(samples[1:], samples[:-1], out=rows[1:, 1:])  # uint8: wraps modulo 256, as the filter does
+    colour_type = 0 if array.ndim == 2 else 2  # grey, or RGB; 8 bits, no interlace
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    chunks = (_png_chunk(b"IHDR", header), _png_chunk(b"IDAT", zlib.compress(rows, 1)), _png_chunk(b"IEND", b""))
+    return _PNG_SIGNATURE + b"".join(chunks)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_UP_FILTER = 2
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """Length, type, data, and the CRC-32 of type and data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5, table: np.ndarray | None = None) -> np.ndarray:
@@ -133,14 +162,23 @@ def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5, table: 
 
 
 def grey_map(values: np.ndarray) -> np.ndarray:
-    """A float map in [0, 1] as uint8 grey levels."""
-    return (np.clip(values, 0, 1) * 255).round().astype(np.uint8)
+    """A float map in [0, 1] as uint8 grey levels (x 255, rounded to the nearest)."""
+    scaled = np.multiply(values, 255.0)  # one temporary, in the map's own float type, rounded in place
+    np.clip(scaled, 0, 255, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def stack_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """(K, H, W) float probabilities as one (K*H, W) uint8 image, class bands top to bottom."""
+    """(K, H, W) float probabilities as one (K*H, W) uint8 image, class bands top to bottom.
+
+    A class at a time, so the float temporary is one map's (a 12 MP photo's three classes: 0.25 → 0.15 s).
+    """
     k, height, width = probabilities.shape
-    return grey_map(probabilities).reshape(k * height, width)
+    stacked = np.empty((k * height, width), np.uint8)
+    for c in range(k):
+        stacked[c * height : (c + 1) * height] = grey_map(probabilities[c])
+    return stacked
 
 
 def unstack_probabilities(stacked: np.ndarray, classes: int) -> np.ndarray:

@@ -10,16 +10,17 @@ holds, per field:
   polygons       zlib-compressed JSON: per class, closed rings of [x, y] points (:func:`mask_polygons`)
 
 Size per job in Redis: the image file and scribble PNG, plus results of at most about
-H*W*(K + 2) bytes before compression. PNGs are written at zlib level 1 (2x faster than
-Pillow's default 6, for about 17% more bytes). Measured at the defaults on two icg-dev photos
-(625x391) and on scikit-image's coffee photo with three or two straight strokes (3 steps, so
-noisier probabilities, which compress worse):
+H*W*(K + 2) bytes before compression. The PNGs are :func:`gdc.imageio.encode_png`'s (each row
+Up-filtered, zlib level 1): a third of the time of Pillow's at level 1, the same size within 4%
+on the photos below. Measured at the defaults on an icg-dev photo (625x391) and on
+scikit-image's coffee photo (600x400) with three or two rectangular strokes (3 steps, so noisier
+probabilities, which compress worse):
 
-  icg-dev 0108, K=2: mask 4 kB, probabilities 59 kB, uncertainty 39 kB, polygons 3 kB = 0.11 MB
-  icg-dev 0003, K=3: mask 3 kB, probabilities 120 kB, uncertainty 67 kB, polygons 2 kB = 0.19 MB
-  coffee 640x480,  K=3: 0.66 MB;  1024x768, K=3: 1.67 MB;  1024x768, K=2: 0.72 MB
+  icg-dev 0108, K=2: mask 4 kB, probabilities 60 kB, uncertainty 42 kB, polygons 3 kB = 0.11 MB
+  coffee, K=3: mask 5 kB, probabilities 407 kB, uncertainty 167 kB, polygons 3 kB = 0.58 MB
+  coffee, K=2: 0.45 MB
 
-so at most about 2.1 bytes per pixel for three classes; GDC_MAX_PIXELS and GDC_MAX_CLASSES bound
+so at most about 2.5 bytes per pixel for three classes; GDC_MAX_PIXELS and GDC_MAX_CLASSES bound
 the worst case, GDC_RESULT_TTL how long it stays.
 
 Beside the result, for as long, a job keeps its warm start (:class:`gdc.warm.WarmStart`

@@ -1,4 +1,5 @@
 """Result encodings: each one decodes back to what the engine produced."""
+import io
 import json
 import zlib
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from gdc.imageio import read_labels, stack_probabilities, unstack_probabilities
+from gdc.imageio import encode_png, grey_map, read_labels, stack_probabilities, unstack_probabilities
 from worker import store
 
 
@@ -60,6 +61,21 @@ def test_polygons_filled_even_odd_give_the_mask_back():
         truth = labels == item["class"]
         iou = (filled & truth).sum() / (filled | truth).sum()
         assert iou > 0.97, (item["class"], iou)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (37, 53), (20, 31, 3)], ids=["one pixel", "grey", "colour"])
+def test_a_png_holds_every_value_exactly(shape):
+    array = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    for view in (array, array[::-1]):  # and a view that is not C-contiguous
+        decoded = Image.open(io.BytesIO(encode_png(view)))
+        assert decoded.mode == ("L" if view.ndim == 2 else "RGB")
+        np.testing.assert_array_equal(np.asarray(decoded), view)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grey_levels_clip_and_round_to_the_nearest(dtype):
+    values = np.array([[-0.2, 0.0, 0.25, 0.5, 1.0, 1.3]], dtype)
+    np.testing.assert_array_equal(grey_map(values), [[0, 0, 64, 128, 255, 255]])
 
 
 def test_probabilities_stack_into_class_bands_and_back():
