@@ -84,6 +84,12 @@ class QueueSettings(BaseSettings):
     result_ttl: int = Field(3600, gt=0, description="seconds a finished job and its results are kept")
     failure_ttl: int = Field(86_400, gt=0, description="seconds a failed or canceled job is kept")
     progress_interval: float = Field(0.5, ge=0, description="least seconds between two progress writes of a job")
+    recent_megabytes: int = Field(
+        256,
+        ge=0,
+        description="memory a worker keeps its last jobs' decoded images and warm starts in, so that a refine of one "
+        "of them reads neither from Redis nor decodes the image again; 0: none",
+    )
 
     callback_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing callback bodies")
     callback_retries: int = Field(5, ge=0, description="times a failed callback delivery is retried")

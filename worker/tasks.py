@@ -28,6 +28,7 @@ from .callbacks import check_callback_url, signature_headers
 from .jobs import fetch_job, holds, open_queue
 from .keys import Kind, key_for
 from .meta import ErrorCode, save_error, save_progress, save_start, save_warm
+from .recent import RecentJob, RecentJobs
 from .schemas import JobPublic
 from .settings import QueueSettings
 
@@ -39,6 +40,10 @@ class WorkerContext:
     settings: QueueSettings
     stopping: threading.Event = field(default_factory=threading.Event)  # set on a warm shutdown
     execution_id: str | None = None  # RQ's execution of the running job: this worker's claim on it
+    recent: RecentJobs = field(init=False)  # the jobs this worker ran last, for refines of them
+
+    def __post_init__(self) -> None:
+        self.recent = RecentJobs(self.settings.recent_megabytes * 2**20)
 
     def holds(self, job: Job, connection=None) -> bool:
         """Whether the running job is still this worker's (:func:`worker.jobs.holds`)."""
@@ -109,9 +114,12 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
             raise UploadExpired(f"the upload expired after {settings.queued_ttl} s in the queue; submit it again")
         redis.expire(upload, settings.job_timeout + settings.result_ttl)
         started = time.perf_counter()
-        image, scribbles = read_image(files[0]), read_labels(files[1])
+        # A refine of a job this worker ran starts from what it kept; the image is the same file then.
+        recent = context.recent.get(previous)
+        image = recent.image if recent is not None and recent.image_file == files[0] else read_image(files[0])
+        scribbles = read_labels(files[1])
         decoded = time.perf_counter()
-        warm_start = _load_warm_start(redis, previous)
+        warm_start = recent.warm_start if recent is not None else _load_warm_start(redis, previous)
         loaded = time.perf_counter()
         result = segment(
             image,
@@ -139,6 +147,7 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
             pipeline.expire(upload, settings.result_ttl)  # the overlay is drawn from it
 
         redis.transaction(save_unless_canceled, cancel_key, job.started_job_registry.key)
+        context.recent.keep(job.id, RecentJob(files[0], image, result.warm_start))
         timings = {"decode": decoded - started, **result.timings, "encode": time.perf_counter() - encoding}
         if previous is not None:
             timings["previous"] = loaded - decoded

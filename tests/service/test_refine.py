@@ -44,8 +44,12 @@ def refine(client, previous: str, scribbles: np.ndarray, image: bytes | None = N
     return client.post("/segment", files=files, data={"previous": previous, **data})
 
 
+def first_upload(coffee) -> dict:
+    return {"image": ("coffee.png", encode_png(coffee), "image/png"), "scribbles": png_file(first_strokes(coffee))}
+
+
 def first_round(client, coffee, run_queued) -> str:
-    job_id = submit(client, {"image": ("coffee.png", encode_png(coffee), "image/png"), "scribbles": png_file(first_strokes(coffee))})
+    job_id = submit(client, first_upload(coffee))
     run_queued()
     assert client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
     return job_id
@@ -75,6 +79,28 @@ def test_a_refine_starts_warm_on_another_worker(client, coffee, run_queued, redi
     assert client.get(f"/jobs/{second}/overlay").status_code == 200
     assert Redis.from_url(redis_url).ttl(key_for(Kind.WARM, second)) > 0
     assert client.get(f"/jobs/{first}").json()["previous"] is None
+
+
+@pytest.mark.parametrize("kept_megabytes", [256, 0], ids=["kept in memory", "none kept"])
+def test_a_refine_on_the_worker_that_ran_its_previous_job_starts_from_its_memory(
+    client, coffee, make_settings, redis_url, kept_megabytes
+):
+    from worker.main import SegmentWorker
+
+    settings = make_settings(recent_megabytes=kept_megabytes)
+    redis = Redis.from_url(redis_url)
+    worker = SegmentWorker([settings.queue], connection=redis, settings=settings)
+    first = submit(client, first_upload(coffee))
+    worker.work(burst=True)
+    response = refine(client, first, draw_scribbles(coffee.shape[:2], 2))
+    assert response.status_code == 202, response.text
+    redis.delete(key_for(Kind.WARM, first))  # gone from Redis once the refine was accepted: only memory has it
+    worker.work(burst=True)
+
+    job = client.get(f"/jobs/{response.json()['id']}").json()
+    assert job["status"] == "succeeded", job
+    assert job["warm"] is bool(kept_megabytes)
+    assert worker_of(redis_url, first) == worker_of(redis_url, job["id"])
 
 
 def test_a_refine_keeps_the_previous_options_unless_it_sets_them(client, coffee, run_queued, redis_url):
@@ -189,7 +215,7 @@ def test_a_mismatched_image_is_refused(client, coffee, run_queued, other, messag
 
 
 def test_a_refine_of_a_job_still_queued_waits_for_it(client, coffee):
-    queued = submit(client, {"image": ("coffee.png", encode_png(coffee), "image/png"), "scribbles": png_file(first_strokes(coffee))})
+    queued = submit(client, first_upload(coffee))
     response = refine(client, queued, draw_scribbles(coffee.shape[:2], 2))
     assert response.status_code == 409 and f"previous job {queued} is queued" in response.json()["detail"]
 
