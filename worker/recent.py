@@ -51,7 +51,7 @@ class RecentJobs:
         """Hold ``job`` under ``job_id``, dropping the oldest jobs until all fit (one too large is not kept)."""
         if job.size > self.limit:
             return
-        self.forget(job_id)
+        self._forget(job_id)
         self._jobs[job_id] = job
         self._held += job.size
         while self._held > self.limit:
@@ -65,7 +65,7 @@ class RecentJobs:
             self._jobs.move_to_end(job_id)
         return job
 
-    def forget(self, job_id: str) -> None:
+    def _forget(self, job_id: str) -> None:
         """Drop the job held under ``job_id``, if any."""
         job = self._jobs.pop(job_id, None)
         if job is not None:
