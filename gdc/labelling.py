@@ -278,7 +278,8 @@ def _downsampled(image, probabilities, scribbles, rows, cols):
         sums = np.add.reduceat(np.add.reduceat(plane, col_starts, axis=1, dtype=np.float32), row_starts, axis=0)
         return sums / area
 
-    small_image = np.stack([mean(image[..., c]) for c in range(image.shape[2])], axis=-1)
+    # Each channel as a contiguous float32 plane: reduceat over a channel's strided view took twice as long.
+    small_image = np.stack([mean(plane) for plane in np.moveaxis(image, -1, 0).astype(np.float32)], axis=-1)
     small_probabilities = np.stack([mean(plane) for plane in probabilities])
     return small_image, small_probabilities, _cell_scribbles(scribbles, rows, cols)
 
@@ -388,8 +389,16 @@ def _band_pairs(image: np.ndarray, beta: float, free: np.ndarray, strength: floa
     return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(weights).astype(np.float64)
 
 
-def _slots(pixels: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Position of each of ``indices`` in the sorted ``pixels``, -1 where absent (no image-sized table)."""
+def _slots(pixels: np.ndarray, indices: np.ndarray, size: int) -> np.ndarray:
+    """Position of each of ``indices`` in the sorted ``pixels``, -1 where absent; both index ``size`` pixels.
+
+    Up to MAX_PIXELS, a table of each pixel's position: 6-15x faster than a binary search, which took 8 ms of a
+    photo's 100 ms edge step. Past it (a large image's band), a binary search, which needs no image-sized table.
+    """
+    if size <= MAX_PIXELS:
+        table = np.full(size, -1, dtype=np.int64)
+        table[pixels] = np.arange(pixels.size)
+        return table[indices]
     position = np.minimum(np.searchsorted(pixels, indices), max(pixels.size - 1, 0))
     return np.where(pixels[position] == indices, position, -1) if pixels.size else np.full(indices.shape, -1)
 
@@ -409,7 +418,7 @@ def _minimise(pairs, unary, labels, free, near=None) -> np.ndarray:
     assert np.shares_memory(flat, labels), "labels must be C-contiguous to change in place"
     pixels = np.flatnonzero(free)
     ranked = np.argsort(unary, axis=1)[:, :2]  # each free pixel's two likeliest classes
-    pairs = (*pairs, _slots(pixels, pairs[0]), _slots(pixels, pairs[1]))
+    pairs = (*pairs, _slots(pixels, pairs[0], free.size), _slots(pixels, pairs[1], free.size))
     # One sweep over the classes (a second moved icg-dev's mIoU by 0.2 at twice the time); with
     # two classes the move towards class 1 chooses freely between both, so it alone is exact.
     for alpha in range(classes) if classes > 2 else (1,):

@@ -8,11 +8,13 @@ import pytest
 from PIL import Image
 
 from gdc.labelling import (
+    MAX_PIXELS,
     _band_pairs,
     _contrast,
     _differences,
     _minimise,
     _neighbour_pairs,
+    _slots,
     _unaries,
     edge_aware_labels,
     make_consistent,
@@ -150,6 +152,15 @@ def test_pairs_of_a_few_free_pixels_from_the_image_equal_those_from_all_differen
     as_set = lambda pairs: {(p, q): w for p, q, w in zip(*(part.tolist() for part in pairs))}  # noqa: E731
     assert as_set(found).keys() == as_set(expected).keys() and len(found[0]) == len(expected[0])
     assert all(as_set(found)[pair] == pytest.approx(weight) for pair, weight in as_set(expected).items())
+
+
+@pytest.mark.parametrize("size", [1_000, MAX_PIXELS + 1], ids=["a table", "a binary search"])
+def test_slots_are_each_indexs_position_among_the_free_pixels(size):
+    rng = np.random.default_rng(0)
+    pixels = np.sort(rng.choice(size, 200, replace=False))
+    indices = np.concatenate([pixels[::-1], rng.integers(0, size, 300)])
+    expected = [pixels.tolist().index(i) if i in pixels else -1 for i in indices.tolist()]
+    assert _slots(pixels, indices, size).tolist() == expected
 
 
 def head_grid_probabilities(x: np.ndarray, edge: int) -> np.ndarray:
