@@ -36,9 +36,17 @@ function chunk(type, data) {
   return bytes;
 }
 
+/** zlib-compressed `bytes`. Written to the stream directly: a Blob's stream took 7-48 ms for a photo's labels in
+ * headless Chromium, against 2-3 ms this way, on the way from the Segment button to the request. */
 async function zlib(bytes) {
-  const stream = new Blob([bytes]).stream().pipeThrough(new CompressionStream("deflate"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  const compression = new CompressionStream("deflate");
+  const writer = compression.writable.getWriter();
+  const [, , compressed] = await Promise.all([
+    writer.write(bytes),
+    writer.close(),
+    new Response(compression.readable).arrayBuffer(),
+  ]);
+  return new Uint8Array(compressed);
 }
 
 /**
