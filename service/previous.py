@@ -52,8 +52,11 @@ class Previous:
 def find_previous(queue: Queue, job_id: str, image: bytes | None, max_pixels: int) -> Previous:
     """The previous job of a refine; raises what the API answers when it cannot be used.
 
+    A job whose mask is stored can be refined while it still stores its other results: its warm start
+    went with the mask, and a person may paint the next stroke as soon as the mask is shown.
+
     Raises:
-      HTTPException: 409 while the previous job has not ended; 410 when its data is gone
+      HTTPException: 409 while the previous job has no mask yet; 410 when its data is gone
         and no image was sent.
       InputError: the image sent is not the previous job's (422).
     """
@@ -61,10 +64,11 @@ def find_previous(queue: Queue, job_id: str, image: bytes | None, max_pixels: in
     if job is not None and job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
         job = None
     status = None if job is None else public_status(job)
-    if status is not None and status not in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED):
-        raise HTTPException(409, f"previous job {job_id} is {status.value}; refine it once it has succeeded")
     redis = queue.connection
-    stored = store.load_image(redis, job_id) if status is Status.SUCCEEDED else None
+    finishing = status is Status.RUNNING and store.has_mask(redis, job_id)
+    if status is not None and status not in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED) and not finishing:
+        raise HTTPException(409, f"previous job {job_id} is {status.value}; refine it once it has its mask")
+    stored = store.load_image(redis, job_id) if status is Status.SUCCEEDED or finishing else None
     kept = stored is not None and store.has_warm_start(redis, job_id)
     if image is None and stored is None:
         raise PreviousGone(job_id)

@@ -10,7 +10,8 @@ class Kind(str, Enum):
     """What a key holds; each is written with a TTL."""
 
     UPLOAD = "upload"  # hash: the image bytes and the scribbles PNG of a job
-    RESULT = "result"  # hash: mask, probabilities, uncertainty, polygons of a finished job
+    RESULT = "result"  # hash: mask and timings, then probabilities, uncertainty, polygons of a finished job
+    READY = "ready"  # stream: one entry once the job's mask is stored, which wakes requests waiting on it
     WARM = "warm"  # bytes: a finished job's warm start (superpixels, features, head) for refining it
     CANCEL = "cancel"  # flag: the job was canceled by request
     IDEMPOTENCY = "idempotency"  # JSON: job id and request digest behind an Idempotency-Key

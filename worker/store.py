@@ -4,10 +4,16 @@ A job's upload is the image file as sent plus its scribbles as a label PNG. Its 
 holds, per field:
 
   mask           PNG, mode L: the label map in the scribbles' class values
+  timings        JSON: the job's seconds per phase up to its mask
   probabilities  PNG, mode L, (K*H) x W: class ``classes[k]``'s probability x 255 in rows
                  k*H .. (k+1)*H-1 (uint8, so each value is within 1/510 of the float)
   uncertainty    PNG, mode L: normalised entropy x 255
   polygons       zlib-compressed JSON: per class, closed rings of [x, y] points (:func:`mask_polygons`)
+
+The mask and timings are stored first (:func:`save_mask`), with the warm start, and a waiter is woken
+through ``gdc:ready:<id>``; the other fields follow (:func:`save_details`) before the job succeeds. A
+person waiting on the mask gets it without waiting for the rest: 35-50 ms on a photo here, 1.5 s on a
+12 MP one.
 
 Size per job in Redis: the image file and scribble PNG, plus results of at most about
 H*W*(K + 2) bytes before compression. The PNGs are :func:`gdc.imageio.encode_png`'s (each row
@@ -96,26 +102,47 @@ def mask_rle(labels: np.ndarray, classes) -> list[dict]:
     return encoded
 
 
-def encode_result(labels: np.ndarray, probabilities: np.ndarray, uncertainty: np.ndarray, classes) -> dict[str, bytes]:
-    """A segmentation result as the byte fields stored under ``gdc:result:<id>``."""
+def encode_details(labels: np.ndarray, probabilities: np.ndarray, uncertainty: np.ndarray, classes) -> dict[str, bytes]:
+    """The result's fields besides the mask, as the bytes stored under ``gdc:result:<id>``."""
     return {
-        "mask": encode_png(labels),
         "probabilities": encode_png(stack_probabilities(probabilities)),
         "uncertainty": encode_png(grey_map(uncertainty)),
         "polygons": zlib.compress(json.dumps(mask_polygons(labels, classes), separators=(",", ":")).encode()),
     }
 
 
-def save_result(redis, job_id: str, fields: dict[str, bytes], ttl: int) -> None:
-    """Store a job's result fields for ``ttl`` seconds (``redis`` may be a pipeline)."""
+def save_mask(redis, job_id: str, mask: bytes, timings: dict[str, float], ttl: int) -> None:
+    """Store a job's mask PNG and its timings so far for ``ttl`` seconds, and wake whoever waits on the mask
+    (``redis`` may be a pipeline)."""
+    key = key_for(Kind.RESULT, job_id)
+    redis.hset(key, mapping={"mask": mask, "timings": json.dumps(timings)})
+    redis.expire(key, ttl)
+    ready = key_for(Kind.READY, job_id)
+    redis.xadd(ready, {"mask": 1}, maxlen=1)
+    redis.expire(ready, ttl)
+
+
+def save_details(redis, job_id: str, fields: dict[str, bytes], ttl: int) -> None:
+    """Store :func:`encode_details`' fields for ``ttl`` seconds (``redis`` may be a pipeline)."""
     key = key_for(Kind.RESULT, job_id)
     redis.hset(key, mapping=fields)
     redis.expire(key, ttl)
 
 
 def load_result(redis, job_id: str, field: str) -> bytes | None:
-    """One stored result field of a job, or None when it has none (not finished, expired)."""
+    """One stored result field of a job, or None when it has none (not stored yet, expired)."""
     return redis.hget(key_for(Kind.RESULT, job_id), field)
+
+
+def has_mask(redis, job_id: str) -> bool:
+    """Whether the job's mask is stored: its labels are final, though its other fields may still be encoding."""
+    return bool(redis.hexists(key_for(Kind.RESULT, job_id), "mask"))
+
+
+def load_timings(redis, job_id: str) -> dict[str, float]:
+    """The job's seconds per phase up to its mask; empty before it is stored."""
+    stored = load_result(redis, job_id, "timings")
+    return json.loads(stored) if stored else {}
 
 
 def save_warm_start(redis, job_id: str, data: bytes, ttl: int) -> None:
@@ -135,4 +162,5 @@ def has_warm_start(redis, job_id: str) -> bool:
 
 def delete_job_data(redis, job_id: str) -> None:
     """Drop a job's upload, results and warm start (canceled or deleted jobs)."""
-    redis.delete(key_for(Kind.UPLOAD, job_id), key_for(Kind.RESULT, job_id), key_for(Kind.WARM, job_id))
+    kinds = (Kind.UPLOAD, Kind.RESULT, Kind.READY, Kind.WARM)
+    redis.delete(*(key_for(kind, job_id) for kind in kinds))

@@ -19,7 +19,7 @@ from rq.timeouts import JobTimeoutException
 
 from gdc.engine import segment
 from gdc.errors import Cancelled, InputError
-from gdc.imageio import read_image, read_labels
+from gdc.imageio import encode_png, read_image, read_labels
 from gdc.options import SegmentOptions
 from gdc.warm import WarmStart
 
@@ -133,30 +133,47 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
         if previous is not None:
             save_warm(job, result.warm)
         encoding = time.perf_counter()
-        fields = store.encode_result(result.labels, result.probabilities, result.uncertainty, result.classes)
+        mask = encode_png(result.labels)
         warm_bytes = result.warm_start.to_bytes()
-
-        def save_unless_canceled(pipeline) -> None:
-            if pipeline.exists(cancel_key):
-                raise Cancelled("canceled while storing the result")
-            if not context.holds(job, pipeline):
-                raise Superseded("another worker ran this job while this one could not reach Redis")
-            pipeline.multi()
-            store.save_result(pipeline, job.id, fields, settings.result_ttl)
-            store.save_warm_start(pipeline, job.id, warm_bytes, settings.result_ttl)
-            pipeline.expire(upload, settings.result_ttl)  # the overlay is drawn from it
-
-        redis.transaction(save_unless_canceled, cancel_key, job.started_job_registry.key)
-        context.recent.keep(job.id, RecentJob(files[0], image, result.warm_start))
         timings = {"decode": decoded - started, **result.timings, "encode": time.perf_counter() - encoding}
         if previous is not None:
             timings["previous"] = loaded - decoded
+
+        # The mask first, with what a refine of it needs: whoever waits on it (the page) has it now, while the
+        # other fields encode (35-50 ms on a photo here, 1.5 s on a 12 MP one). The job succeeds after them.
+        def save_mask(pipeline) -> None:
+            store.save_mask(pipeline, job.id, mask, timings, settings.result_ttl)
+            store.save_warm_start(pipeline, job.id, warm_bytes, settings.result_ttl)
+            pipeline.expire(upload, settings.result_ttl)  # the overlay is drawn from it
+
+        _store_unless_stopped(job, context, cancel_key, save_mask)
+        context.recent.keep(job.id, RecentJob(files[0], image, result.warm_start))
+        details_started = time.perf_counter()
+        fields = store.encode_details(result.labels, result.probabilities, result.uncertainty, result.classes)
+        _store_unless_stopped(
+            job, context, cancel_key, lambda pipeline: store.save_details(pipeline, job.id, fields, settings.result_ttl)
+        )
+        timings["details"] = time.perf_counter() - details_started
         return {"timings": timings}
     except Exception as error:
         if not _record_failure(job, error, context):
             job.retries_left = 0  # read by RQ when it handles this failure
             store.delete_job_data(redis, job.id)
         raise
+
+
+def _store_unless_stopped(job: Job, context: WorkerContext, cancel_key: str, write) -> None:
+    """Run ``write(pipeline)`` as one transaction, unless the job was canceled or is another worker's now."""
+
+    def guarded(pipeline) -> None:
+        if pipeline.exists(cancel_key):
+            raise Cancelled("canceled while storing the result")
+        if not context.holds(job, pipeline):
+            raise Superseded("another worker ran this job while this one could not reach Redis")
+        pipeline.multi()
+        write(pipeline)
+
+    job.connection.transaction(guarded, cancel_key, job.started_job_registry.key)
 
 
 def _load_warm_start(redis, previous: str | None) -> WarmStart | None:

@@ -49,6 +49,11 @@ class MaskFormat(str, Enum):
     polygons = "polygons"
 
 
+def _mask(redis, job: Job) -> bytes:
+    """The job's mask PNG, stored before its other results: 409 before that, 404 once expired."""
+    return store.load_result(redis, job.id, "mask") or _result(redis, job, "mask")
+
+
 def _result(redis, job: Job, field: str) -> bytes:
     """A stored result field of a succeeded job; 409 before that, 404 once expired."""
     status = public_status(job)
@@ -68,28 +73,31 @@ def _colours(job: Job) -> np.ndarray:
     return colour_table(meta.classes, meta.colours)
 
 
-def wait_until_ended(job: Job, seconds: float) -> None:
-    """Return once ``job`` ended, or after ``seconds``.
+def wait_until_ended(job: Job, seconds: float, *, or_mask: bool = False) -> None:
+    """Return once ``job`` ended (or, ``or_mask``, once its mask is stored), or after ``seconds``.
 
-    Woken by RQ's result stream, which a worker writes the moment it records a job's end,
-    so the answer leaves without a polling interval's delay.
+    Woken by RQ's result stream, which a worker writes the moment it records a job's end, and by the
+    job's ``gdc:ready`` stream, written with its mask, so the answer leaves without a polling interval's delay.
     """
     deadline = time.monotonic() + seconds
-    seen = "0-0"
+    streams = {Result.get_key(job.id): "0-0"} | ({key_for(Kind.READY, job.id): "0-0"} if or_mask else {})
+
+    def waiting() -> bool:
+        return public_status(job) not in ENDED and not (or_mask and store.has_mask(job.connection, job.id))
+
     try:
-        while public_status(job) not in ENDED and (left := deadline - time.monotonic()) > 0:
+        while waiting() and (left := deadline - time.monotonic()) > 0:
             block_ms = max(1, round(min(left, WAKE_SECONDS) * 1000))
-            recorded = job.connection.xread({Result.get_key(job.id): seen}, block=block_ms)
-            if recorded:
-                seen = recorded[0][1][-1][0]
+            for stream, entries in job.connection.xread(streams, block=block_ms) or ():
+                streams[stream.decode()] = entries[-1][0]
         job.refresh()  # the meta (progress, warm) as it is now
     except (NoSuchJobError, InvalidJobOperation):
         raise HTTPException(status_code=404, detail=f"job {job.id} was deleted while the request waited") from None
 
 
-def _server_timing(job: Job) -> dict[str, str]:
-    """The job's phase timings as a Server-Timing header (milliseconds), once it succeeded."""
-    timings = (job.return_value() or {}).get("timings", {})
+def _server_timing(redis, job: Job) -> dict[str, str]:
+    """The job's phase timings up to its mask as a Server-Timing header (milliseconds)."""
+    timings = store.load_timings(redis, job.id)
     return {"Server-Timing": ", ".join(f"{phase};dur={seconds * 1000:.1f}" for phase, seconds in timings.items())}
 
 
@@ -129,28 +137,30 @@ def read_mask(
     ] = MaskFormat.png,
     wait: WaitQuery = None,
 ) -> Response:
-    """With `?wait=S` the answer waits up to S seconds for the job to end, so a client gets the mask in the
-    request that learns the job succeeded. `Server-Timing` gives the job's seconds per phase (in ms)."""
+    """With `?wait=S` the answer waits up to S seconds for the mask, so a client gets it in the request that
+    learns it is there. The mask is stored before the job's other results: it can come while the job still
+    reads `running`, its probabilities and uncertainty being encoded (`polygons` waits for the job's end).
+    `Server-Timing` gives the job's seconds per phase up to its mask (in ms)."""
+    polygons = format is MaskFormat.polygons
     if wait:
-        wait_until_ended(job, wait)
+        wait_until_ended(job, wait, or_mask=not polygons)
+    timing = _server_timing(redis, job)
     if format is MaskFormat.png:
-        return _png(_result(redis, job, "mask"), job, "mask", **_server_timing(job))
+        return _png(_mask(redis, job), job, "mask", **timing)
     if format is MaskFormat.colour:
-        labels = read_labels(_result(redis, job, "mask"))
-        return _png(encode_png(_colours(job)[labels]), job, "mask", **_server_timing(job))
-    if format is MaskFormat.rle:
-        labels = read_labels(_result(redis, job, "mask"))
-        classes = store.mask_rle(labels, JobMeta.of(job).classes)
-    else:
+        return _png(encode_png(_colours(job)[read_labels(_mask(redis, job))]), job, "mask", **timing)
+    if polygons:
         classes = json.loads(zlib.decompress(_result(redis, job, "polygons")))
+    else:
+        classes = store.mask_rle(read_labels(_mask(redis, job)), JobMeta.of(job).classes)
     meta = JobMeta.of(job)
     body = {"width": meta.width, "height": meta.height, "classes": classes}
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=_server_timing(job))
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=timing)
 
 
 @router.get("/{job_id}/overlay", responses={200: _PNG, **_NOT_FOUND, **_NOT_READY}, summary="The image tinted by class")
 def read_overlay(job: JobDep, redis: RedisDep) -> Response:
-    labels = read_labels(_result(redis, job, "mask"))
+    labels = read_labels(_mask(redis, job))
     image = store.load_image(redis, job.id)
     if image is None:
         raise HTTPException(status_code=404, detail=f"the image of job {job.id} expired")

@@ -20,7 +20,7 @@ _ERRORS = error_responses(
     STORE_DOWN,
     {
         400: "the body is not multipart form data",
-        409: "the `previous` job has not ended yet",
+        409: "the `previous` job has no mask yet",
         410: "the `previous` job is unknown or its data expired, and no image was sent",
         413: "the request or the image is larger than this server accepts",
         429: "more than GDC_MAX_QUEUED jobs are waiting; nothing was stored, send it again after `Retry-After` s",

@@ -54,10 +54,10 @@ export async function getJson(url, signal) {
 }
 
 /**
- * The job's end, in as few requests as the job's length allows: `GET mask?wait` is answered
- * the moment the job succeeds, with the mask itself. Resolves to `{ mask }` (the mask PNG's
- * Response, its Server-Timing header holding the job's phases) or, when the job failed or was
- * canceled, to `{ job }`, its final body.
+ * The job's mask, in as few requests as the job's length allows: `GET mask?wait` is answered
+ * the moment the worker stores the mask, before the job's other results. Resolves to `{ mask }`
+ * (the mask PNG's Response, its Server-Timing header holding the job's phases) or, when the job
+ * failed or was canceled, to `{ job }`, its final body.
  */
 export async function jobEnd(job, signal) {
   for (;;) {
@@ -69,6 +69,11 @@ export async function jobEnd(job, signal) {
     const now = await getJson(job.links.self, signal);
     if (FINAL_STATUSES.has(now.status) && now.status !== "succeeded") return { job: now };
   }
+}
+
+/** The job's body once it ended (within a long poll's WAIT_SECONDS): all its results are stored then. */
+export async function jobEnded(job, signal) {
+  return getJson(`${job.links.self}?wait=${WAIT_SECONDS}`, signal);
 }
 
 /** Report the job's progress to `onUpdate` every POLL_MS until `signal` aborts; errors end the reports. */

@@ -7,7 +7,7 @@
  * here (erasing, undo and clear included) is then exactly the one the server reads, pixel for
  * pixel, with no second rasteriser on the server that would have to agree with this one.
  */
-import { ApiError, apiKey, getJson, jobEnd, request, serverSeconds, watchProgress } from "./api.js";
+import { ApiError, apiKey, getJson, jobEnd, jobEnded, request, serverSeconds, watchProgress } from "./api.js";
 import { LabelMap } from "./labelmap.js";
 import { decodeGreyPng, encodeGreyPng } from "./png.js";
 
@@ -458,6 +458,7 @@ async function cancel() {
 /** Draw the result, fetching the uncertainty map the first time it is asked for. */
 async function showUncertainty() {
   if ($("show-uncertainty").checked && !state.uncertainty) {
+    await jobEnded(state.job); // the mask comes before the job has stored its uncertainty
     const blob = await (await request(state.job.links.uncertainty)).blob();
     state.uncertainty = await createImageBitmap(blob);
   }

@@ -14,6 +14,7 @@ from gdc.options import request_options
 from service.settings import Settings
 from tests.service.conftest import FAST, SLOW
 from tests.service.test_store import even_odd_fill, rle_decode
+from worker import store
 from worker.jobs import enqueue_segment, new_job_id, open_queue
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
@@ -239,6 +240,39 @@ def test_a_waiting_request_answers_as_the_job_ends(client, upload, run_queued, r
         assert ENGINE_PHASES <= set(phases) and all(float(ms) >= 0 for ms in phases.values())
     else:
         assert answer.json()["status"] == "succeeded" and answer.json()["progress"]["fraction"] == 1.0
+
+
+def test_the_mask_comes_while_the_rest_of_the_result_encodes(client, upload, run_queued, monkeypatch):
+    """The mask is stored first: a waiting request gets it, and the job can be refined, while the job still
+    encodes its other results; those wait for the job's end."""
+    job_id = submit(client, upload(2))
+    waiting, _ = _waited(client, f"/jobs/{job_id}/mask")
+    seen = {}
+    encode_details = store.encode_details
+
+    def while_encoding(*args):
+        if not seen:  # the first job's; the refine below runs through here too
+            seen["waiter"] = waiting.result(timeout=10)
+            seen["status"] = client.get(f"/jobs/{job_id}").json()["status"]
+            seen["probabilities"] = client.get(f"/jobs/{job_id}/probabilities").status_code
+            seen["polygons"] = client.get(f"/jobs/{job_id}/mask", params={"format": "polygons"}).status_code
+            strokes = {"scribbles": upload(2)["scribbles"]}
+            seen["refine"] = client.post("/segment", files=strokes, data={"previous": job_id})
+        return encode_details(*args)
+
+    monkeypatch.setattr(store, "encode_details", while_encoding)
+    run_queued()
+    assert (seen["status"], seen["probabilities"], seen["polygons"]) == ("running", 409, 409)
+    assert png(seen["waiter"]).shape == (120, 180)
+    phases = {part.split(";dur=")[0] for part in seen["waiter"].headers["server-timing"].split(", ")}
+    assert ENGINE_PHASES | {"encode"} <= phases and "details" not in phases  # the timings up to the mask
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and "details" in job["timings"]
+    assert client.get(f"/jobs/{job_id}/mask").content == seen["waiter"].content
+    assert client.get(f"/jobs/{job_id}/probabilities").status_code == 200
+    assert seen["refine"].status_code == 202, seen["refine"].text
+    refined = client.get(f"/jobs/{seen['refine'].json()['id']}").json()
+    assert refined["status"] == "succeeded" and refined["warm"] is True
 
 
 def test_a_waiting_mask_request_ends_when_its_queued_job_is_canceled(client, upload):
