@@ -17,8 +17,8 @@ from worker import store
 from worker.jobs import Status, cancel_job, fetch_job
 from worker.meta import ErrorCode
 
-from .submit import create_job, wait_for_end
 from .settings import Settings
+from .submit import create_job, wait_for_end
 
 # A clicked point becomes a disk this fraction of the image's shorter side across (at least 3 px).
 POINT_DISK_FRACTION = 0.02
@@ -56,7 +56,9 @@ async def segment_and_wait(
     file for the job to refine (``POST /segment``'s ``previous``); once that job's data is
     gone, the job runs cold.
 
-    Raises HTTPException: 422 when gdc refused the input, 504 when the job did not end
+    Returns as soon as the job's mask is stored, before its other results.
+
+    Raises HTTPException: 422 when gdc refused the input, 504 when the job had no mask
     within ``settings.interactive_wait`` seconds (it is canceled then: nobody waits for it),
     503 when it failed otherwise.
     """
@@ -73,7 +75,13 @@ async def segment_and_wait(
         callback_url=None,
         idempotency=None,
     )
-    job = await wait_for_end(queue, job_id, settings.interactive_wait)
+    job = await wait_for_end(queue, job_id, settings.interactive_wait, or_mask=True)
+    mask = None
+    if job is not None and job.status in (Status.RUNNING, Status.SUCCEEDED):
+        # The mask is stored before the job's other results: the tool has its labels while those still encode.
+        mask = await run_in_threadpool(store.load_result, queue.connection, job_id, "mask")
+    if mask is not None:
+        return job_id, read_labels(mask)
     if job is None or job.status is Status.CANCELED:
         raise HTTPException(503, f"gdc job {job_id} was canceled or expired before it ended")
     if job.status is not Status.SUCCEEDED and job.status is not Status.FAILED:
@@ -87,7 +95,4 @@ async def segment_and_wait(
     if job.status is Status.FAILED:
         code = 422 if job.error and job.error.code == ErrorCode.INVALID_INPUT.value else 503
         raise HTTPException(code, f"gdc job {job_id} failed: {job.error.message if job.error else 'no reason given'}")
-    mask = await run_in_threadpool(store.load_result, queue.connection, job_id, "mask")
-    if mask is None:
-        raise HTTPException(503, f"the result of gdc job {job_id} expired before it was read")
-    return job_id, read_labels(mask)
+    raise HTTPException(503, f"the result of gdc job {job_id} expired before it was read")

@@ -6,22 +6,22 @@ call :func:`create_job`; none of this knows how the request arrived.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
+from contextlib import suppress
 
 import numpy as np
 from fastapi import HTTPException
 from fastapi.concurrency import run_in_threadpool
 from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png
 from gdc.inputs import check_image, scribble_classes
 from worker.callbacks import check_callback_url
-from worker.jobs import ENDED, enqueue_segment, fetch_job, new_job_id, replicate
+from worker.jobs import enqueue_segment, fetch_job, new_job_id, replicate, wait_for
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
 from worker.schemas import JobPublic
@@ -171,12 +171,11 @@ def describe_job(queue: Queue, job_id: str) -> JobPublic | None:
     return None if job is None else JobPublic.from_job(job)
 
 
-async def wait_for_end(queue: Queue, job_id: str, seconds: float) -> JobPublic | None:
-    """The job once it ended, or as it is after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        job = await run_in_threadpool(describe_job, queue, job_id)
-        left = deadline - time.monotonic()
-        if job is None or job.status in ENDED or left <= 0:
-            return job
-        await asyncio.sleep(min(0.2, left))
+async def wait_for_end(queue: Queue, job_id: str, seconds: float, *, or_mask: bool = False) -> JobPublic | None:
+    """The job once it ended (or, ``or_mask``, once its mask is stored), or as it is after ``seconds``; None once
+    it is unknown. Woken by the job's end or mask (:func:`worker.jobs.wait_for`), not by polling."""
+    job = await run_in_threadpool(fetch_job, queue, job_id)
+    if job is not None:
+        with suppress(NoSuchJobError, InvalidJobOperation):  # deleted meanwhile: described as unknown below
+            await run_in_threadpool(wait_for, job, seconds, or_mask=or_mask)
+    return await run_in_threadpool(describe_job, queue, job_id)

@@ -23,6 +23,7 @@ from rq import Queue, Retry
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
 
@@ -34,6 +35,9 @@ from .settings import QueueSettings
 log = logging.getLogger(__name__)
 SEGMENT_TASK = "worker.tasks.run_segment"
 CALLBACK_TASK = "worker.tasks.send_callback"
+# A job canceled while queued records no result to wake a waiter (:func:`wait_for`), so a waiter looks at the
+# status at least this often; well under GDC_REDIS_TIMEOUT, past which the blocked read would count as Redis failing.
+WAKE_SECONDS = 0.5
 # What new_job_id() makes; the API refuses anything else before it reaches Redis.
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -157,6 +161,26 @@ def public_status(job: Job) -> Status:
     if job.connection.exists(key_for(Kind.CANCEL, job.id)):
         return Status.CANCELED
     return _FROM_RQ[job.get_status(refresh=True)]
+
+
+def wait_for(job: Job, seconds: float, *, or_mask: bool = False) -> None:
+    """Return once ``job`` ended (or, ``or_mask``, once its mask is stored), or after ``seconds``.
+
+    Woken by RQ's result stream, which a worker writes the moment it records a job's end, and by the
+    job's ``gdc:ready`` stream, written with its mask, so it returns without a polling interval's delay.
+    Raises NoSuchJobError or InvalidJobOperation when the job is deleted meanwhile.
+    """
+    deadline = time.monotonic() + seconds
+    streams = {Result.get_key(job.id): "0-0"} | ({key_for(Kind.READY, job.id): "0-0"} if or_mask else {})
+
+    def waiting() -> bool:
+        return public_status(job) not in ENDED and not (or_mask and store.has_mask(job.connection, job.id))
+
+    while waiting() and (left := deadline - time.monotonic()) > 0:
+        block_ms = max(1, round(min(left, WAKE_SECONDS) * 1000))
+        for stream, entries in job.connection.xread(streams, block=block_ms) or ():
+            streams[stream.decode()] = entries[-1][0]
+    job.refresh()  # the meta (progress, warm) as it is now
 
 
 def _retry(times: int, backoff: list[int]) -> Retry | None:

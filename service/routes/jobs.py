@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 import zlib
 from enum import Enum
 from typing import Annotated
@@ -11,11 +10,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.results import Result
 
 from gdc.imageio import colour_table, encode_png, overlay, read_image, read_labels
 from worker import store
-from worker.jobs import ENDED, Status, cancel_job, delete_ended_job, public_status, sweep
+from worker.jobs import ENDED, Status, cancel_job, delete_ended_job, public_status, sweep, wait_for
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
 from worker.schemas import JobPublic
@@ -33,9 +31,6 @@ router = APIRouter(
 _NOT_FOUND = error_responses({404: "unknown id, or the job or its results expired"})
 _NOT_READY = error_responses({409: "the job has not succeeded (yet); `detail` gives its status"})
 _PNG = {"content": {"image/png": {}}}
-# A job canceled while queued records no result to wake a waiter, so a waiter looks at the status at least
-# this often; well under GDC_REDIS_TIMEOUT, past which the blocked read would count as Redis failing.
-WAKE_SECONDS = 0.5
 WaitQuery = Annotated[
     float | None,
     Query(gt=0, le=60, description="hold the answer up to this many seconds for the job to end (a long poll)"),
@@ -74,23 +69,9 @@ def _colours(job: Job) -> np.ndarray:
 
 
 def wait_until_ended(job: Job, seconds: float, *, or_mask: bool = False) -> None:
-    """Return once ``job`` ended (or, ``or_mask``, once its mask is stored), or after ``seconds``.
-
-    Woken by RQ's result stream, which a worker writes the moment it records a job's end, and by the
-    job's ``gdc:ready`` stream, written with its mask, so the answer leaves without a polling interval's delay.
-    """
-    deadline = time.monotonic() + seconds
-    streams = {Result.get_key(job.id): "0-0"} | ({key_for(Kind.READY, job.id): "0-0"} if or_mask else {})
-
-    def waiting() -> bool:
-        return public_status(job) not in ENDED and not (or_mask and store.has_mask(job.connection, job.id))
-
+    """:func:`worker.jobs.wait_for`, answering 404 when the job is deleted meanwhile."""
     try:
-        while waiting() and (left := deadline - time.monotonic()) > 0:
-            block_ms = max(1, round(min(left, WAKE_SECONDS) * 1000))
-            for stream, entries in job.connection.xread(streams, block=block_ms) or ():
-                streams[stream.decode()] = entries[-1][0]
-        job.refresh()  # the meta (progress, warm) as it is now
+        wait_for(job, seconds, or_mask=or_mask)
     except (NoSuchJobError, InvalidJobOperation):
         raise HTTPException(status_code=404, detail=f"job {job.id} was deleted while the request waited") from None
 

@@ -24,8 +24,12 @@ from ..deps import QueueDep, SettingsDep, require_api_key
 from ..interactive import segment_and_wait
 from ..labelstudio import LabelConfig, brush_regions, context_scribbles, fetch_image, task_key
 from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, UNREADABLE_JSON, error_responses
+from ..submit import wait_for_end
 
 MODEL_VERSION = f"gdc-{version('gdc')}"
+# A prediction's score needs the job's uncertainty, stored after its mask (1.5 s after it for a 12 MP photo);
+# past this the score is 0.
+UNCERTAINTY_WAIT_SECONDS = 10.0
 
 router = APIRouter(
     prefix="/labelstudio",
@@ -100,6 +104,7 @@ async def predict(request: PredictRequest, settings: SettingsDep, queue: QueueDe
         queue, settings, image, scribbles, previous=last_job.decode() if last_job else None
     )
     await run_in_threadpool(redis.set, last_job_key, job_id, ex=settings.result_ttl)
+    await wait_for_end(queue, job_id, UNCERTAINTY_WAIT_SECONDS)  # the score's uncertainty comes after the mask
     uncertainty = await run_in_threadpool(store.load_result, redis, job_id, "uncertainty")
     score = _confidence(uncertainty) if uncertainty is not None else 0.0
     return {"results": [{"result": brush_regions(config, mask), "score": score, "model_version": MODEL_VERSION}]}

@@ -176,6 +176,26 @@ def test_segment_refine_and_download(scribbler, sample_image, live_server, strok
     assert all(np.array_equal(shown[..., channel], served) for channel in range(3))
 
 
+def test_the_uncertainty_shown_follows_each_round(scribbler, sample_image, live_server):
+    """With the uncertainty shown, a refine's map replaces the last one once the job has stored it (its mask
+    comes first)."""
+    page = scribbler.page
+    scribbler.load(sample_image)
+    scribbler.set_options(**SMALL)
+    for value, points in enumerate([TABLE, CUP], start=1):
+        scribbler.paint(value, points)
+    scribbler.segment()
+    page.get_by_label("Show uncertainty").check()
+    scribbler.paint(1, [[(5, 140), (30, 145)]])
+    second = scribbler.segment()
+    expect(page.locator("#result-layer")).to_have_attribute("aria-label", re.compile("uncertainty"))
+    served = httpx.get(f"{live_server}/jobs/{second.json()['id']}/uncertainty")
+    assert served.status_code == 200
+    levels, shown = np.asarray(Image.open(io.BytesIO(served.content))), scribbler.pixels("result")
+    assert all(np.array_equal(shown[..., channel], levels) for channel in range(3))
+    expect(page.locator("#error")).to_be_empty()
+
+
 def test_a_finished_segmentation_follows_the_scribbles(scribbler, sample_image, artifacts):
     """Enough steps for a real result; its screenshot is artifacts/web-page.png (and docs/web-page.png)."""
     page = scribbler.page

@@ -275,6 +275,40 @@ def test_the_mask_comes_while_the_rest_of_the_result_encodes(client, upload, run
     assert refined["status"] == "succeeded" and refined["warm"] is True
 
 
+def test_an_annotation_tool_gets_its_labels_while_the_rest_of_the_result_encodes(
+    make_settings, redis_url, coffee, run_queued, monkeypatch
+):
+    """Label Studio's and CVAT's routes wait on the job's mask, not its end."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.interactive import segment_and_wait
+    from tests.service.conftest import draw_scribbles
+
+    settings = make_settings(max_steps=3, max_samples=2)  # the tools send no options: capped defaults
+    queue = open_queue(Redis.from_url(redis_url), settings.queue)
+    scribbles = draw_scribbles(coffee.shape[:2], 2)
+    pool = ThreadPoolExecutor(1)
+    waiting = pool.submit(asyncio.run, segment_and_wait(queue, settings, encode_png(coffee), scribbles))
+    pool.shutdown(wait=False)
+    while not queue.count:
+        time.sleep(0.05)
+    seen = {}
+    encode_details = store.encode_details
+
+    def while_encoding(*args):
+        seen["labels"] = waiting.result(timeout=10)
+        seen["status"] = queue.fetch_job(seen["labels"][0]).get_status()
+        return encode_details(*args)
+
+    monkeypatch.setattr(store, "encode_details", while_encoding)
+    run_queued()
+    job_id, labels = seen["labels"]
+    assert seen["status"] == JobStatus.STARTED
+    assert labels.shape == coffee.shape[:2] and set(np.unique(labels)) <= {1, 2}
+    np.testing.assert_array_equal(labels, read_labels(store.load_result(queue.connection, job_id, "mask")))
+
+
 def test_a_waiting_mask_request_ends_when_its_queued_job_is_canceled(client, upload):
     job_id = submit(client, upload(2))
     waiting, started = _waited(client, f"/jobs/{job_id}/mask")
