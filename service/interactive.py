@@ -52,8 +52,8 @@ async def segment_and_wait(
     """Run one gdc job on ``image`` (file bytes) and ``scribbles`` (H, W label map); its id and label map.
 
     ``decoded`` is the image as :func:`service.uploads.read_image_upload` gave it, if the
-    caller decoded it already. ``previous`` names an earlier succeeded job on the same image
-    file for the job to refine (``POST /segment``'s ``previous``); once that job's data is
+    caller decoded it already. ``previous`` names an earlier job on the same image file, succeeded
+    or with its mask stored, for the job to refine (``POST /segment``'s ``previous``); once that job's data is
     gone, the job runs cold.
 
     Returns as soon as the job's mask is stored, before its other results.
