@@ -151,7 +151,7 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
         details_started = time.perf_counter()
         fields = store.encode_details(result.labels, result.probabilities, result.uncertainty, result.classes)
         _store_unless_stopped(
-            job, context, cancel_key, lambda pipeline: store.save_details(pipeline, job.id, fields, settings.result_ttl)
+            job, context, cancel_key, lambda pipeline: store.save_result(pipeline, job.id, fields, settings.result_ttl)
         )
         timings["details"] = time.perf_counter() - details_started
         return {"timings": timings}
