@@ -17,7 +17,10 @@ A refine (``previous``) reuses the superpixels, features, head and optimiser (gd
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import numpy as np
 import torch
@@ -27,9 +30,9 @@ from .hooks import CancelHook, Hooks, ProgressHook
 from .inputs import check_image, scribble_classes
 from .labelling import edge_aware_labels, make_consistent
 from .options import SegmentOptions
-from .sampling import full_resolution, resized, sample_mean
+from .sampling import full_resolution, resized, resized_at, sample_mean
 from .scribbles import class_indices, grow_over, shrink, superpixels, working_size
-from .torch_threads import with_thread_policy
+from .torch_threads import thread_policy, with_thread_policy
 from .training import cell_targets, head_dtype, start_head, train_head
 from .warm import WarmStart, fingerprint
 
@@ -46,20 +49,38 @@ class SegmentResult:
       uncertainty: (H, W) float32 in [0, 1]: entropy of the head's mean prediction over log K
         (the exchange leaves it as it was).
       classes: the K class values, in the order of ``probabilities``.
-      timings: seconds spent per phase.
+      timings: seconds spent per phase; ``upsample`` comes when ``probabilities`` are first read, for a
+        result whose probabilities wait until then (below).
       warm_start: what a next round of strokes on this image can start from (``previous``).
       warm: whether this call started from its ``previous`` (False: it ran cold).
       steps: the optimiser steps taken (a refine stops early once its strokes are fitted).
+      details: computes (``probabilities``, ``uncertainty``) when first read.
+
+    Above the working size with the edge step on, the labels read the head's probabilities only in
+    the band along their borders, so the full-resolution probabilities and uncertainty wait until
+    first read: whoever wants the mask first (the worker stores it first) has it sooner by that
+    upsampling, 1.0-1.3 s of a 12 MP photo on the 2-core CPU (benchmarks/RESULTS.md, 16).
     """
 
     labels: np.ndarray
-    probabilities: np.ndarray
-    uncertainty: np.ndarray
     classes: tuple[int, ...]
+    details: Callable[[], tuple[np.ndarray, np.ndarray]] = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
     warm_start: WarmStart | None = None
     warm: bool = False
     steps: int = 0
+
+    @cached_property
+    def _computed_details(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.details()
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self._computed_details[0]
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        return self._computed_details[1]
 
 
 @with_thread_policy
@@ -140,23 +161,34 @@ def segment(
     with hooks.timed("sample"):
         mean = sample_mean(head, features, samples, dtype, hooks)
 
-    with hooks.timed("upsample"):
-        probabilities, uncertainty, top = full_resolution(mean, height, width)
-
-    if options.edges:
+    if options.edges and small_image.shape != image.shape:
+        # Labelled at the working size from the head's own grid, then its borders at full size, which read the
+        # head's probabilities in their band alone: the rest are brought to full size when asked for.
         hooks.report("edges", 0, 1)
         with hooks.timed("edges"):
-            # A shrunk image is labelled at the working size, from the head's own grid, then its borders at full size.
-            shrunk = small_image.shape != image.shape
-            working = (small_image, resized(mean, *small_image.shape[:2]).cpu().numpy()) if shrunk else None
-            top = edges_step(image, probabilities, top, marks, options.edge_strength, working)
+            working = (small_image, resized(mean, *small_image.shape[:2]).cpu().numpy())
+            top = edge_aware_labels(
+                image, partial(resized_at, mean, height, width), marks, options.edge_strength, working=working
+            )
         hooks.report("edges", 1, 1)
+        details = partial(_consistent_details, mean, top, hooks.timings, torch.get_num_threads())
+    else:
+        with hooks.timed("upsample"):
+            probabilities, uncertainty, top = full_resolution(mean, height, width)
+        if options.edges:
+            hooks.report("edges", 0, 1)
+            with hooks.timed("edges"):
+                top = edges_step(image, probabilities, top, marks, options.edge_strength)
+            hooks.report("edges", 1, 1)
+
+        def details() -> tuple[np.ndarray, np.ndarray]:
+            return probabilities, uncertainty
+
     labels = np.asarray(classes, dtype=np.uint8)[top]
 
     return SegmentResult(
         labels=labels,
-        probabilities=probabilities,
-        uncertainty=uncertainty,
+        details=details,
         classes=tuple(int(c) for c in classes),
         timings=hooks.timings,
         warm_start=WarmStart.capture(image_key, classes, features, segments, head, optimiser, options.optimiser),
@@ -176,21 +208,26 @@ def superpixels_step(image: np.ndarray, options: SegmentOptions) -> np.ndarray |
     )
 
 
-def edges_step(
-    image: np.ndarray,
-    probabilities: np.ndarray,
-    top: np.ndarray,
-    marks: np.ndarray,
-    strength: float,
-    working: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """(H, W) uint8 class indices whose borders follow the full-resolution image's edges.
+def edges_step(image: np.ndarray, probabilities: np.ndarray, top: np.ndarray, marks: np.ndarray, strength: float):
+    """(H, W) uint8 class indices whose borders follow the image's edges, for an image at its working size.
 
     ``marks`` are the scribbles as (H, W) class indices (-1 unlabeled), kept as they are;
     ``probabilities`` (K, H, W) are exchanged in place to agree with the new labels, ``top``
-    being their argmax before. ``working``: the image and probabilities at the working size,
-    for an image the engine shrank (:func:`gdc.labelling.edge_aware_labels`).
+    being their argmax before.
     """
-    refined = edge_aware_labels(image, probabilities, marks, strength, working=working)
+    refined = edge_aware_labels(image, probabilities, marks, strength)
     make_consistent(probabilities, refined, top)
     return refined
+
+
+def _consistent_details(
+    mean: torch.Tensor, labels: np.ndarray, timings: dict[str, float], threads: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shrunk image's full-resolution (probabilities, uncertainty), made to agree with its edge-aware ``labels``
+    (class indices); run on the torch ``threads`` its :func:`segment` ran on, and timed as its ``upsample``."""
+    started = time.perf_counter()
+    with thread_policy(threads):
+        probabilities, uncertainty, top = full_resolution(mean, *labels.shape)
+    make_consistent(probabilities, labels, top)
+    timings["upsample"] = time.perf_counter() - started
+    return probabilities, uncertainty

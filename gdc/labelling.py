@@ -32,6 +32,8 @@ MAX_PIXELS), and those labels upsampled and their borders moved at full resoluti
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import maxflow
 import numpy as np
@@ -55,7 +57,7 @@ COLOUR_WEIGHT = 2.0  # w: 2 beat 1 and 3 there, and 1 or 3 votes per stroke pixe
 
 def edge_aware_labels(
     image: np.ndarray,
-    probabilities: np.ndarray,
+    probabilities: np.ndarray | Callable[[np.ndarray], np.ndarray],
     scribbles: np.ndarray,
     strength: float,
     *,
@@ -67,7 +69,9 @@ def edge_aware_labels(
 
     Arguments:
       image: (H, W, 3) uint8 RGB.
-      probabilities: (K, H, W) float per-class probabilities, summing to 1 per pixel.
+      probabilities: (K, H, W) float per-class probabilities, summing to 1 per pixel; or, with ``working``, a
+        function giving the (K, n) probabilities of n flat pixel indices: a large image's full-resolution pass
+        reads only its borders' band, so the engine need not bring them all to full size for the labels.
       scribbles: (H, W) integer class indices 0..K-1 of scribbled pixels, -1 elsewhere.
       strength: λ, the weight of a label change across a flat (edge-free) neighbour pair
         against −log P; 0 leaves each pixel its lowest unary (the argmax, without colour).
@@ -84,7 +88,10 @@ def edge_aware_labels(
     if working is None and height * width > max_pixels:
         working = _box_filtered(image, probabilities, _grid(height, width, max_pixels))
     large = working is not None
-    full_image, full_probabilities = image, probabilities
+    if callable(probabilities) and not large:
+        raise ValueError("probabilities given as a function need the working copy")
+    full_image = image
+    probabilities_at = probabilities if callable(probabilities) else partial(_values_at, probabilities)
     if large:
         image, probabilities = working
         rows, cols = _cell_maps((height, width), image.shape[:2])
@@ -99,7 +106,7 @@ def edge_aware_labels(
     marked = scribbles >= 0
     if large:
         table = None if colour is None else colour[0]
-        labels = _border_band(full_image, full_probabilities, scribbles, labels, rows, cols, strength, table)
+        labels = _border_band(full_image, probabilities_at, scribbles, labels, rows, cols, strength, table)
     labels[marked] = scribbles[marked]
     return labels
 
@@ -154,7 +161,7 @@ def _coarse_to_fine(image, probabilities, scribbles, strength, colour) -> np.nda
     return _minimise(pairs, _unaries(probabilities, colour, np.flatnonzero(free)), labels, free, near)
 
 
-def _border_band(image, probabilities, scribbles, small_labels, rows, cols, strength, table) -> np.ndarray:
+def _border_band(image, probabilities_at, scribbles, small_labels, rows, cols, strength, table) -> np.ndarray:
     """A large image's (H, W) labels: ``small_labels``, found on the cells ``rows`` × ``cols``, upsampled, and
     their borders moved to the full image's edges by the fine pass of :func:`_coarse_to_fine`.
 
@@ -176,7 +183,7 @@ def _border_band(image, probabilities, scribbles, small_labels, rows, cols, stre
     ys, xs = np.nonzero(free)
     small_ys, small_xs = rows[ys], cols[xs]
     pixels = ys * labels.shape[1] + xs
-    unary = _unaries(probabilities, None, pixels)
+    unary = _negative_log(probabilities_at(pixels))
     if table is not None:
         unary += table[:, _colour_bins(image.reshape(-1, 3)[pixels])].T
 
@@ -217,10 +224,19 @@ def _colour_unaries(image, probabilities, scribbles, weight) -> tuple[np.ndarray
     return -weight * np.log(np.maximum(posterior, PROBABILITY_FLOOR)), bins
 
 
+def _values_at(probabilities: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """(K, n): the (K, H, W) ``probabilities`` at the flat ``pixels``."""
+    return probabilities.reshape(probabilities.shape[0], -1)[:, pixels]
+
+
+def _negative_log(values: np.ndarray) -> np.ndarray:
+    """(n, K) float64 −log P of (K, n) probabilities."""
+    return -np.log(np.maximum(values.T, PROBABILITY_FLOOR)).astype(np.float64)
+
+
 def _unaries(probabilities: np.ndarray, colour, pixels: np.ndarray) -> np.ndarray:
     """(n, K) float64 unaries of the flat ``pixels``: −log P, plus the colour term when there is one."""
-    classes = probabilities.shape[0]
-    unary = -np.log(np.maximum(probabilities.reshape(classes, -1)[:, pixels].T, PROBABILITY_FLOOR)).astype(np.float64)
+    unary = _negative_log(_values_at(probabilities, pixels))
     if colour is not None:
         table, bins = colour
         unary += table[:, bins.reshape(-1)[pixels]].T

@@ -54,6 +54,29 @@ def resized(mean: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(mean[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
+def resized_at(mean: torch.Tensor, height: int, width: int, pixels: np.ndarray) -> np.ndarray:
+    """(K, n) float32: :func:`resized`'s values at the n flat ``pixels`` (row * width + col) alone.
+
+    The same bilinear weights as torch's resize (half-pixel centres, clamped at the first row and
+    column), so a large image's edge step can read its border band without the whole resize.
+    """
+    rows, cols = np.divmod(pixels, width)
+    low_row, high_row, down = (part[rows] for part in _source_taps(mean.shape[1], height))
+    low_col, high_col, right = (part[cols] for part in _source_taps(mean.shape[2], width))
+    grid = mean.cpu().numpy()
+    top = (1 - right) * grid[:, low_row, low_col] + right * grid[:, low_row, high_col]
+    bottom = (1 - right) * grid[:, high_row, low_col] + right * grid[:, high_row, high_col]
+    return (1 - down) * top + down * bottom
+
+
+def _source_taps(source: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index of a resize from ``source`` to ``size``: the two source indices it reads, and the second's
+    weight."""
+    position = np.maximum((np.arange(size, dtype=np.float32) + 0.5) * np.float32(source / size) - 0.5, 0)
+    low = position.astype(np.int64)  # floor: the position is ≥ 0
+    return low, np.minimum(low + 1, source - 1), position - low
+
+
 def full_resolution(mean: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities, uncertainty, top) at (height, width).
 

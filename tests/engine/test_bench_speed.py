@@ -47,7 +47,7 @@ def test_busy_core_keeps_a_process_spinning_while_it_lasts():
 def test_bench_speed_compares_grabcut_busy_core_service_and_sizes(tiny_dataset, tmp_path, capsys):
     code = main(["bench", "speed", "--data", str(tiny_dataset), "--scribbles", "marks", "--image", "a",
                  "--sizes", "0.02,0.04", "--repeats", "1", "--workers", "1", "--jobs", "2", "--rounds",
-                 "--steps", "2", "--samples", "2", "--output-dir", str(tmp_path)])
+                 "--steps", "2", "--samples", "2", "--max-pixels", "30000", "--output-dir", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "speed-cpu.json").read_text())
     photo = report["photo"]
@@ -69,10 +69,14 @@ def test_bench_speed_compares_grabcut_busy_core_service_and_sizes(tiny_dataset, 
         assert set(record["phases"]) == set(PHASES)
         assert record["total"] == pytest.approx(sum(record["phases"].values()), rel=0.2)
         assert record["peak_rss_mb"] > 50
-    assert np.isfinite(report["slope"]) and report["slope_above"] is None
+    # 0.04 MP is over the 0.03 MP working size: its mask comes before the probabilities' upsampling.
+    small, large = report["sizes"]
+    assert small["mask"] == pytest.approx(small["total"], rel=0.2)
+    assert large["mask"] == pytest.approx(large["total"] - large["phases"]["upsample"], rel=0.2)
+    assert report["slope"] is None and report["slope_above"] is None  # one size on either side of the working size
     assert (tmp_path / "speed-cpu.png").stat().st_size > 1000
     out = capsys.readouterr().out
-    assert "gdc / GrabCut =" in out and "one core busy" in out and "jobs/s" in out and "time grows as pixels^" in out
+    assert "gdc / GrabCut =" in out and "one core busy" in out and "jobs/s" in out and "time grows as n/a" in out
     assert "page click to mask" in out and "HTTP round trip" in out
 
 

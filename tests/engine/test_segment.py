@@ -126,8 +126,17 @@ def test_grey_images_are_accepted(scene2, device):
 def test_large_images_run_at_a_working_size_and_come_back_full_size(scene2, device):
     image, truth, scribbles = scene2
     result = segment(image, scribbles, SegmentOptions(device=device, max_pixels=10_000))
+    # The labels read the head's probabilities along their borders alone; the rest come when first read.
+    assert "edges" in result.timings and "upsample" not in result.timings
     assert result.labels.shape == truth.shape and result.probabilities.shape[1:] == truth.shape
+    assert "upsample" in result.timings
     assert score(result.labels, truth)[0] > 0.65
+    # Made to agree with the edge-aware labels, the head's entropy kept.
+    classes = np.asarray(result.classes)
+    assert np.array_equal(classes[result.probabilities.argmax(0)], result.labels)
+    np.testing.assert_allclose(result.probabilities.sum(0), 1, atol=1e-5)
+    entropy = -(result.probabilities * np.log(np.maximum(result.probabilities, 1e-30))).sum(0) / math.log(len(classes))
+    np.testing.assert_allclose(result.uncertainty, entropy.clip(0, 1), atol=1e-4)
 
 
 def test_working_size_keeps_the_aspect_and_the_pixel_budget():
