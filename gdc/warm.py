@@ -124,7 +124,9 @@ class WarmStart:
             state = {}
             for entry, value in stored.get(name, {}).items():
                 value = torch.tensor(value)  # a copy: the optimiser updates its state in place
-                if entry != "step":  # the step count stays a CPU scalar, as the optimiser keeps it
+                if entry == "step":  # a CPU scalar, as the optimiser keeps it; a fused one keeps it beside the weight
+                    value = value.to(weight.device) if optimiser.defaults.get("fused") else value
+                else:
                     if name in per_class:
                         value = self._class_rows(value, torch.zeros(weight.shape), classes)
                     value = value.to(device=weight.device, dtype=weight.dtype)
