@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import gdc.engine
 from gdc.engine import segment
 from gdc.options import SegmentOptions
 from gdc.threads import DEFAULT_THREADS
@@ -41,3 +42,20 @@ def test_a_count_given_to_segment_is_used(scene2, caller_threads):
 def test_a_count_the_process_chose_is_kept(scene2, caller_threads):
     set_threads(3)  # as `gdc --threads 3` and the workers do
     assert threads_while_segmenting(scene2) == 3
+
+
+def test_probabilities_read_after_segment_come_on_its_count(scene2, caller_threads, monkeypatch):
+    """A shrunk image's full-resolution probabilities are computed when first read, still on segment()'s count."""
+    image, _, scribbles = scene2
+    seen = []
+    upsample = gdc.engine.full_resolution
+
+    def watched(*args):
+        seen.append(torch.get_num_threads())
+        return upsample(*args)
+
+    monkeypatch.setattr("gdc.engine.full_resolution", watched)
+    result = segment(image, scribbles, TINY.model_copy(update={"edges": True, "max_pixels": 10_000}), threads=3)
+    assert seen == []
+    assert result.probabilities.shape[1:] == image.shape[:2]
+    assert seen == [3] and torch.get_num_threads() == caller_threads
