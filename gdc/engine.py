@@ -180,10 +180,7 @@ def segment(
             with hooks.timed("edges"):
                 top = edges_step(image, probabilities, top, marks, options.edge_strength)
             hooks.report("edges", 1, 1)
-
-        def details() -> tuple[np.ndarray, np.ndarray]:
-            return probabilities, uncertainty
-
+        details = partial(_computed, probabilities, uncertainty)
     labels = np.asarray(classes, dtype=np.uint8)[top]
 
     return SegmentResult(
@@ -218,6 +215,11 @@ def edges_step(image: np.ndarray, probabilities: np.ndarray, top: np.ndarray, ma
     refined = edge_aware_labels(image, probabilities, marks, strength)
     make_consistent(probabilities, refined, top)
     return refined
+
+
+def _computed(probabilities: np.ndarray, uncertainty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Details computed with the labels (a partial of this, unlike a closure, pickles with its result)."""
+    return probabilities, uncertainty
 
 
 def _consistent_details(

@@ -1,4 +1,5 @@
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -230,3 +231,14 @@ def test_edge_step_off_gives_the_heads_argmax_and_on_keeps_its_values(scene3, de
     np.testing.assert_array_equal(on.labels, classes[on.probabilities.argmax(0)])
     np.testing.assert_array_equal(np.sort(on.probabilities, 0), np.sort(off.probabilities, 0))
     np.testing.assert_array_equal(on.uncertainty, off.uncertainty)
+
+
+@pytest.mark.parametrize("max_pixels", [1_000_000, 10_000], ids=["at its size", "shrunk"])
+def test_a_result_pickles_whole(scene2, max_pixels):
+    """Results cross process boundaries (a pool of workers): a shrunk image's details come along uncomputed."""
+    image, _, scribbles = scene2
+    result = segment(image, scribbles, SegmentOptions(max_pixels=max_pixels, **FAST))
+    copy = pickle.loads(pickle.dumps(result))
+    assert np.array_equal(copy.labels, result.labels) and copy.classes == result.classes
+    np.testing.assert_array_equal(copy.probabilities, result.probabilities)
+    np.testing.assert_array_equal(copy.uncertainty, result.uncertainty)
