@@ -13,7 +13,7 @@ holds, per field:
 The mask and timings are stored first (:func:`save_mask`), with the warm start, and a waiter is woken
 through ``gdc:ready:<id>``; the other fields follow (:func:`encode_details`, :func:`save_result`)
 before the job succeeds. A person waiting on the mask gets it without waiting for the rest: 35-50 ms
-on a photo here, 1.5 s on a 12 MP one.
+on a photo here, 2.3-3.3 s on a 12 MP one (whose probabilities are brought to full size then).
 
 Size per job in Redis: the image file and scribble PNG, plus results of at most about
 H*W*(K + 2) bytes before compression. The PNGs are :func:`gdc.imageio.encode_png`'s (each row

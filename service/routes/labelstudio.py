@@ -27,8 +27,8 @@ from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, UNREADABLE_JSON, error
 from ..submit import wait_for_end
 
 MODEL_VERSION = f"gdc-{version('gdc')}"
-# A prediction's score needs the job's uncertainty, stored after its mask (1.5 s after it for a 12 MP photo);
-# past this the score is 0.
+# A prediction's score needs the job's uncertainty, stored after its mask (2.3-3.3 s after it for a 12 MP photo on
+# the 2-core CPU); past this the score is 0.
 UNCERTAINTY_WAIT_SECONDS = 10.0
 
 router = APIRouter(
