@@ -91,18 +91,25 @@ class SegmentOptions(RefusesUnknown):
         8, "stochastic passes averaged at inference (the paper: 50; 8 scored as 20)", request=True, ge=1, le=1000
     )
     # A refine's head starts trained, so it needs few steps and fewer samples. It stops once its strokes are fitted:
-    # a median of 3-7 steps (benchmarks/RESULTS.md, 8); refine_steps bounds the strokes that contradict the head.
+    # a median of 1-3 steps on the data sets' strokes, 5-7 on the web page's painted ones (benchmarks/RESULTS.md, 17);
+    # refine_steps bounds the strokes that contradict the head.
     refine_steps: int = option(
         20, "most optimiser steps of a refine: a round started from a previous one's head on the same image",
         request=True, ge=0, le=1000,
     )
     refine_stop_loss: float = option(
-        0.15, "a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
+        0.12, "a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
         "refine_steps",
         request=True, ge=0.0, le=10.0,
     )
     refine_samples: int = option(6, "stochastic passes averaged at inference in a refine", request=True, ge=1, le=1000)
     refine_lr: float = option(0.003, "learning rate of a refine", gt=0.0, le=1.0)
+    # The optimiser's state goes on from the previous round, momentum included: at 0.9 it carries a refine past the
+    # new strokes' fit and back again. At 0.5 a refine fits them in half the steps, which affords a lower stop
+    # (0.12, from 0.15) and scores as 20 steps and 20 samples did before issue 26 (benchmarks/RESULTS.md, 17).
+    refine_momentum: float = option(
+        0.5, "momentum of a refine (Adam's β1, SGD's momentum); a round from scratch uses momentum", ge=0.0, lt=1.0
+    )
     sigma: float = option(
         0.2, "Σ: offset spread as a fraction of the short side", request=True, reused=True, ge=0.0, le=1.0
     )
@@ -110,7 +117,7 @@ class SegmentOptions(RefusesUnknown):
         "adam", "optimiser of the head: Adam, or SGD with momentum as the paper (lr 0.01 there)"
     )
     lr: float = option(0.003, "learning rate (Adam: 0.003 beat 0.002, 0.005 and 0.01)", gt=0.0, le=1.0)
-    momentum: float = option(0.9, "SGD momentum", ge=0.0, lt=1.0)
+    momentum: float = option(0.9, "momentum: SGD's, or Adam's β1 (the decay of its mean gradient)", ge=0.0, lt=1.0)
     feature_stride: Literal[2, 4] = option(
         4, "train on a grid of 1/4 the input size (the stem's native one), or 1/2 as the paper", reused=True
     )

@@ -3,10 +3,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from gdc.engine import segment
 from gdc.evaluate import score
 from gdc.options import SegmentOptions
+from gdc.training import start_head
 from gdc.warm import WarmStart
 
 FAST = dict(steps=10, samples=4)
@@ -67,6 +69,21 @@ def test_a_refine_goes_on_with_the_previous_optimiser(scene2, first_round, devic
     assert refined.warm_start.optimiser["fuse.weight/step"] == FAST["steps"] + 3
     moments = first_round.warm_start.optimiser["fuse.weight/exp_avg_sq"]
     assert moments.shape == first_round.warm_start.head["fuse.weight"].shape and moments.any()
+
+
+@pytest.mark.parametrize(
+    "optimiser, momentum_of", [("adam", lambda group: group["betas"][0]), ("sgd", lambda group: group["momentum"])]
+)
+def test_a_refine_trains_at_its_own_rate_and_momentum(first_round, device, optimiser, momentum_of):
+    options = SegmentOptions(
+        device=device, optimiser=optimiser, lr=0.01, momentum=0.8, refine_lr=0.002, refine_momentum=0.4
+    )
+    started = {}
+    for name, reuse in (("cold", None), ("refine", first_round.warm_start)):
+        _, made = start_head(first_round.classes, options, torch.Generator(device), torch.device(device), reuse)
+        group = made.param_groups[0]
+        started[name] = (group["lr"], momentum_of(group))
+    assert started == {"cold": (0.01, 0.8), "refine": (0.002, 0.4)}
 
 
 def test_a_warm_start_without_optimiser_state_still_refines(scene2, first_round, device):
