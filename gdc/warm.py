@@ -5,7 +5,9 @@ features depend on the image alone, and the head trained on the first strokes is
 better start than a random one, so a refine reuses all three and trains on until the new
 strokes are fitted (``SegmentOptions.refine_stop_loss``, at most ``refine_steps``) instead
 of ``steps``. It goes on with the optimiser's state too: a fresh Adam's first steps move
-every weight by the full learning rate, which undid part of what the head had learnt.
+every weight by the full learning rate, which undid part of what the head had learnt. Its
+momentum is lower in a refine (``refine_momentum``), so that what the last round's strokes built
+up does not carry the head past the new ones.
 
 A :class:`WarmStart` is plain numpy arrays, so it travels as bytes (:meth:`to_bytes`) to
 whichever worker runs the next round. Its size is bounded by the working size
