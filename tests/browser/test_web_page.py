@@ -443,3 +443,34 @@ def test_label_png_encoder_matches_pillow(scribbler):
     image = Image.open(io.BytesIO(bytes(encoded)))
     assert (image.mode, image.size) == ("L", (width, height))
     assert np.array_equal(np.asarray(image).ravel(), (np.arange(width * height) * 7) % 256)
+
+
+def test_label_map_counts_its_classes_and_versions_every_change(scribbler):
+    """The page's label map: the classes painted, counted as pixels change, and a version that moves with them."""
+    steps = scribbler.page.evaluate(
+        """async () => {
+            const { LabelMap } = await import("./static/labelmap.js");
+            const map = new LabelMap(40, 30);
+            const distinct = () => new Set(map.values.filter((value) => value > 0)).size;
+            const steps = [];
+            const record = (name) => steps.push([name, map.classCount, distinct(), map.version]);
+            const stroke = (value, a, b) => { map.begin(value); map.line(a, b, 5); map.end(); record(`paint ${value}`); };
+            record("empty");
+            stroke(1, [2, 2], [30, 2]);
+            stroke(2, [2, 20], [30, 20]);
+            stroke(2, [2, 20], [30, 20]);  // the same pixels again: nothing changes
+            stroke(3, [10, 0], [10, 29]);  // crosses both
+            stroke(0, [0, 2], [39, 2]);  // erases class 1
+            map.undo(); record("undo");
+            map.redo(); record("redo");
+            map.clear(); record("clear");
+            map.undo(); record("undo clear");
+            return steps;
+        }"""
+    )
+    names = [name for name, *_ in steps]
+    counted = [count for _, count, _, _ in steps]
+    assert counted == [distinct for _, _, distinct, _ in steps], steps
+    assert counted == [0, 1, 2, 2, 3, 2, 3, 2, 0, 2], steps
+    moved = [later > earlier for (*_, earlier), (*_, later) in zip(steps, steps[1:])]
+    assert moved == [True, True, False, True, True, True, True, True, True], list(zip(names[1:], moved))
