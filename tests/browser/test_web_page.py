@@ -454,7 +454,12 @@ def test_label_map_counts_its_classes_and_versions_every_change(scribbler):
             const distinct = () => new Set(map.values.filter((value) => value > 0)).size;
             const steps = [];
             const record = (name) => steps.push([name, map.classCount, distinct(), map.version]);
-            const stroke = (value, a, b) => { map.begin(value); map.line(a, b, 5); map.end(); record(`paint ${value}`); };
+            const stroke = (value, a, b) => {
+                map.begin(value);
+                map.line(a, b, 5);
+                map.end();
+                record(`paint ${value}`);
+            };
             record("empty");
             stroke(1, [2, 2], [30, 2]);
             stroke(2, [2, 20], [30, 20]);
