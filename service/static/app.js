@@ -39,7 +39,6 @@ const state = {
   job: null, // the job whose result is shown: the next round refines it
   result: null, // its mask values
   uncertainty: null, // its uncertainty map, fetched when first shown
-  png: null, // { labels, version, blob }: the scribbles' PNG, as scribblesPng() last encoded it
 };
 
 // ---- messages ----------------------------------------------------------------------------
@@ -339,24 +338,9 @@ function showProgress(job) {
   else if (job.status === "running") setStatus(phase ? `Running: ${phase} ${step}/${total}` : "Running");
 }
 
-/**
- * The scribbles as a grey PNG (a promise of its Blob), encoded once per version of the label map.
- * Each edit starts encoding its version, so a round's upload need not wait for it: in the page
- * the encoding took 12-14 ms of the way from the Segment button to the request.
- */
-function scribblesPng() {
-  const { labels, png } = state;
-  if (png?.labels !== labels || png.version !== labels.version) {
-    // encodeGreyPng copies the values before it first awaits, so later strokes cannot reach this version's PNG.
-    state.png = { labels, version: labels.version, blob: encodeGreyPng(labels.width, labels.height, labels.values) };
-  }
-  return state.png.blob;
-}
-
 /** After every edit of the scribbles: in live mode, segment once they rest for LIVE_DELAY_MS. */
 function scribblesChanged() {
   updateControls();
-  if (state.labels) scribblesPng();
   clearTimeout(state.liveTimer);
   if ($("live").checked && state.labels) state.liveTimer = setTimeout(guarded(segmentLive), LIVE_DELAY_MS);
 }
@@ -426,10 +410,11 @@ async function segment() {
  * image goes up again and the job runs from scratch.
  */
 async function submit(previous) {
+  const { width, height, values } = state.labels;
   const form = new FormData();
   if (previous) form.append("previous", previous);
   else form.append("image", state.file, state.file.name || "pasted.png");
-  form.append("scribbles", await scribblesPng(), "scribbles.png");
+  form.append("scribbles", await encodeGreyPng(width, height, values), "scribbles.png");
   for (const control of $("option-fields").querySelectorAll("input, select")) {
     if (control.type === "checkbox") form.append(control.name, String(control.checked));
     else if (control.value !== "") form.append(control.name, control.value);

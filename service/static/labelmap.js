@@ -14,7 +14,6 @@ export class LabelMap {
     this.values = new Uint8Array(width * height);
     this.counts = new Uint32Array(256); // pixels per value
     this.counts[0] = width * height;
-    this.version = 0; // changes with every pixel that does: what was derived from an older version is stale
     this.historyLimit = historyLimit;
     this.done = [];
     this.undone = [];
@@ -43,7 +42,6 @@ export class LabelMap {
     this.counts[this.values[index]]--;
     this.counts[value]++;
     this.values[index] = value;
-    this.version++;
   }
 
   /** Start a stroke that sets pixels to `value` (0 erases). */
@@ -103,7 +101,6 @@ export class LabelMap {
     this.values.fill(0);
     this.counts.fill(0);
     this.counts[0] = this.values.length;
-    this.version++;
     this.record(edit);
     return true;
   }
