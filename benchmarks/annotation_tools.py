@@ -32,7 +32,7 @@ from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.converter import brush
 from redis import Redis
 
-from gdc.evaluate import load_dataset, score, score_labels
+from apps.evaluate import load_dataset, score, score_labels
 from service.labelstudio import task_key
 
 REPO = Path(__file__).resolve().parents[1]

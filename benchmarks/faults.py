@@ -18,8 +18,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from tests.reliability.hosts import GdcOnHosts, why_no_namespaces
-from tests.reliability.network_faults import (
+from .hosts import GdcOnHosts, why_no_namespaces
+from .network_faults import (
     SETTINGS,
     SLOW_NETWORK_SETTINGS,
     TABLE_HEADER,

@@ -20,8 +20,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from apps.evaluate import load_dataset, score
 from gdc.engine import segment
-from gdc.evaluate import load_dataset, score
 from gdc.options import SegmentOptions
 
 
@@ -50,7 +50,7 @@ def main() -> None:
             upscaled(sample.scribbles, size, Image.Resampling.NEAREST),
             SegmentOptions(seed=0),
         )
-        # Scribble value k+1 is class k, as the ground truth numbers them (gdc.evaluate).
+        # Scribble value k+1 is class k, as the ground truth numbers them (apps.evaluate).
         miou, _ = score((result.labels - 1).astype(np.uint8), upscaled(sample.truth, size, Image.Resampling.NEAREST))
         rows.append(dict(name=sample.name, miou=miou, edges=result.timings["edges"]))
         print(f"{sample.name}: mIoU {100 * miou:.2f}, edges {result.timings['edges']:.2f} s", flush=True)

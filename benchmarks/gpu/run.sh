@@ -48,7 +48,7 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 photo=$data/images/image_0003_9020.jpg
 photo_scribbles=$data/scribbles/image_0003_9020.png
-gdc=("$py" -m gdc.cli)
+gdc=("$py" -m apps.cli)
 
 wanted() { [[ ",$steps," == *",$1,"* ]]; }
 # step NAME SECONDS COMMAND...: run it under a time limit, its output into log.txt.

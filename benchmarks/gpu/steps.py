@@ -32,7 +32,7 @@ def read_photo(photo: str, scribbles: str):
 
 def photo_time(args: argparse.Namespace) -> int:
     """Median wall time of segment() on one photo, after a warm-up, and its median phases; into SPEED_JSON."""
-    from gdc.arguments import engine_options
+    from apps.arguments import engine_options
     from gdc.engine import segment
 
     image, scribbles = read_photo(args.photo, args.scribbles)
@@ -91,7 +91,7 @@ def profile(args: argparse.Namespace) -> int:
     import torch
     from torch.profiler import ProfilerActivity
 
-    from gdc.arguments import engine_options
+    from apps.arguments import engine_options
     from gdc.engine import segment
 
     image, scribbles = read_photo(args.photo, args.scribbles)
@@ -166,7 +166,7 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gdc.arguments import add_engine_options
+    from apps.arguments import add_engine_options
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     steps = parser.add_subparsers(dest="step", required=True)

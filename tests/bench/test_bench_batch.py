@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from gdc.bench.batch import _quality
-from gdc.cli import main
+from apps.cli import main
+from benchmarks.batch import _quality
 from gdc.imageio import encode_png
 
 TINY = ["--", "--steps=0", "--samples=1", "--superpixel-size=0"]

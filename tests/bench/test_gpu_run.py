@@ -5,10 +5,10 @@ The run itself needs the device; ``GDC_GPU_DRY_RUN=1 benchmarks/gpu/run.sh`` tri
 import importlib.util
 import json
 import re
-import tomllib
 from importlib.metadata import version
 
 import pytest
+import tomllib
 
 from tests.conftest import REPO
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gdc.bench import peers
-from gdc.bench.peers import METHODS, Method
-from gdc.evaluate import Sample, score
+from apps.evaluate import Sample, score
+from benchmarks import peers
+from benchmarks.peers import METHODS, Method
 
 
 def require(method: Method) -> None:

@@ -8,42 +8,26 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
-from gdc.bench.page import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import free_port, stop_process
+from apps import launch
+from apps.launch import free_port, stop
+from benchmarks.page import CHROMIUM, CHROMIUM_ARGS
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-START_SECONDS = 180  # the worker imports torch and loads the stem before it counts as live
-
-def _wait_until(url: str, processes: list[subprocess.Popen]) -> None:
-    """Poll ``url`` until it answers 200; fail early if one of ``processes`` died."""
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args} exited with {process.returncode} before {url} was ready")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} was not ready after {START_SECONDS} s")
 
 
-def _start_api(redis_url: str, **settings: str) -> tuple[subprocess.Popen, str]:
+def start_api(redis_url: str, **settings: str) -> tuple[subprocess.Popen, str]:
+    """The API alone on ``redis_url`` with ``settings`` as GDC_* variables, and its URL, once it answers."""
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, **{f"GDC_{name.upper()}": value for name, value in settings.items()}}
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1", "--port", str(port)]
-    return subprocess.Popen(command, env=env), f"http://127.0.0.1:{port}"
+    api, url = launch.start_api(port, env=env), f"http://127.0.0.1:{port}"
+    launch.wait_ready(url, workers=0, processes=[api])
+    return api, url
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +44,13 @@ def live_server(redis_url: str) -> Iterator[str]:
     from service.serve import start_worker
 
     worker = start_worker(redis_url)
-    api, url = _start_api(redis_url)
+    api, url = start_api(redis_url)
     try:
-        _wait_until(f"{url}/readyz", [worker, api])
+        launch.wait_ready(url, processes=[worker, api])
         yield url
     finally:
-        stop_process(api)
-        stop_process(worker)
+        stop(api)
+        stop(worker)
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +61,11 @@ def api_key() -> str:
 @pytest.fixture(scope="module")
 def keyed_server(redis_url: str, live_server: str, api_key: str) -> Iterator[str]:
     """A second API on the same Redis (so the same worker) that wants ``X-API-Key: api_key``."""
-    api, url = _start_api(redis_url, api_keys=api_key)
+    api, url = start_api(redis_url, api_keys=api_key)
     try:
-        _wait_until(f"{url}/healthz", [api])
         yield url
     finally:
-        stop_process(api)
+        stop(api)
 
 
 # Module scope, not session: playwright's sync API keeps an event loop running on this thread while it

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.conftest import _start_api, _wait_until
-from tests.conftest import stop_process
+from apps.launch import stop
+from tests.browser.conftest import start_api
 
 # ReDoc's "API docs by Redocly" footer always asks for this logo and hides it when it fails.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
@@ -22,12 +22,11 @@ expect = pytest.importorskip(
 
 @pytest.fixture(scope="module")
 def api_alone(redis_url: str) -> Iterator[str]:
-    api, url = _start_api(redis_url)
+    api, url = start_api(redis_url)
     try:
-        _wait_until(f"{url}/healthz", [api])
         yield url
     finally:
-        stop_process(api)
+        stop(api)
 
 
 def test_painting_starts_in_the_first_foreground_class(open_page, api_alone):

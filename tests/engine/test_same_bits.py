@@ -29,7 +29,7 @@ import torch
 
 from gdc.engine import segment
 from gdc.options import SegmentOptions
-from tests.engine.conftest import make_scene
+from tests.conftest import make_scene
 
 RECORDED = Path(__file__).with_name("same_bits.json")
 # 96 x 128 is over the smallest max_pixels (10,000), so the cold run shrinks, upsamples, and labels at the working size

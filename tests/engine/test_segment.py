@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from gdc.errors import Cancelled, InputError
-from gdc.evaluate import score
-from gdc.options import HEAD_CONVS, SegmentOptions
+from apps.evaluate import score
 from gdc.engine import segment
+from gdc.errors import Cancelled, InputError
 from gdc.features import cached_stem
+from gdc.options import HEAD_CONVS, SegmentOptions
 from gdc.sampling import full_resolution
 from gdc.scribbles import block_counts, shrink, working_size
 from gdc.training import class_weights, head_dtype

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from apps.evaluate import score
 from gdc.engine import segment
-from gdc.evaluate import score
 from gdc.options import SegmentOptions
 from gdc.training import start_head
 from gdc.warm import WarmStart

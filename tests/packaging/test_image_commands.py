@@ -15,8 +15,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from apps.launch import free_port, stop
 from service.serve import KEEP_ALIVE_SECONDS
-from tests.conftest import free_port, idle_connection_answers, process_env, stop_process, wait_for
+from tests.conftest import idle_connection_answers, process_env, wait_for
 from tests.packaging.docker_files import Dockerfile
 
 # The finders, wrapped so that a module the image lacks is found by none of them: importing it
@@ -129,7 +130,7 @@ def run_until_healthy(image: Image, timeout: float) -> subprocess.Popen:
     try:
         wait_for(healthy, timeout, f"the {image.stage} health check to pass", every=0.5)
     finally:
-        stop_process(process, timeout=30)
+        stop(process, timeout=30)
     return process
 
 
@@ -140,7 +141,7 @@ def test_the_images_leave_out_what_they_do_not_install(dockerfile):
 
 
 def _parse_gdc(arguments: list[str]) -> None:
-    from gdc.cli import build_parser
+    from apps.cli import build_parser
 
     build_parser().parse_args(arguments)
 
@@ -177,7 +178,7 @@ def test_api_keeps_idle_connections_as_gdc_serve_does(dockerfile, redis_url, tmp
         wait_for(api.healthy, 60, "the API image to be healthy", every=0.5)
         assert idle_connection_answers(port, idle=6) == 200
     finally:
-        stop_process(process, timeout=30)
+        stop(process, timeout=30)
 
 
 def test_worker_registers_and_its_health_check_follows_it(dockerfile, redis_url, tmp_path):

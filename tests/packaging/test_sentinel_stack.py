@@ -16,11 +16,12 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
+from apps.launch import free_port
+from benchmarks.tiny import tiny_image, tiny_scribbles
 from gdc.client import ApiError, ServerUnreachable
 from gdc.imageio import encode_png
-from tests.conftest import free_port, wait_for
+from tests.conftest import wait_for
 from tests.packaging.test_stack import MISSING, WORKERS, Stack, docker, follow, succeeded
-from tests.reliability.conftest import tiny_image, tiny_scribbles
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 SENTINEL_PORTS = ("SENTINEL_PORT_1", "SENTINEL_PORT_2", "SENTINEL_PORT_3")

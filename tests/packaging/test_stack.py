@@ -22,9 +22,10 @@ import httpx
 import numpy as np
 import pytest
 
+from apps.launch import free_port
 from gdc.client import ApiError, Client, ServerUnreachable
 from gdc.imageio import read_labels
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, wait_for
 from tests.packaging.conftest import IMAGES
 from tests.service.test_readme import README_SERVER, curl_block
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from benchmarks.tiny import HEIGHT, WIDTH, tiny_image, tiny_scribbles
 from gdc.imageio import encode_png
-from tests.reliability.conftest import HEIGHT, WIDTH, tiny_image, tiny_scribbles
 
 
 @dataclass

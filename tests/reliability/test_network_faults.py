@@ -1,6 +1,6 @@
 """Losing a host with jobs in flight: Redis primary, a worker's link, the API's link, and a slow lossy network.
 
-Every part runs on a host of its own (a network namespace, :mod:`tests.reliability.hosts`);
+Every part runs on a host of its own (a network namespace, :mod:`benchmarks.hosts`);
 Redis is a primary, a replica and three Sentinels. Each test runs a ``gdc batch`` of tiny
 jobs through one fault and wants every image labelled once: no job lost, none sent twice.
 Needs root, ``ip netns`` and ``/dev/net/tun`` (CI has them). Figures print with ``-s``; the long runs are ``python -m benchmarks.faults``.
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.hosts import GdcOnHosts, why_no_namespaces
-from tests.reliability.network_faults import (
+from benchmarks.hosts import GdcOnHosts, why_no_namespaces
+from benchmarks.network_faults import (
     SETTINGS,
     SLOW_NETWORK_SETTINGS,
     TABLE_HEADER,

@@ -16,8 +16,8 @@ from redis import Redis
 from rq import Queue
 from starlette.routing import Mount, Route
 
+from benchmarks.tiny import QUICK, tiny_upload
 from service.app import create_app
-from tests.reliability.conftest import QUICK, tiny_upload
 from worker.jobs import SEGMENT_TASK, new_job_id, open_queue
 
 KEY = "reliability-key"

@@ -15,9 +15,9 @@ from pycocotools.coco import COCO
 from redis import Redis
 from rq import Worker
 
-from gdc import batch
-from gdc.batch import jobs_submitted
-from gdc.cli import main
+from apps import batch
+from apps.batch import jobs_submitted
+from apps.cli import main
 from gdc.client import ServerUnreachable
 from gdc.imageio import encode_png, read_labels
 from tests.conftest import REPO, process_env, wait_for
@@ -83,7 +83,7 @@ def test_a_run_killed_halfway_goes_on_and_runs_every_image_once(live, coffee, tm
     out = tmp_path / "out"
     command = ["batch", str(images), str(scribbles), "-o", str(out), "--server", live.url, "--concurrency", "2", *FAST_FLAGS]
     before = jobs_run(live.redis_url)
-    first = subprocess.Popen([sys.executable, "-m", "gdc.cli", *command], env=process_env(), cwd=REPO)
+    first = subprocess.Popen([sys.executable, "-m", "apps.cli", *command], env=process_env(), cwd=REPO)
     try:
         wait_for(lambda: (out / "journal.jsonl").exists() and '"done"' in (out / "journal.jsonl").read_text(), 120, "a first image")
     finally:
@@ -108,7 +108,7 @@ def test_a_batch_on_a_server_needs_no_torch_here(live, coffee, tmp_path):
     code = (
         "import sys\n"
         "sys.modules['torch'] = None  # importing it fails, as on the base install\n"
-        "from gdc.cli import main\n"
+        "from apps.cli import main\n"
         f"sys.exit(main({command!r}))\n"
     )
     subprocess.run([sys.executable, "-c", code], env=process_env(), cwd=REPO, check=True)
@@ -157,7 +157,7 @@ def test_a_local_process_runs_the_threads_asked_and_leaves_ctrl_c_to_the_parent(
     import torch
 
     monkeypatch.setattr("gdc.torch_threads._chosen", None)  # the process's choice, put back after the test
-    from gdc.batch import _start_local_process
+    from apps.batch import _start_local_process
 
     threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGINT)
     try:

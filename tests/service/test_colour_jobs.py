@@ -68,7 +68,7 @@ def test_gdc_submit_writes_the_mask_of_colour_scribbles_in_their_colours(live, c
     for name in ("image", "scribbles"):
         (tmp_path / upload[name][0]).write_bytes(upload[name][1])
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in FAST.items()]
-    command = [sys.executable, "-m", "gdc.cli", "submit", str(tmp_path / "coffee.png"), str(tmp_path / "strokes.png")]
+    command = [sys.executable, "-m", "apps.cli", "submit", str(tmp_path / "coffee.png"), str(tmp_path / "strokes.png")]
     done = subprocess.run(
         [*command, "--server", live.url, "-o", str(tmp_path / "mask.png"), *flags],
         cwd=REPO,

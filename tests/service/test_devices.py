@@ -193,7 +193,7 @@ def test_auto_without_a_gpu_is_an_error(make_settings):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
 def test_an_auto_worker_on_a_host_without_gpus_says_so(redis_url):
-    command = [sys.executable, "-m", "gdc.cli", "worker", "--redis", redis_url, "--device", "cuda:auto", "--burst"]
+    command = [sys.executable, "-m", "apps.cli", "worker", "--redis", redis_url, "--device", "cuda:auto", "--burst"]
     done = subprocess.run(command, env=process_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "cannot use device 'cuda:auto': no CUDA device is visible" in done.stderr

@@ -195,7 +195,7 @@ def test_gdc_submit_command(live, coffee, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "gdc.cli",
+        "apps.cli",
         "submit",
         str(image),
         str(scribbles),

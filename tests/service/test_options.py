@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from gdc.arguments import add_engine_options, engine_options
-from gdc.batch import server_options
+from apps.arguments import add_engine_options, engine_options
+from apps.batch import server_options
 from gdc.errors import InputError
 from gdc.options import SegmentOptions, option, reused_options
 from gdc.warm import fingerprint

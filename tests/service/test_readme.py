@@ -72,7 +72,7 @@ def test_the_python_blocks_run_as_pasted(readme_server, pasted_at_root):
 
 
 def test_the_command_line_block_runs_as_pasted(readme_server, pasted_at_root):
-    from gdc.cli import build_parser
+    from apps.cli import build_parser
 
     (block,) = fenced("Command line", "bash")
     commands = [line.split("  #")[0].strip() for line in block.replace("\\\n", "").splitlines()]
@@ -87,7 +87,7 @@ def test_the_command_line_block_runs_as_pasted(readme_server, pasted_at_root):
         words = [readme_server.url if word == README_SERVER else job if word == "JOB" else word for word in words]
         if words[0] == "submit" and "--server" not in words:
             words += ["--server", readme_server.url]
-        done = run_pasted([sys.executable, "-m", "gdc.cli", *words], pasted_at_root)
+        done = run_pasted([sys.executable, "-m", "apps.cli", *words], pasted_at_root)
         if words[0] == "submit":
             job = re.search(r"\(job ([0-9a-f]{32})", done.stdout).group(1)
     assert job is not None and "refining" in done.stdout  # the --previous line refined the first job

@@ -7,9 +7,9 @@ import pytest
 from pydantic import ValidationError
 from redis import Redis
 
+from benchmarks.tiny import tiny_upload
 from service.settings import Settings
 from tests.conftest import REPO, process_env
-from tests.reliability.conftest import tiny_upload
 from worker.jobs import connect, replicate
 
 
@@ -26,7 +26,7 @@ def test_a_sentinel_without_a_port_is_refused_by_name():
 
 @pytest.mark.parametrize("redis_url", [None, ""])  # REDIS_URL= is how a compose file clears it
 def test_a_worker_without_redis_or_sentinels_says_what_to_give(redis_url):
-    command = [sys.executable, "-m", "gdc.cli", "worker", "--burst"]
+    command = [sys.executable, "-m", "apps.cli", "worker", "--burst"]
     env = process_env() | ({} if redis_url is None else {"REDIS_URL": redis_url})
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2

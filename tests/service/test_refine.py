@@ -281,7 +281,7 @@ def test_python_client_and_gdc_submit_refine(live, coffee, tmp_path):
     image.write_bytes(encode_png(coffee))
     scribbles.write_bytes(encode_png(draw_scribbles(coffee.shape[:2], 3)))
     # With the image too: should the short-lived stack's job have expired meanwhile, it runs cold.
-    command = [sys.executable, "-m", "gdc.cli", "submit", str(image), str(scribbles), "--previous", second]
+    command = [sys.executable, "-m", "apps.cli", "submit", str(image), str(scribbles), "--previous", second]
     done = subprocess.run(
         command + ["--server", live.url, "-o", str(output)], cwd=REPO, capture_output=True, text=True, timeout=180
     )
@@ -289,7 +289,7 @@ def test_python_client_and_gdc_submit_refine(live, coffee, tmp_path):
     assert f"refining {second}" in done.stdout or "from scratch" in done.stdout
     assert read_labels(output.read_bytes()).shape == (120, 180)
     alone = subprocess.run(
-        [sys.executable, "-m", "gdc.cli", "submit", str(scribbles), "--server", live.url, "-o", str(output)],
+        [sys.executable, "-m", "apps.cli", "submit", str(scribbles), "--server", live.url, "-o", str(output)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -8,8 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from apps import launch
+from apps.launch import free_port
 from service.serve import KEEP_ALIVE_SECONDS
-from tests.conftest import REPO, free_port, idle_connection_answers, process_env, wait_for
+from tests.conftest import REPO, idle_connection_answers, process_env, wait_for
 
 
 def descendants(pid: int) -> set[int]:
@@ -32,18 +34,14 @@ def alive(pid: int) -> bool:
 
 def start_serve(port: int, workers: int = 1, output=subprocess.PIPE, **settings) -> subprocess.Popen:
     """``gdc serve`` on ``port``; its output (and its workers') to ``output``, which busy workers must not fill."""
-    command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    return subprocess.Popen(
-        command, env=process_env(**settings), cwd=REPO, stdout=output, stderr=subprocess.STDOUT, text=True
+    return launch.start_serve(
+        port, workers, env=process_env(**settings), cwd=REPO, stdout=output, stderr=subprocess.STDOUT, text=True
     )
 
 
 def answers(url: str) -> int | None:
     """The status code ``url`` answers with, or None while nothing listens."""
-    try:
-        return httpx.get(url, timeout=2).status_code
-    except httpx.HTTPError:
-        return None
+    return getattr(launch.answer(url), "status_code", None)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
@@ -87,7 +85,7 @@ def test_serve_with_redis_url_starts_the_api_alone(valkey_server):
 
 
 def test_worker_refuses_a_device_it_cannot_use(redis_url):
-    command = [sys.executable, "-m", "gdc.cli", "worker", "--redis", redis_url, "--device", "cuda:99", "--burst"]
+    command = [sys.executable, "-m", "apps.cli", "worker", "--redis", redis_url, "--device", "cuda:99", "--burst"]
     done = subprocess.run(command, env=process_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "gdc worker: error: cannot use device 'cuda:99'" in done.stderr

@@ -27,7 +27,7 @@ def test_gdc_submit_without_a_server_prints_one_line_and_exits_2(tmp_path):
     image.write_bytes(encode_png(np.zeros((16, 16, 3), np.uint8)))
     scribbles.write_bytes(encode_png(np.eye(16, dtype=np.uint8)))
     url = f"http://127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "gdc.cli", "submit", str(image), str(scribbles), "--server", url]
+    command = [sys.executable, "-m", "apps.cli", "submit", str(image), str(scribbles), "--server", url]
     done = subprocess.run(
         [*command, "-o", str(tmp_path / "mask.png"), "--superpixel-size", "50"],
         cwd=REPO,
@@ -43,14 +43,14 @@ def test_gdc_submit_without_a_server_prints_one_line_and_exits_2(tmp_path):
 
 def test_gdc_submit_flags_are_dashed_like_gdc_segment():
     done = subprocess.run(
-        [sys.executable, "-m", "gdc.cli", "submit", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "apps.cli", "submit", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert "--superpixel-size" in done.stdout and "--superpixel_size" not in done.stdout
 
 
 def test_gdc_submit_takes_every_option_a_request_may_set_and_no_other():
     done = subprocess.run(
-        [sys.executable, "-m", "gdc.cli", "submit", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "apps.cli", "submit", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert "--edges, --no-edges" in done.stdout and "--refine-samples" in done.stdout
     assert "--device" not in done.stdout and "--threads" not in done.stdout  # the worker's to choose
@@ -60,7 +60,7 @@ def test_gdc_submit_prints_a_refused_requests_detail_and_exits_2(live, tmp_path)
     image, scribbles = tmp_path / "image.png", tmp_path / "scribbles.png"
     image.write_bytes(encode_png(np.zeros((16, 16, 3), np.uint8)))
     scribbles.write_bytes(encode_png(np.eye(16, dtype=np.uint8)))
-    command = [sys.executable, "-m", "gdc.cli", "submit", str(image), str(scribbles), "--server", live.url]
+    command = [sys.executable, "-m", "apps.cli", "submit", str(image), str(scribbles), "--server", live.url]
     done = subprocess.run(
         [*command, "-o", str(tmp_path / "mask.png"), "--steps", "100000", "--no-edges"],
         cwd=REPO, capture_output=True, text=True, timeout=60,

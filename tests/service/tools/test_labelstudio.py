@@ -20,10 +20,10 @@ from gdc.errors import InputError
 from gdc.imageio import encode_png
 from service.labelstudio import LabelConfig, fetch_image, task_key
 from service.settings import Settings
-from worker.keys import Kind, key_for
 from tests.conftest import free_port
 from tests.service.conftest import draw_scribbles
 from tests.service.tools.conftest import GDC_KEY
+from worker.keys import Kind, key_for
 
 BRUSH_CONFIG = """
 <View>

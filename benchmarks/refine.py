@@ -40,7 +40,7 @@ def first_half(scribbles: np.ndarray) -> np.ndarray:
 
 def rounds(data_dir: str, scribbles: str, second: str | None, limit: int | None):
     """(sample, round-1 scribbles, round-2 scribbles) per photo."""
-    from ..evaluate import load_dataset
+    from apps.evaluate import load_dataset
 
     samples = list(load_dataset(data_dir, scribbles))[:limit]
     if second is None:
@@ -56,19 +56,19 @@ class InProcess:
         self.options = options
 
     def first(self, image, scribbles):
-        from ..engine import segment
+        from gdc.engine import segment
 
         result = segment(image, scribbles, self.options)
         return result.warm_start, result.labels, result.timings
 
     def cold(self, image, scribbles):
-        from ..engine import segment
+        from gdc.engine import segment
 
         result = segment(image, scribbles, self.options)
         return result.labels, result.timings
 
     def refine(self, previous, image, scribbles, setting: dict):
-        from ..engine import segment
+        from gdc.engine import segment
 
         result = segment(image, scribbles, self.options.model_copy(update=setting), previous=previous)
         assert result.warm, "the refine ran cold"
@@ -79,7 +79,7 @@ class ThroughService:
     """Rounds as jobs on a gdc server; the refine is a job with ``previous``."""
 
     def __init__(self, server: str) -> None:
-        from ..client import Client
+        from gdc.client import Client
 
         self.client = Client(server)
 
@@ -108,7 +108,7 @@ def setting_name(setting: dict) -> str:
 
 def measure(runner, photos, settings: list[dict], log) -> list[dict]:
     """Per photo: round 1, cold and warm round 2 (per refine setting), with engine seconds, steps and mIoU."""
-    from ..evaluate import score_labels
+    from apps.evaluate import score_labels
 
     rows = []
     for sample, first, both in photos:
@@ -175,7 +175,7 @@ def markdown(summary: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..arguments import engine_options
+    from apps.arguments import engine_options
 
     options = engine_options(args)
     settings = [
@@ -207,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from ..arguments import add_engine_options, comma_separated
-    from ..options import SegmentOptions
+    from apps.arguments import add_engine_options, comma_separated
+    from gdc.options import SegmentOptions
 
     parser = commands.add_parser("refine", help="a second round of strokes: refine (warm) against from scratch (cold)")
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")

@@ -1,7 +1,7 @@
 """``gdc bench peers``: gdc beside the scribble tools people use today (issue 7).
 
 Every method gets the same decoded image and scribbles, is timed per image (wall time
-of the call) in one run, and is scored by :func:`gdc.evaluate.score`. The peers are
+of the call) in one run, and is scored by :func:`apps.evaluate.score`. The peers are
 OpenCV's GrabCut, scikit-image's random walker and its trainable segmenter (a random
 forest on multiscale features, the recipe of ilastik's pixel classifier). Their
 libraries come with gdc's ``bench`` extra and are imported inside each peer.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arguments import at_least_one
-from ..evaluate import Sample, load_dataset, score_labels
+from apps.arguments import at_least_one
+from apps.evaluate import Sample, load_dataset, score_labels
 
 # (image (H, W, 3) uint8 RGB, scribbles (H, W) 0 unlabeled / one value per class)
 #   -> (H, W) label map holding the scribbles' values.
@@ -43,8 +43,8 @@ def scribble_values(scribbles: np.ndarray) -> np.ndarray:
 
 def gdc_labels(image: np.ndarray, scribbles: np.ndarray, seed: int = 0, **changes) -> np.ndarray:
     """gdc with its default options, or those with ``changes``, at ``seed``."""
-    from ..engine import segment
-    from ..options import SegmentOptions
+    from gdc.engine import segment
+    from gdc.options import SegmentOptions
 
     return segment(image, scribbles, SegmentOptions(seed=seed, **changes)).labels
 
@@ -270,7 +270,7 @@ def benchmark(
         notes=notes(rows, len(samples)),
     )
     if {"gdc", "gdc-no-edges"} & set(names):
-        from ..options import SegmentOptions
+        from gdc.options import SegmentOptions
 
         report["gdc_options"] = SegmentOptions().model_dump()
     return report

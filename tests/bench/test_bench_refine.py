@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from gdc.bench.refine import first_half
-from gdc.cli import main
+from apps.cli import main
+from benchmarks.refine import first_half
 
 
 def test_the_first_half_keeps_half_of_each_class_strokes_rounded_up():

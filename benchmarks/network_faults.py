@@ -1,4 +1,4 @@
-"""Losing a host with a ``gdc batch`` in flight, on :class:`~tests.reliability.hosts.GdcOnHosts`.
+"""Losing a host with a ``gdc batch`` in flight, on :class:`~benchmarks.hosts.GdcOnHosts`.
 
 Each fault runs a batch of tiny images from the client host and returns a :class:`FaultRun`:
 jobs submitted, label maps written, jobs lost (accepted, then unknown to the server: the
@@ -20,12 +20,13 @@ import numpy as np
 from rq.job import Job
 from rq.worker import Worker
 
-from gdc.batch import JOURNAL, jobs_submitted, journal_events
+from apps.batch import JOURNAL, jobs_submitted, journal_events
 from gdc.imageio import encode_png
-from tests.reliability.conftest import tiny_image, tiny_scribbles, tiny_upload
-from tests.reliability.hosts import API_PORT, GdcOnHosts, Hosts, python, wait_until
 from worker.jobs import connect, open_queue
 from worker.settings import QueueSettings
+
+from .hosts import API_PORT, GdcOnHosts, Hosts, python, wait_until
+from .tiny import tiny_image, tiny_scribbles, tiny_upload
 
 # Heartbeats every second, a lost worker's job retried after 3 s; a replica must hold each job
 # before POST /segment answers (GDC_REDIS_REPLICAS_TO_WAIT). Retries cover two faults in a row.
@@ -115,7 +116,7 @@ class BatchRun:
         self.count = images
         self.process = deployment.hosts.start(
             "client", name,
-            *python("-m", "gdc.cli", "batch", str(self.images), str(self.scribbles), "-o", str(self.out),
+            *python("-m", "apps.cli", "batch", str(self.images), str(self.scribbles), "-o", str(self.out),
                     "--server", deployment.url, "--concurrency", str(concurrency), *BATCH_OPTIONS),
         )
 

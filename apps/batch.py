@@ -32,12 +32,13 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from gdc.errors import InputError
+from gdc.options import SegmentOptions
+from gdc.threads import DEFAULT_THREADS, usable_cores
+
 from .arguments import add_engine_options, add_server_options, at_least_one, engine_options, given_options
 from .coco import coco_instances, read_class_names
-from .errors import InputError
 from .evaluate import IMAGE_SUFFIXES
-from .options import SegmentOptions
-from .threads import DEFAULT_THREADS, usable_cores
 
 JOURNAL = "journal.jsonl"
 # How often a thread waiting on a job looks whether the run was interrupted.
@@ -197,7 +198,7 @@ class ServerLabeller:
         self.stopping = threading.Event()
 
     def __call__(self, pair: Pair, digest: str) -> None:
-        from .client import ApiError, ServerUnreachable
+        from gdc.client import ApiError, ServerUnreachable
 
         journal = self.journal
         job_id = journal.jobs.get((pair.stem, digest))
@@ -226,7 +227,7 @@ class ServerLabeller:
     def _patiently(self, call, *args, **kwargs):
         """``call``'s answer, asked again while the server is busy (429), its Redis down (503) or it cannot be
         reached, until the run stops; other errors are the image's failure."""
-        from .client import ApiError, ServerUnreachable
+        from gdc.client import ApiError, ServerUnreachable
 
         while True:
             try:
@@ -256,7 +257,7 @@ def _start_local_process(threads: int) -> None:
 
     import torch._dynamo  # noqa: F401  imported by torch.optim on its first step: here once, not in a job
 
-    from .torch_threads import set_threads
+    from gdc.torch_threads import set_threads
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(threads)
@@ -264,8 +265,8 @@ def _start_local_process(threads: int) -> None:
 
 def label_locally(pair: Pair, options: dict, out_dir: Path) -> None:
     """Segment one pair with the engine in this process and write its label map."""
-    from .engine import segment
-    from .imageio import encode_png, read_image, read_labels
+    from gdc.engine import segment
+    from gdc.imageio import encode_png, read_image, read_labels
 
     result = segment(read_image(pair.image), read_labels(pair.scribbles), SegmentOptions(**options))
     write_atomically(out_dir / f"{pair.stem}.png", encode_png(result.labels))
@@ -273,7 +274,7 @@ def label_locally(pair: Pair, options: dict, out_dir: Path) -> None:
 
 def _failure(error: BaseException) -> dict:
     """Why an image failed, in one line, and the id of the job that failed, if one ran."""
-    from .client import ApiError, JobFailed
+    from gdc.client import ApiError, JobFailed
 
     if isinstance(error, JobFailed):
         return {"failed": str(error), "job": error.job["id"]}
@@ -334,7 +335,7 @@ class Batch:
         if before is not None and before != options:
             changed = sorted(name for name in {*before, *options} if before.get(name) != options.get(name))
             print(
-                f"gdc batch: the options differ from the last run's: "
+                "gdc batch: the options differ from the last run's: "
                 + ", ".join(f"{name} {before.get(name, 'unset')} -> {options.get(name, 'unset')}" for name in changed)
                 + "; images labelled under the old options are labelled again",
                 file=sys.stderr,
@@ -362,7 +363,7 @@ def server_client(server: str, api_key: str | None):
     leaves a full queue (429) to ServerLabeller._patiently, which also sees Ctrl-C between tries."""
     import httpx
 
-    from .client import Client
+    from gdc.client import Client
 
     timeout = httpx.Timeout(REQUEST_SECONDS, connect=CONNECT_SECONDS)
     return Client(server, api_key=api_key, timeout=timeout, busy_timeout=STOP_CHECK_SECONDS)

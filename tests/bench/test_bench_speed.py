@@ -5,9 +5,10 @@ import time
 import numpy as np
 import pytest
 
-from gdc.bench import page
-from gdc.bench.speed import PHASES, busy_core, growth_slope, test_scene as make_test_scene
-from gdc.cli import main
+from apps.cli import main
+from benchmarks import page
+from benchmarks.speed import PHASES, busy_core, growth_slope
+from benchmarks.speed import test_scene as make_test_scene
 
 
 def sized(megapixels: float, total: float) -> dict:
@@ -97,9 +98,9 @@ def test_bench_speed_needs_a_two_class_photo_for_grabcut(tiny_dataset, tmp_path,
 
 
 def test_phase_flops_follow_the_steps_and_samples_and_the_peak_is_positive():
-    from gdc.bench.speed import matmul_peak, phase_flops
+    from benchmarks.speed import matmul_peak, phase_flops
     from gdc.options import SegmentOptions
-    from tests.engine.conftest import make_scene
+    from tests.conftest import make_scene
 
     image, _, scribbles = make_scene(2)
     runs = [phase_flops(image, scribbles, SegmentOptions(steps=n, samples=n, edges=False)) for n in (2, 4, 6)]

@@ -35,11 +35,15 @@ import threading
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from redis import Redis
 
-from tests.conftest import REPO, process_env
+from apps.launch import process_env
+from apps.launch import wait_until as _wait_until
+
+from . import CHECKOUT
 
 SUBNET = "10.231.0"
 REDIS_PORT = 6379
@@ -311,7 +315,7 @@ class Hosts:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it; closed with the process
         process = subprocess.Popen(
             ["ip", "netns", "exec", self.netns(host), *command],  # ip execs the command: the pid is the command's
-            env=env or process_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env or process_env(), cwd=CHECKOUT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
         self.processes.append((name, process))
@@ -409,16 +413,8 @@ class RedisWithSentinels:
         )
 
 
-def wait_until(condition, timeout: float, what: str, every: float = 0.2):
-    """``condition()``'s first truthy answer; RuntimeError after ``timeout`` s (for scripts as well as tests)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with suppress(Exception):
-            if value := condition():
-                return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
+# A probe may fail while a fault lasts (a host cut off, a failover): that counts as "not yet".
+wait_until = partial(_wait_until, ignore=(Exception,))
 
 
 def python(*args: str) -> list[str]:
@@ -447,7 +443,7 @@ class GdcOnHosts:
             self.env = process_env(**settings)
             self.hosts.start(
                 "api", "api",
-                *python("-m", "gdc.cli", "serve", "--host", api, "--port", str(API_PORT),
+                *python("-m", "apps.cli", "serve", "--host", api, "--port", str(API_PORT),
                         "--redis-sentinels", self.redis.sentinels),
                 env=self.env,
             )
@@ -461,7 +457,7 @@ class GdcOnHosts:
 
     def start_worker(self, host: str) -> subprocess.Popen:
         env = {**self.env, "GDC_REDIS_SENTINELS": self.redis.sentinels}
-        return self.hosts.start(host, host, *python("-m", "gdc.cli", "worker"), env=env)
+        return self.hosts.start(host, host, *python("-m", "apps.cli", "worker"), env=env)
 
     def _sentinels_settled(self) -> bool:
         """Every Sentinel sees the primary, the replica and the two other Sentinels (a failover needs them)."""

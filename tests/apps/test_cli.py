@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gdc.arguments import add_engine_options, engine_options
-from gdc.cli import main
+from apps.arguments import add_engine_options, engine_options
+from apps.cli import main
 
 FAST = ["--steps", "5", "--samples", "3"]
 

@@ -89,8 +89,8 @@ def evaluate(
     Returns a JSON-ready report: the options, per-image scores and seconds per seed,
     and per seed and overall means (mean ± std over seeds).
     """
-    from .options import SegmentOptions
-    from .engine import segment
+    from gdc.engine import segment
+    from gdc.options import SegmentOptions
 
     options = options or SegmentOptions()
     samples = list(load_dataset(root, scribbles))[:limit]

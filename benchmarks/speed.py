@@ -13,7 +13,7 @@ Three measurements, in one run so that their ratios share the machine's load:
 * **Rounds** (``--rounds``): what a person painting waits for, with ``gdc serve`` and one
   worker: a first round (half of each class's strokes, a cold job) and a refine (all strokes,
   ``previous`` the first), each from the web page's Segment button to the mask on screen
-  (headless Chromium, :mod:`gdc.bench.page`) and as an HTTP round trip (POST /segment, then
+  (headless Chromium, :mod:`benchmarks.page`) and as an HTTP round trip (POST /segment, then
   GET /jobs/{id}/mask?wait, the mask's bytes in hand); the same two rounds in-process sit
   beside GrabCut in the photo's measurement.
 * **Sizes** (``--sizes``): per-phase time and peak memory from 0.1 to 12 megapixels, each
@@ -31,8 +31,6 @@ import math
 import os
 import platform
 import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from apps.launch import running_service
+from gdc.errors import InputError
+
+from . import CHECKOUT
 
 PHASES = ("decode", "superpixels", "features", "optimise", "sample", "upsample", "edges", "encode")
 DEFAULT_SIZES = "0.1,0.2,0.5,1,2,4"
@@ -56,7 +57,6 @@ SERVICE_START_SECONDS = 300  # workers import torch and load the stem; slow on a
 # (benchmarks/RESULTS.md, 8). One job's latency asks every 0.02 s, so it is read to the step.
 THROUGHPUT_POLL_SECONDS = 0.1
 LATENCY_POLL_SECONDS = 0.02
-SERVICE_STOP_SECONDS = 60
 
 
 def test_scene(megapixels: float, classes: int = 3) -> tuple[bytes, np.ndarray]:
@@ -118,8 +118,8 @@ def busy_core():
 def run_once(encoded: bytes, scribbles: np.ndarray, options) -> tuple[dict[str, float], float]:
     """Seconds per phase for one image, bytes in and the mask's PNG bytes out, then the full-resolution
     probabilities; and the seconds of the phases before the mask (a shrunk image's upsampling comes after it)."""
-    from ..engine import segment
-    from ..imageio import encode_png, read_image
+    from gdc.engine import segment
+    from gdc.imageio import encode_png, read_image
 
     started = time.perf_counter()
     image = read_image(encoded)
@@ -137,10 +137,11 @@ def measure_photo(encoded: bytes, scribbles: np.ndarray, options, repeats: int) 
     """gdc's engine time and GrabCut's on one image, quiet and beside a busy core: medians and ratios.
 
     ``gdc_refine`` is the second of two rounds: all of ``scribbles`` refining a first round on half
-    of each class's strokes (:func:`gdc.bench.refine.first_half`).
+    of each class's strokes (:func:`benchmarks.refine.first_half`).
     """
-    from ..engine import segment
-    from ..imageio import read_image
+    from gdc.engine import segment
+    from gdc.imageio import read_image
+
     from .peers import grabcut_labels
     from .refine import first_half
 
@@ -191,7 +192,7 @@ def phase_flops(image: np.ndarray, scribbles: np.ndarray, options) -> dict[str, 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..engine import segment
+    from gdc.engine import segment
 
     counter = FlopCounterMode(display=False)
     flops: dict[str, float] = {}
@@ -213,7 +214,7 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
     """GFLOP/s of a float32 (size x size) matrix product on the engine's threads: what they reach at best."""
     import torch
 
-    from ..torch_threads import thread_policy
+    from gdc.torch_threads import thread_policy
 
     with thread_policy():
         a, b = torch.randn(size, size), torch.randn(size, size)
@@ -224,55 +225,14 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
         return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running_service(workers: int, threads: int):
-    """``gdc serve`` with ``workers`` workers of ``threads`` torch threads; yields its URL once all listen."""
-    import httpx
-
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}  # its own embedded Redis
-    env["GDC_WORKER_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: nobody reads uvicorn's access log
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + SERVICE_START_SECONDS
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"gdc serve --workers {workers} did not get ready:\n{log.read()[-2000:]}")
-                try:
-                    ready = httpx.get(f"{url}/readyz", timeout=2)
-                    if ready.status_code == 200 and ready.json()["workers"] >= workers:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(SERVICE_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def measure_service(
     url: str, workers: int, threads: int, encoded: bytes, scribbles: np.ndarray, options, jobs: int,
     latency_repeats: int,
 ) -> dict:
     """Jobs/s through the ``gdc serve`` at ``url`` (``workers`` workers of ``threads`` threads) with ``jobs``
     submitted at once; and one job's seconds quiet and beside a busy core."""
-    from ..client import Client
-    from ..imageio import encode_png
+    from gdc.client import Client
+    from gdc.imageio import encode_png
 
     scribbles_png = encode_png(scribbles.astype(np.uint8))
     job_options = dict(steps=options.steps, samples=options.samples, sigma=options.sigma,
@@ -308,11 +268,12 @@ def measure_rounds(url: str, encoded: bytes, scribbles: np.ndarray, options, rep
     (medians of ``repeats``).
 
     ``http``: POST /segment, then GET the mask with ``?wait`` (one kept-alive connection, as a script's
-    client would). ``page``: the web page, when Chromium and Playwright are here (:mod:`gdc.bench.page`).
+    client would). ``page``: the web page, when Chromium and Playwright are here (:mod:`benchmarks.page`).
     """
     import httpx
 
-    from ..imageio import encode_png
+    from gdc.imageio import encode_png
+
     from . import page
     from .refine import first_half
 
@@ -396,7 +357,7 @@ def _exponent(slope: float | None) -> str:
 def machine() -> str:
     import torch
 
-    from ..threads import usable_cores
+    from gdc.threads import usable_cores
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
@@ -458,7 +419,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..arguments import engine_options
+    from apps.arguments import engine_options
 
     options = engine_options(args)
     report = dict(device=options.device, threads=args.threads, options=options.model_dump())
@@ -482,7 +443,8 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     # One gdc serve per worker count, started once: the rounds share the one-worker service with jobs/s.
     for workers in sorted(set(worker_counts) | ({1} if args.rounds else set())):
-        with running_service(workers, args.worker_threads) as url:
+        with running_service(workers, env={**os.environ, "GDC_WORKER_THREADS": str(args.worker_threads)},
+                             timeout=SERVICE_START_SECONDS) as url:
             if workers == 1 and args.rounds:
                 report["rounds"] = measure_rounds(url, encoded, scribbles, options, args.repeats)
             if workers in worker_counts:
@@ -512,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
         spec = json.dumps(dict(megapixels=megapixels, repeats=args.repeats, threads=args.threads,
                                options=options.model_dump()))
         output = subprocess.run(
-            [sys.executable, "-m", "gdc.bench.speed", spec], check=True, capture_output=True, text=True
+            [sys.executable, "-m", "benchmarks.speed", spec], check=True, capture_output=True, text=True, cwd=CHECKOUT
         ).stdout
         records.append(json.loads(output))
         print(f"{megapixels} MP: the mask {records[-1]['mask']:.2f} s, all {records[-1]['total']:.2f} s",
@@ -536,8 +498,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from ..arguments import add_engine_options, thread_count
-    from ..threads import DEFAULT_THREADS
+    from apps.arguments import add_engine_options, thread_count
+    from gdc.threads import DEFAULT_THREADS
 
     parser = commands.add_parser(
         "speed", help="gdc against GrabCut, beside a busy core, jobs/s per worker count, time by image size"
@@ -558,12 +520,12 @@ def add_parser(commands) -> None:
     parser.set_defaults(func=run)
 
 
-if __name__ == "__main__":  # one size, in its own process: python -m gdc.bench.speed SPEC_JSON
-    from ..threads import passive_openmp
+if __name__ == "__main__":  # one size, in its own process: python -m benchmarks.speed SPEC_JSON
+    from gdc.threads import passive_openmp
 
     passive_openmp()
-    from ..options import SegmentOptions
-    from ..torch_threads import set_threads
+    from gdc.options import SegmentOptions
+    from gdc.torch_threads import set_threads
 
     spec = json.loads(sys.argv[1])
     set_threads(spec["threads"])

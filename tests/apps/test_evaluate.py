@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gdc.evaluate import VOID, load_dataset, read_truth, score
+from apps.evaluate import VOID, load_dataset, read_truth, score
 
 
 def test_score_is_mean_iou_over_classes_in_truth_ignoring_void():

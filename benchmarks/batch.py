@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,20 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..imageio import encode_png
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from apps.launch import free_port, start_serve, wait_ready
+from gdc.errors import InputError
+from gdc.imageio import encode_png
 
 
 def make_small_images(root: Path, count: int) -> tuple[Path, Path]:
     """``count`` distinct small photos (about 0.006 MP, each shifted a pixel more) with their scribbles."""
+    from gdc.imageio import read_image
+
     from .speed import test_scene
-    from ..imageio import read_image
 
     encoded, scribbles = test_scene(0.006)
     photo = read_image(encoded)
@@ -78,23 +73,11 @@ def _jobs_run(metrics: str) -> float:
 
 
 def _start_server(port: int, workers: int, max_queued: int) -> subprocess.Popen:
-    import httpx
-
-    env = {**os.environ, "GDC_MAX_QUEUED": str(max_queued)}
-    env.pop("REDIS_URL", None)  # an embedded one of its own
-    command = [sys.executable, "-m", "gdc.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-            if ready.status_code == 200 and ready.json()["workers"] >= workers:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.terminate()
-    raise RuntimeError(f"gdc serve had not {workers} workers listening within 120 s")
+    """``gdc serve`` with ``GDC_MAX_QUEUED``, in a session of its own (stopped whole by :func:`run`), once ready."""
+    server = start_serve(port, workers, env={**os.environ, "GDC_MAX_QUEUED": str(max_queued)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_ready(f"http://127.0.0.1:{port}", workers=workers, processes=[server])
+    return server
 
 
 def _label_maps(out: Path) -> int:
@@ -143,8 +126,8 @@ def _coco_summary(path: Path) -> dict:
 
 def _quality(out: Path, truth_dir: Path, reference: Path | None) -> dict:
     """mIoU of the label maps against ``truth_dir`` as ``gdc eval`` scores them; against its report, if given."""
-    from ..evaluate import read_truth, score_labels
-    from ..imageio import read_labels
+    from apps.evaluate import read_truth, score_labels
+    from gdc.imageio import read_labels
 
     per_image = {}
     for truth in sorted(truth_dir.glob("*.png")):
@@ -173,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from ..batch import jobs_submitted
+    from apps.batch import jobs_submitted
 
     with tempfile.TemporaryDirectory() as scratch:
         if args.images:
@@ -184,13 +167,13 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and any(out.iterdir()):  # a measurement starts from nothing
             raise InputError(f"{out} is not empty: give --output a new or empty folder")
         passed = args.batch_args[1:] if args.batch_args[:1] == ["--"] else args.batch_args
-        command = [sys.executable, "-m", "gdc.cli", "batch", str(images), str(scribbles), "-o", str(out), *passed]
+        command = [sys.executable, "-m", "apps.cli", "batch", str(images), str(scribbles), "-o", str(out), *passed]
         server = watcher = None
         load_before = round(os.getloadavg()[0], 2)
         if args.local:
             command += ["--local", "--processes", str(args.workers)]
         else:
-            port = _free_port()
+            port = free_port()
             server = _start_server(port, args.workers, args.max_queued)
             url = f"http://127.0.0.1:{port}"
             command += ["--server", url, "--concurrency", str(args.concurrency)]
@@ -257,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from ..arguments import at_least_one
+    from apps.arguments import at_least_one
 
     parser = commands.add_parser(
         "batch",

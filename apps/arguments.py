@@ -1,7 +1,7 @@
 """Command-line pieces that several commands share: the engine's option flags and a progress bar.
 
-Used by ``gdc.cli``, the benchmarks and the service's commands, so none of them needs the
-top floor (``gdc.cli``) itself.
+Used by ``apps.cli``, the benchmarks and the service's commands, so none of them needs the
+top floor (``apps.cli``) itself.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import os
 import sys
 from typing import Literal, get_args, get_origin
 
-from .options import SegmentOptions
-from .threads import DEFAULT_THREADS
+from gdc.options import SegmentOptions
+from gdc.threads import DEFAULT_THREADS
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,9 @@
-"""The ``gdc`` command: segment one image, evaluate on a data set, and run the service.
+"""The ``gdc`` command: segment one image, evaluate on a data set, run the service, benchmark.
 
-Engine commands live here; ``serve``, ``worker`` and ``submit`` are registered by
-``service.cli``. Heavy modules (torch) are imported inside the commands that need them,
-so ``gdc --help`` and the service commands start fast.
+The top floor: engine commands live here, ``serve``, ``worker`` and ``submit`` in
+:mod:`apps.service_commands`, ``batch`` in :mod:`apps.batch`, and ``bench`` in the checkout's
+``benchmarks/`` package (it is not in the wheel). Heavy modules (torch) are imported inside the
+commands that need them, so ``gdc --help`` and the service commands start fast.
 """
 from __future__ import annotations
 
@@ -14,23 +15,25 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import batch
+from gdc.errors import InputError
+from gdc.options import unknown_names
+from gdc.threads import passive_openmp
+
+from . import batch, service_commands
 from .arguments import ProgressBar, add_engine_options, engine_options
-from .bench import ablation, peers, refine, speed
-from .bench import batch as batch_bench
-from .errors import InputError
-from .options import unknown_names
-from .threads import passive_openmp
+
+# The source checkout this package runs from, when it does (an editable install, ./run gdc): its benchmarks/
+# package gives `gdc bench`. An installed wheel has none.
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch._dynamo  # noqa: F401  torch.optim imports it on its first step: start-up (~0.5 s), not segmenting
     from PIL import Image
 
-    import torch._dynamo  # noqa: F401  torch.optim imports it on its first step: start-up (~0.5 s), not segmenting
-
-    from .engine import segment
-    from .imageio import colour_table, encode_png, overlay, read_image, read_scribbles
+    from gdc.engine import segment
+    from gdc.imageio import colour_table, encode_png, overlay, read_image, read_scribbles
 
     options = engine_options(args)
     started = time.perf_counter()
@@ -130,21 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch.add_parser(commands)
 
-    bench = commands.add_parser("bench", help="benchmarks: speed, and quality and time against other tools")
-    bench_commands = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    speed.add_parser(bench_commands)
-    peers.add_parser(bench_commands)
-    ablation.add_parser(bench_commands)
-    refine.add_parser(bench_commands)
-    batch_bench.add_parser(bench_commands)
-
-    try:
-        from service.cli import register
-    except ImportError:  # an install without the service
-        pass
-    else:
-        register(commands)
+    add_bench_parser(commands)
+    service_commands.register(commands)
     return parser
+
+
+def add_bench_parser(commands) -> None:
+    """``gdc bench BENCHMARK``: the checkout's ``benchmarks/`` package registers its commands; without a checkout,
+    ``gdc bench`` says where they are."""
+    bench = commands.add_parser("bench", help="benchmarks of a source checkout: speed, and quality and time against "
+                                "other tools")
+    if not (CHECKOUT / "benchmarks" / "__init__.py").is_file():
+        bench.set_defaults(func=_no_benchmarks)
+        return
+    if str(CHECKOUT) not in sys.path:
+        sys.path.append(str(CHECKOUT))
+    from benchmarks.commands import add_parsers
+
+    add_parsers(bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK"))
+
+
+def _no_benchmarks(args: argparse.Namespace) -> int:
+    print("gdc bench: error: the benchmarks live in the source checkout's benchmarks/ folder, not in the installed "
+          "package; clone the repository and run ./run gdc bench there", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:  # the engine commands'
-            from .torch_threads import set_threads
+            from gdc.torch_threads import set_threads
 
             set_threads(args.threads)
         return args.func(args)

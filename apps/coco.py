@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .imageio import read_labels
+from gdc.errors import InputError
+from gdc.imageio import read_labels
 
 
 def read_class_names(path: Path) -> dict[int, str]:

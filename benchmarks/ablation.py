@@ -1,7 +1,7 @@
 """``gdc bench ablation``: the paper's Table I (which conv) and Table IV (which Σ) on a data set.
 
 Every configuration is the default engine with one option changed, scored by
-:func:`gdc.evaluate.evaluate` over several seeds (mean ± std of the per-seed means).
+:func:`apps.evaluate.evaluate` over several seeds (mean ± std of the per-seed means).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..options import HEAD_CONVS
+from gdc.options import HEAD_CONVS
 
 DEFAULT_SIGMAS = "0.05,0.1,0.2,0.3"
 
@@ -37,8 +37,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..arguments import engine_options
-    from ..evaluate import evaluate
+    from apps.arguments import engine_options
+    from apps.evaluate import evaluate
 
     base = engine_options(args)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from ..arguments import add_engine_options
+    from apps.arguments import add_engine_options
 
     parser = commands.add_parser("ablation", help="Table I (conv) and Table IV (sigma) on a data set, over seeds")
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")

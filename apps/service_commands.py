@@ -1,4 +1,4 @@
-"""``gdc serve``, ``gdc worker`` and ``gdc submit``, registered into ``gdc.cli``'s parser.
+"""``gdc serve``, ``gdc worker`` and ``gdc submit``, registered into ``apps.cli``'s parser.
 
 Each handler imports what it needs when it runs, so ``gdc --help`` stays fast and only
 ``gdc worker`` loads torch.
@@ -10,10 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from gdc.arguments import add_engine_options, add_server_options, given_options
 from gdc.options import request_options
+from service.settings import Settings
 
-from .settings import Settings
+from .arguments import add_engine_options, add_server_options, given_options
 
 SENTINELS_HELP = (
     "Redis Sentinels to ask for the primary named GDC_REDIS_SENTINEL_MASTER, comma-separated; follows a failover "
@@ -26,7 +26,7 @@ def _settings(**overrides) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    from service.serve import serve
 
     return serve(_settings(redis_sentinels=args.redis_sentinels), host=args.host, port=args.port, workers=args.workers)
 
@@ -43,7 +43,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gdc.arguments import ProgressBar
+    from apps.arguments import ProgressBar
     from gdc.client import ApiError, Client, JobFailed, ServerUnreachable
     from gdc.imageio import read_scribbles
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gdc.cli import main
+from apps.cli import main
 from gdc.errors import InputError
 from gdc.imageio import class_colours, colour_table, encode_png, overlay, read_scribbles
 

@@ -1,7 +1,7 @@
 import json
 
-from gdc.bench.ablation import configurations, markdown
-from gdc.cli import main
+from apps.cli import main
+from benchmarks.ablation import configurations, markdown
 
 
 def test_each_conv_at_the_default_sigma_then_gdc_at_the_others():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from gdc.batch import Journal, pair_files, server_options
-from gdc.coco import coco_instances, read_class_names
+from apps.batch import Journal, pair_files, server_options
+from apps.coco import coco_instances, read_class_names
 from gdc.errors import InputError
 from gdc.imageio import encode_png
 
@@ -44,7 +44,7 @@ def test_options_a_server_sets_itself_are_refused():
 @pytest.mark.parametrize(("flag", "what"), [("--concurrency", "jobs"), ("--processes", "processes")])
 @pytest.mark.parametrize("value", ["0", "-2", "1.5"])
 def test_counts_below_one_are_a_usage_error_naming_what_they_count(flag, what, value, tmp_path, capsys):
-    from gdc.cli import main
+    from apps.cli import main
 
     with pytest.raises(SystemExit) as exit:
         main(["batch", str(tmp_path), str(tmp_path), "-o", str(tmp_path / "out"), f"{flag}={value}"])
@@ -100,7 +100,7 @@ def test_journal_survives_a_torn_line_and_keeps_its_nonce(tmp_path):
 def test_a_busy_or_unreachable_server_is_asked_again_and_a_refusal_is_the_images_failure(tmp_path):
     import httpx
 
-    from gdc.batch import ServerLabeller
+    from apps.batch import ServerLabeller
     from gdc.client import ApiError, ServerUnreachable
 
     answers = [ApiError(503, "the job store (Redis) is unreachable"), ServerUnreachable("http://gdc.test/segment", httpx.ConnectError("refused")), ApiError(429, "full"), "job"]
@@ -123,7 +123,7 @@ def test_a_busy_or_unreachable_server_is_asked_again_and_a_refusal_is_the_images
 
 
 def test_a_run_with_other_options_says_which_changed(tmp_path, capsys):
-    from gdc.batch import Batch, Pair
+    from apps.batch import Batch, Pair
 
     for name in ("a.png", "a-s.png"):
         (tmp_path / name).write_bytes(b"not read as an image here")

@@ -1,1 +1,0 @@
-"""Benchmarks: gdc measured against the tools people use today (``gdc bench ...``)."""
