@@ -29,6 +29,7 @@ from .features import stem_features
 from .hooks import CancelHook, Hooks, ProgressHook
 from .inputs import check_image, scribble_classes
 from .labelling import edge_aware_labels, make_consistent
+from .net import GDCHead
 from .options import SegmentOptions
 from .sampling import full_resolution, resized, resized_at, sample_mean
 from .scribbles import class_indices, grow_over, shrink, superpixels, working_size
@@ -103,10 +104,8 @@ def segment(
       progress: called as ``progress(phase, step, total)`` as work advances.
       cancel: polled between steps; when it returns True, :class:`Cancelled` is raised.
       previous: the ``warm_start`` of an earlier result on the same image: its superpixels,
-        features, head and optimiser state are reused; training at ``options.refine_lr``
-        stops once the loss is below ``options.refine_stop_loss`` or after
-        ``options.refine_steps`` steps, instead of ``options.steps`` at ``options.lr``;
-        and ``options.refine_samples`` stochastic passes average instead of ``options.samples``.
+        features, head and optimiser state are reused, and the round runs under
+        :meth:`SegmentOptions.for_refine` (``refine_steps``, ``refine_stop_loss``, ``refine_lr``, ...).
         Ignored (a cold start) when the image or the options it depends on differ
         (:func:`gdc.options.reused_options`).
       threads: torch CPU threads to run on (keyword only). Unset: the count the process chose with
@@ -125,45 +124,118 @@ def segment(
     image = check_image(np.asarray(image))
     scribbles = np.asarray(scribbles)
     classes = scribble_classes(scribbles, image.shape)
+    marks = class_indices(scribbles, classes)
     hooks = Hooks(progress, cancel)
     device = torch.device(options.device)
-    seed = options.seed if options.seed is not None else secrets.randbits(63)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    height, width = image.shape[:2]
-    marks = class_indices(scribbles, classes)
 
+    working = working_step(image, marks, options, previous, hooks)
+    features = features_step(working, options, device, hooks)
+    head, optimiser, steps = train_step(working, features, classes, options, device, hooks)
+    mean = sample_step(head, features, working.round_options, device, hooks)
+    top, details = labels_step(image, working.image, marks, mean, options, hooks)
+    return SegmentResult(
+        labels=np.asarray(classes, dtype=np.uint8)[top],
+        details=details,
+        classes=tuple(int(c) for c in classes),
+        timings=hooks.timings,
+        warm_start=WarmStart.capture(
+            working.fingerprint, classes, features, working.segments, head, optimiser, options.optimiser
+        ),
+        warm=working.reuse is not None,
+        steps=steps,
+    )
+
+
+@dataclass(frozen=True)
+class Working:
+    """The image at its working size and what the steps after reuse from a warm start.
+
+    Attributes:
+      image: (h, w, 3) uint8, the image shrunk to at most ``max_pixels``.
+      grown: (h, w) class indices, -1 unlabeled: the scribbles grown over the superpixels.
+      segments: (h, w) SLIC superpixel ids, None when off.
+      fingerprint: :func:`gdc.warm.fingerprint` of the working image and options.
+      reuse: the warm start this round goes on from, None for a cold round.
+      round_options: the options this round runs under: the refine ones for a warm round.
+    """
+
+    image: np.ndarray
+    grown: np.ndarray
+    segments: np.ndarray | None
+    fingerprint: str
+    reuse: WarmStart | None
+    round_options: SegmentOptions
+
+
+def working_step(
+    image: np.ndarray, marks: np.ndarray, options: SegmentOptions, previous: WarmStart | None, hooks: Hooks
+) -> Working:
+    """The ``superpixels`` phase: the image and its (H, W) class-index ``marks`` at the working size, the
+    superpixels (reused from ``previous`` when it is of this image and options) and the marks grown over them."""
     hooks.report("superpixels", 0, 1)
     with hooks.timed("superpixels"):
-        small_image, small_marks = shrink(image, marks, working_size(height, width, options.max_pixels))
+        small_image, small_marks = shrink(image, marks, working_size(*image.shape[:2], options.max_pixels))
         image_key = fingerprint(small_image, options)
         reuse = previous if previous is not None and previous.fingerprint == image_key else None
         segments = reuse.segments if reuse is not None else superpixels_step(small_image, options)
         grown = grow_over(small_marks, segments)
     hooks.check_cancel()
+    round_options = options.for_refine() if reuse is not None else options
+    return Working(small_image, grown, segments, image_key, reuse, round_options)
 
+
+def features_step(working: Working, options: SegmentOptions, device: torch.device, hooks: Hooks) -> torch.Tensor:
+    """The ``features`` phase: (1, C, h', w') float32 stem features of the working image, or the warm start's."""
     hooks.report("features", 0, 1)
     with hooks.timed("features"):
-        features = (
-            reuse.feature_tensor(device)
-            if reuse is not None
-            else stem_features(small_image, options.weights, options.feature_stride, device)
-        )
+        if working.reuse is not None:
+            features = working.reuse.feature_tensor(device)
+        else:
+            features = stem_features(working.image, options.weights, options.feature_stride, device)
     hooks.check_cancel()
+    return features
 
-    head, optimiser = start_head(classes, options, generator, device, reuse)
-    targets = cell_targets(grown, len(classes), tuple(features.shape[-2:]), options.class_weights, device)
-    dtype = head_dtype(options.precision, device)
-    steps, stop_below = (options.steps, 0.0) if reuse is None else (options.refine_steps, options.refine_stop_loss)
+
+def train_step(
+    working: Working, features: torch.Tensor, classes, options: SegmentOptions, device: torch.device, hooks: Hooks
+) -> tuple[GDCHead, torch.optim.Optimizer, int]:
+    """The ``optimise`` phase: a head for ``classes`` (fresh, or the warm start's) trained on the grown scribbles
+    under the round's options; the head, its optimiser and the steps taken."""
+    seed = options.seed if options.seed is not None else secrets.randbits(63)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    head, optimiser = start_head(classes, working.round_options, generator, device, working.reuse)
+    targets = cell_targets(working.grown, len(classes), tuple(features.shape[-2:]), options.class_weights, device)
     with hooks.timed("optimise"):
-        trained = train_head(head, optimiser, features, targets, steps=steps, stop_below=stop_below, dtype=dtype, hooks=hooks)
+        steps = train_head(
+            head, optimiser, features, targets, steps=working.round_options.steps,
+            stop_below=working.round_options.stop_loss, dtype=head_dtype(options.precision, device), hooks=hooks,
+        )
+    return head, optimiser, steps
 
-    samples = (options.refine_samples if reuse is not None else options.samples) if head.stochastic else 1
+
+def sample_step(
+    head: GDCHead, features: torch.Tensor, options: SegmentOptions, device: torch.device, hooks: Hooks
+) -> torch.Tensor:
+    """The ``sample`` phase: (K, h', w') float32 mean class probabilities over ``options.samples`` offset draws
+    (one pass for a head without random offsets)."""
     with hooks.timed("sample"):
-        mean = sample_mean(head, features, samples, dtype, hooks)
+        samples = options.samples if head.stochastic else 1
+        return sample_mean(head, features, samples, head_dtype(options.precision, device), hooks)
 
+
+def labels_step(
+    image: np.ndarray, small_image: np.ndarray, marks: np.ndarray, mean: torch.Tensor, options: SegmentOptions,
+    hooks: Hooks,
+) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, np.ndarray]]]:
+    """The ``upsample`` and ``edges`` phases: (H, W) uint8 class indices at full resolution, and what computes the
+    result's (probabilities, uncertainty).
+
+    Above the working size with the edge step on, the labels are made at the working size from the head's
+    grid, then their borders at full size, which read the head's probabilities in their band alone: the
+    rest are brought to full size when asked for.
+    """
+    height, width = image.shape[:2]
     if options.edges and small_image.shape != image.shape:
-        # Labelled at the working size from the head's own grid, then its borders at full size, which read the
-        # head's probabilities in their band alone: the rest are brought to full size when asked for.
         hooks.report("edges", 0, 1)
         with hooks.timed("edges"):
             working = (small_image, resized(mean, *small_image.shape[:2]).cpu().numpy())
@@ -171,27 +243,15 @@ def segment(
                 image, partial(resized_at, mean, height, width), marks, options.edge_strength, working=working
             )
         hooks.report("edges", 1, 1)
-        details = partial(_consistent_details, mean, top, hooks.timings, torch.get_num_threads())
-    else:
-        with hooks.timed("upsample"):
-            probabilities, uncertainty, top = full_resolution(mean, height, width)
-        if options.edges:
-            hooks.report("edges", 0, 1)
-            with hooks.timed("edges"):
-                top = edges_step(image, probabilities, top, marks, options.edge_strength)
-            hooks.report("edges", 1, 1)
-        details = partial(_computed, probabilities, uncertainty)
-    labels = np.asarray(classes, dtype=np.uint8)[top]
-
-    return SegmentResult(
-        labels=labels,
-        details=details,
-        classes=tuple(int(c) for c in classes),
-        timings=hooks.timings,
-        warm_start=WarmStart.capture(image_key, classes, features, segments, head, optimiser, options.optimiser),
-        warm=reuse is not None,
-        steps=trained,
-    )
+        return top, partial(_consistent_details, mean, top, hooks.timings, torch.get_num_threads())
+    with hooks.timed("upsample"):
+        probabilities, uncertainty, top = full_resolution(mean, height, width)
+    if options.edges:
+        hooks.report("edges", 0, 1)
+        with hooks.timed("edges"):
+            top = edges_step(image, probabilities, top, marks, options.edge_strength)
+        hooks.report("edges", 1, 1)
+    return top, partial(_computed, probabilities, uncertainty)
 
 
 def superpixels_step(image: np.ndarray, options: SegmentOptions) -> np.ndarray | None:

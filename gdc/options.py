@@ -24,16 +24,22 @@ HEAD_CONVS = get_args(HeadConv)
 ClassWeights = Literal["inverse", "paper", "none"]
 
 
-def option(default: Any, description: str, *, request: bool = False, reused: bool = False, **bounds: Any) -> Any:
+def option(
+    default: Any, description: str, *, request: bool = False, reused: bool = False, refines: str | None = None,
+    **bounds: Any,
+) -> Any:
     """A :class:`SegmentOptions` field.
 
     Arguments:
       description: one line; the API, ``GET /options``, the web page and ``--help`` show it.
       request: a request to a gdc server may set it.
       reused: a warm start holds what was computed with it, so a refine reuses one only under the same value.
+      refines: the option this one replaces in a refine (``refine_steps`` refines ``steps``), so that a refine
+        runs :meth:`SegmentOptions.for_refine` and every cap on the one holds for the other.
       bounds: pydantic's constraints (``ge``, ``le``, ...), which every door enforces.
     """
-    return Field(default, description=description, json_schema_extra={"request": request, "reused": reused}, **bounds)
+    marks = {"request": request, "reused": reused, "refines": refines}
+    return Field(default, description=description, json_schema_extra=marks, **bounds)
 
 
 def _marked(model: type[BaseModel], mark: str) -> tuple[str, ...]:
@@ -48,6 +54,12 @@ def request_options(model: type[SegmentOptions] | None = None) -> tuple[str, ...
 def reused_options(model: type[SegmentOptions] | None = None) -> tuple[str, ...]:
     """The options a warm start depends on: another value for any of them means a cold start."""
     return _marked(model or SegmentOptions, "reused")
+
+
+def refine_pairs(model: type[SegmentOptions] | None = None) -> dict[str, str]:
+    """Each refine option and the option it replaces in a refine: ``{"refine_steps": "steps", ...}``."""
+    fields = (model or SegmentOptions).model_fields
+    return {name: fields[name].json_schema_extra["refines"] for name in _marked(model or SegmentOptions, "refines")}
 
 
 def unknown_names(given: Iterable[str], known: Iterable[str], what: str = "field", *, listed: bool = True) -> str | None:
@@ -93,23 +105,30 @@ class SegmentOptions(RefusesUnknown):
     # A refine's head starts trained, so it needs few steps and fewer samples. It stops once its strokes are fitted:
     # a median of 1-3 steps on the data sets' strokes, 5-7 on the web page's painted ones (benchmarks/RESULTS.md, 17);
     # refine_steps bounds the strokes that contradict the head.
+    stop_loss: float = option(
+        0.0, "training stops once the loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
+        "steps", ge=0.0, le=10.0,
+    )
     refine_steps: int = option(
         20, "most optimiser steps of a refine: a round started from a previous one's head on the same image",
-        request=True, ge=0, le=1000,
+        request=True, refines="steps", ge=0, le=1000,
     )
     refine_stop_loss: float = option(
         0.12, "a refine stops once its loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
         "refine_steps",
-        request=True, ge=0.0, le=10.0,
+        request=True, refines="stop_loss", ge=0.0, le=10.0,
     )
     # 4 scored as 6 at 3 seeds on GrabCut and icg-dev, a third less of the sample phase (benchmarks/RESULTS.md, 18).
-    refine_samples: int = option(4, "stochastic passes averaged at inference in a refine", request=True, ge=1, le=1000)
-    refine_lr: float = option(0.003, "learning rate of a refine", gt=0.0, le=1.0)
+    refine_samples: int = option(
+        4, "stochastic passes averaged at inference in a refine", request=True, refines="samples", ge=1, le=1000
+    )
+    refine_lr: float = option(0.003, "learning rate of a refine", refines="lr", gt=0.0, le=1.0)
     # The optimiser's state goes on from the previous round, momentum included: at 0.9 it carries a refine past the
     # new strokes' fit and back again. At 0.5 a refine fits them in half the steps, which affords a lower stop
     # (0.12, from 0.15) and scores as 20 steps and 20 samples did before issue 26 (benchmarks/RESULTS.md, 17).
     refine_momentum: float = option(
-        0.5, "momentum of a refine (Adam's β1, SGD's momentum); a round from scratch uses momentum", ge=0.0, lt=1.0
+        0.5, "momentum of a refine (Adam's β1, SGD's momentum); a round from scratch uses momentum",
+        refines="momentum", ge=0.0, lt=1.0,
     )
     sigma: float = option(
         0.2, "Σ: offset spread as a fraction of the short side", request=True, reused=True, ge=0.0, le=1.0
@@ -166,3 +185,8 @@ class SegmentOptions(RefusesUnknown):
     weights: str = option(
         "efficientnet-lite0", "stem weights: the packaged checkpoint or a torchvision mobilenet_v2 file", reused=True
     )
+
+    def for_refine(self) -> SegmentOptions:
+        """These options as a refine runs: each option replaced by the one that refines it (``steps`` by
+        ``refine_steps``, ``lr`` by ``refine_lr``, ...; :func:`refine_pairs`)."""
+        return self.model_copy(update={plain: getattr(self, refine) for refine, plain in refine_pairs(type(self)).items()})

@@ -71,18 +71,15 @@ def start_head(
     device: torch.device,
     reuse: WarmStart | None,
 ) -> tuple[GDCHead, torch.optim.Optimizer]:
-    """A head for ``classes`` and its optimiser: fresh, or going on from ``reuse`` (a refine) at ``options.refine_lr``
-    and ``options.refine_momentum``."""
+    """A head for ``classes`` and its optimiser at ``options.lr`` and ``options.momentum``: fresh, or going on
+    from ``reuse`` (a refine, whose options are :meth:`SegmentOptions.for_refine`)."""
     head = GDCHead(
         len(classes), conv=options.conv, width=options.width, sigma=options.sigma, generator=generator, device=device
     )
-    if reuse is None:
-        return head, make_optimiser(head.parameters(), options)
-    # A refine goes on training the previous head with its optimiser, at its own rate and momentum.
-    reuse.load_head(head, classes)
-    refining = {"lr": options.refine_lr, "momentum": options.refine_momentum}
-    optimiser = make_optimiser(head.parameters(), options.model_copy(update=refining))
-    reuse.load_optimiser(optimiser, head, classes, options.optimiser)
+    optimiser = make_optimiser(head.parameters(), options)
+    if reuse is not None:  # a refine goes on training the previous head with its optimiser's state
+        reuse.load_head(head, classes)
+        reuse.load_optimiser(optimiser, head, classes, options.optimiser)
     return head, optimiser
 
 
