@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Literal, get_args, get_origin
+from typing import Annotated, Literal, get_args, get_origin
+
+from pydantic import TypeAdapter, ValidationError
 
 from gdc.options import SegmentOptions
 from gdc.threads import DEFAULT_THREADS
@@ -38,16 +40,20 @@ def at_least_one(what: str):
 thread_count = at_least_one("threads")
 
 
-def comma_separated(kind):
-    """An argparse type: a comma-separated list of ``kind`` (int, float), named in its error."""
+def option_values(name: str, model: type[SegmentOptions] = SegmentOptions):
+    """An argparse type: comma-separated values of the option ``name``, each held to its field in ``model`` (type,
+    bounds, choices), named in its error; an empty text is no values."""
+    field = model.model_fields[name]
+    values = TypeAdapter(Annotated[field.annotation, field])
 
-    def values(text: str) -> list:
+    def parse(text: str) -> list:
         try:
-            return [kind(part) for part in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}") from None
+            return [values.validate_python(part.strip()) for part in text.split(",") if part.strip()]
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"]
+            raise argparse.ArgumentTypeError(f"{name}: {problem}, in {text!r}") from None
 
-    return values
+    return parse
 
 
 def _flag_type(annotation) -> dict:

@@ -42,10 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     base = engine_options(args)
     seeds = [int(s) for s in args.seeds.split(",")]
-    convs = args.convs.split(",")
-    sigmas = [float(s) for s in args.sigmas.split(",")] if args.sigmas else []
     rows = []
-    for change in configurations(convs, sigmas, base.sigma):
+    for change in configurations(args.convs, args.sigmas, base.sigma):
         report = evaluate(
             args.data_dir,
             scribbles=args.scribbles,
@@ -70,13 +68,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from apps.arguments import add_engine_options
+    from apps.arguments import add_engine_options, option_values
 
     parser = commands.add_parser("ablation", help="Table I (conv) and Table IV (sigma) on a data set, over seeds")
     parser.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
     parser.add_argument("--scribbles", default="scribbles", help="scribble folder name (default scribbles)")
-    parser.add_argument("--convs", default=",".join(HEAD_CONVS), help="convs to compare (default: all)")
-    parser.add_argument("--sigmas", default=DEFAULT_SIGMAS, help=f"GDC sigmas to sweep (default {DEFAULT_SIGMAS}; empty: none)")
+    parser.add_argument("--convs", type=option_values("conv"), default=list(HEAD_CONVS),
+                        help="convs to compare, comma-separated (default: all)")
+    parser.add_argument("--sigmas", type=option_values("sigma"), default=DEFAULT_SIGMAS,
+                        help=f"GDC sigmas to sweep, comma-separated (default {DEFAULT_SIGMAS}; empty: none)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--output-dir", default="benchmarks", help="where to write JSON and the Markdown table")

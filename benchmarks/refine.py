@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands) -> None:
-    from apps.arguments import add_engine_options, comma_separated
+    from apps.arguments import add_engine_options, option_values
     from gdc.options import SegmentOptions
 
     parser = commands.add_parser("refine", help="a second round of strokes: refine (warm) against from scratch (cold)")
@@ -221,14 +221,14 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--refine-steps",
         dest="refine_step_counts",
-        type=comma_separated(int),
-        help="most refine steps to compare, comma-separated (default: the engine's)",
+        type=option_values("refine_steps"),
+        help="refine_steps to compare, comma-separated (default: the engine's)",
     )
     parser.add_argument(
         "--refine-stop-loss",
         dest="refine_stop_losses",
-        type=comma_separated(float),
-        help="refine stop losses to compare, comma-separated, each with every --refine-steps (default: the engine's)",
+        type=option_values("refine_stop_loss"),
+        help="refine_stop_loss values to compare, comma-separated, each with every --refine-steps (default: the engine's)",
     )
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--server", help="run every round as a job on this gdc server (e.g. http://127.0.0.1:8000)")

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from apps.cli import main
 from benchmarks.ablation import configurations, markdown
 
@@ -24,3 +26,10 @@ def test_ablation_runs_every_configuration_over_seeds(tiny_dataset, tmp_path, ca
     assert all(len(row["runs"]) == 2 for row in report["rows"])
     table = (tmp_path / f"ablation-{tiny_dataset.name}-marks.md").read_text()
     assert table.count("\n") == 5 and "conv=gdc sigma=0.1" in capsys.readouterr().out
+
+
+def test_an_unknown_conv_is_refused_with_the_known_ones(tiny_dataset, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "ablation", str(tiny_dataset), "--convs", "gdc,sparse"])
+    error = capsys.readouterr().err
+    assert "argument --convs: conv: Input should be 'gdc', 'normal'" in error and "in 'gdc,sparse'" in error

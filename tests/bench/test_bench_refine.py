@@ -29,7 +29,14 @@ def test_refine_compares_every_setting_with_cold(tiny_dataset, tmp_path, capsys)
     assert "| 4 steps, stop at 10 | 0 |" in capsys.readouterr().out
 
 
-def test_refine_settings_must_be_numbers(tiny_dataset, capsys):
+@pytest.mark.parametrize(
+    ("flag", "values", "problem"),
+    [
+        ("--refine-stop-loss", "0.1,low", "refine_stop_loss: Input should be a valid number"),
+        ("--refine-steps", "3,5000", "refine_steps: Input should be less than or equal to 1000"),
+    ],
+)
+def test_refine_settings_are_held_to_their_options(tiny_dataset, capsys, flag, values, problem):
     with pytest.raises(SystemExit):
-        main(["bench", "refine", str(tiny_dataset), "--refine-stop-loss", "0.1,low"])
-    assert "expected floats separated by commas, got '0.1,low'" in capsys.readouterr().err
+        main(["bench", "refine", str(tiny_dataset), flag, values])
+    assert f"{problem}, in '{values}'" in capsys.readouterr().err

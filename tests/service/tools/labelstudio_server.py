@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, stop_process, wait_for
+from apps.launch import stop
+from tests.conftest import REPO, wait_for
 
 LABEL_STUDIO_PACKAGE = "label-studio==1.23.2"
 USER, PASSWORD = "test@gdc.local", "gdc-test-password"
@@ -81,7 +82,7 @@ class LabelStudioStartup:
         with self._lock:
             self._stopped = True
             if self.process is not None and self.process.poll() is None:
-                stop_process(self.process)
+                stop(self.process)
         self._port.close()
         self._data.cleanup()
 
