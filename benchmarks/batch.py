@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apps.launch import free_port, start_serve, wait_ready
+from apps.launch import free_port, gdc_command, start_serve, wait_ready
 from gdc.errors import InputError
 from gdc.imageio import encode_png
 
@@ -152,91 +152,103 @@ def _quality(out: Path, truth_dir: Path, reference: Path | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-
-    import httpx
-
-    from apps.batch import jobs_submitted
-
     with tempfile.TemporaryDirectory() as scratch:
-        if args.images:
-            images, scribbles = Path(args.images), Path(args.scribbles)
-        else:
-            images, scribbles = make_small_images(Path(scratch), args.jobs)
+        images, scribbles = (
+            (Path(args.images), Path(args.scribbles)) if args.images else make_small_images(Path(scratch), args.jobs)
+        )
         out = Path(args.output) if args.output else Path(scratch) / "out"
         if out.exists() and any(out.iterdir()):  # a measurement starts from nothing
             raise InputError(f"{out} is not empty: give --output a new or empty folder")
         passed = args.batch_args[1:] if args.batch_args[:1] == ["--"] else args.batch_args
-        command = [sys.executable, "-m", "apps.cli", "batch", str(images), str(scribbles), "-o", str(out), *passed]
-        server = watcher = None
+        command = gdc_command("batch", str(images), str(scribbles), "-o", str(out), *passed)
         load_before = round(os.getloadavg()[0], 2)
         if args.local:
-            command += ["--local", "--processes", str(args.workers)]
+            runs, server_figures = _batch_runs(args, command + ["--local", "--processes", str(args.workers)], out), {}
         else:
-            port = free_port()
-            server = _start_server(port, args.workers, args.max_queued)
-            url = f"http://127.0.0.1:{port}"
-            command += ["--server", url, "--concurrency", str(args.concurrency)]
-            watcher = QueueWatcher(url)
-            watcher.start()
-        try:
-            runs = [_run_batch(command, out, args.kill_after)]
-            if args.kill_after is not None:
-                runs.append(_run_batch(command, out))  # the resumed run
-            labelling = runs[-1]
-            seconds = sum(run["seconds"] for run in runs)
-            labelled = _label_maps(out)
-            if args.again:
-                runs.append(_run_batch(command, out))
-            submitted = jobs_submitted(out)
-            if watcher is not None:
-                watcher.stopped.set()
-                watcher.join()
-                metrics = httpx.get(f"{url}/metrics", timeout=5).text
-        finally:
-            if server is not None:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(60)
-        failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").exists() else []
-        pairs = len(list(scribbles.glob("*.png")))
-        report = {
-            "mode": "local" if args.local else "server",
-            "workers": args.workers,
-            "images": pairs,
-            "labelled": labelled,
-            "exit_code": labelling["exit_code"],
-            "seconds": round(seconds, 2),
-            "jobs_per_second": round(labelled / seconds, 3),
-            "batch_args": passed,
-            "load_average_1min_before": load_before,
-            "runs": runs,
-            "failures": failures[:10],
-        }
-        if args.again:
-            report["again_over_labelling"] = round(runs[-1]["seconds"] / seconds, 4)
-        if submitted:
-            report |= {
-                "jobs_submitted": sum(len(ids) for ids in submitted.values()),
-                "images_submitted_more_than_once": sorted(stem for stem, ids in submitted.items() if len(ids) > 1),
-            }
-        if watcher is not None:
-            report |= {
-                "max_queued": args.max_queued,
-                "concurrency": args.concurrency,
-                "deepest_queue_seen": watcher.deepest,
-                "refused_429": _metric(metrics, r'gdc_http_requests_total\{method="POST",route="/segment",status="429"\}'),
-                "accepted_202": _metric(metrics, r'gdc_http_requests_total\{method="POST",route="/segment",status="202"\}'),
-                "jobs_run_by_workers": _jobs_run(metrics),
-            }
-        if (out / "coco.json").exists():
-            report["coco"] = _coco_summary(out / "coco.json")
-        if args.truth:
-            report["quality"] = _quality(out, Path(args.truth), Path(args.reference) if args.reference else None)
+            runs, server_figures = _through_a_server(args, command, out)
+        report = _report(args, runs, out, scribbles, passed, load_before) | server_figures
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     killed = args.kill_after is None or runs[0]["killed_at_label_maps"] is not None
-    return 0 if labelled == pairs and labelling["exit_code"] == 0 and killed else 1
+    return 0 if report["labelled"] == report["images"] and report["exit_code"] == 0 and killed else 1
+
+
+def _batch_runs(args: argparse.Namespace, command: list[str], out: Path) -> list[dict]:
+    """The batch, killed after ``--kill-after`` label maps and resumed, then ``--again`` once more."""
+    runs = [_run_batch(command, out, args.kill_after)]
+    if args.kill_after is not None:
+        runs.append(_run_batch(command, out))  # the resumed run
+    if args.again:
+        runs.append(_run_batch(command, out))
+    return runs
+
+
+def _through_a_server(args: argparse.Namespace, command: list[str], out: Path) -> tuple[list[dict], dict]:
+    """The batch runs on a fresh ``gdc serve``, its queue watched; the runs and the server's figures."""
+    import signal
+
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _start_server(port, args.workers, args.max_queued)
+    watcher = QueueWatcher(url)
+    watcher.start()
+    try:
+        runs = _batch_runs(args, command + ["--server", url, "--concurrency", str(args.concurrency)], out)
+        watcher.stopped.set()
+        watcher.join()
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+    return runs, {
+        "max_queued": args.max_queued,
+        "concurrency": args.concurrency,
+        "deepest_queue_seen": watcher.deepest,
+        "refused_429": _metric(metrics, r'gdc_http_requests_total\{method="POST",route="/segment",status="429"\}'),
+        "accepted_202": _metric(metrics, r'gdc_http_requests_total\{method="POST",route="/segment",status="202"\}'),
+        "jobs_run_by_workers": _jobs_run(metrics),
+    }
+
+
+def _report(
+    args: argparse.Namespace, runs: list[dict], out: Path, scribbles: Path, passed: list[str], load_before: float
+) -> dict:
+    """What the runs measured: images labelled and jobs/s until all were (the labelling: before ``--again``),
+    jobs sent twice, the COCO file's summary and, with ``--truth``, the label maps' quality."""
+    from apps.batch import jobs_submitted
+
+    labelling = runs[: 2 if args.kill_after is not None else 1]
+    seconds = sum(run["seconds"] for run in labelling)
+    labelled = _label_maps(out)
+    failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").exists() else []
+    report = {
+        "mode": "local" if args.local else "server",
+        "workers": args.workers,
+        "images": len(list(scribbles.glob("*.png"))),
+        "labelled": labelled,
+        "exit_code": labelling[-1]["exit_code"],
+        "seconds": round(seconds, 2),
+        "jobs_per_second": round(labelled / seconds, 3),
+        "batch_args": passed,
+        "load_average_1min_before": load_before,
+        "runs": runs,
+        "failures": failures[:10],
+    }
+    if args.again:
+        report["again_over_labelling"] = round(runs[-1]["seconds"] / seconds, 4)
+    if submitted := jobs_submitted(out):
+        report |= {
+            "jobs_submitted": sum(len(ids) for ids in submitted.values()),
+            "images_submitted_more_than_once": sorted(stem for stem, ids in submitted.items() if len(ids) > 1),
+        }
+    if (out / "coco.json").exists():
+        report["coco"] = _coco_summary(out / "coco.json")
+    if args.truth:
+        report["quality"] = _quality(out, Path(args.truth), Path(args.reference) if args.reference else None)
+    return report
 
 
 def add_parser(commands) -> None:
