@@ -22,7 +22,8 @@ from rq.worker import Worker
 
 from apps.batch import JOURNAL, jobs_submitted, journal_events
 from gdc.imageio import encode_png
-from worker.jobs import connect, open_queue
+from worker.connection import connect
+from worker.queue import open_queue
 from worker.settings import QueueSettings
 
 from .hosts import API_PORT, GdcOnHosts, Hosts, python, wait_until

@@ -34,7 +34,7 @@ def check_worker() -> str | None:
     from rq.worker import Worker
 
     from service.settings import Settings
-    from worker.jobs import connect
+    from worker.connection import connect
 
     settings = Settings()
     if not settings.redis_configured:

@@ -8,27 +8,22 @@ from __future__ import annotations
 from importlib.metadata import version
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gdc.errors import InputError
-from worker.jobs import connect, open_queue
+from worker.connection import connect
+from worker.queue import open_queue
 
 from .deps import require_api_key
 from .docs import install_docs
+from .errors import install_error_handlers
 from .metrics import install_metrics
 from .middleware import BodySizeLimit
 from .routes import cvat, health, jobs, labelstudio, options, segment
-from .schemas import describe_errors
 from .settings import Settings
-from .uploads import UploadTooLarge
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -66,19 +61,6 @@ the raw body, compare in constant time, and refuse old timestamps.
 """
 
 
-def _answer(status_code: int, detail: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
-
-
-def _store_trouble(error: RedisError) -> str:
-    """What a Redis error means for the caller."""
-    if isinstance(error, OutOfMemoryError):
-        return "the job store (Redis) is full, so nothing new can be stored; try again once results expire"
-    if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
-        return f"the job store (Redis) is unreachable ({error}); try again shortly"
-    return f"the job store (Redis) failed: {error}"
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (read from the environment when None)."""
     settings = settings or Settings()
@@ -103,18 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["Location", "X-Classes", "Content-Disposition"],
     )
-
-    @app.exception_handler(InputError)
-    async def bad_input(request: Request, error: InputError) -> JSONResponse:
-        return _answer(413 if isinstance(error, UploadTooLarge) else 422, str(error))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        return _answer(422, describe_errors(error.errors()))
-
-    @app.exception_handler(RedisError)
-    async def store_unavailable(request: Request, error: RedisError) -> JSONResponse:
-        return _answer(503, _store_trouble(error), **{"Retry-After": "5"})
+    install_error_handlers(app)
 
     for module in (segment, jobs, options, health, labelstudio, cvat):
         app.include_router(module.router)

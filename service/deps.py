@@ -4,14 +4,16 @@ from __future__ import annotations
 from secrets import compare_digest
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBasicCredentials
 from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from worker.jobs import JOB_ID_PATTERN, SEGMENT_TASK, fetch_job, open_queue
+from worker.job import JOB_ID_PATTERN, fetch_job
+from worker.queue import SEGMENT_TASK, open_queue
 
+from .errors import ApiKeyRefused, JobNotFound
 from .settings import Settings
 
 
@@ -48,7 +50,7 @@ def require_api_key(
     """Let the request through when no keys are configured or its X-API-Key (or basic-auth password) is one of them."""
     given = (key or (basic.password if basic else "")).encode()
     if settings.api_keys and not any(compare_digest(given, accepted.encode()) for accepted in settings.api_keys):
-        raise HTTPException(status_code=401, detail="missing or invalid API key")
+        raise ApiKeyRefused("missing or invalid API key")
 
 
 def get_job(
@@ -57,7 +59,7 @@ def get_job(
 ) -> Job:
     job = fetch_job(queue, job_id)
     if job is None or job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
-        raise HTTPException(status_code=404, detail=f"job {job_id} not found (unknown id, or it expired)")
+        raise JobNotFound(f"job {job_id} not found (unknown id, or it expired)")
     return job
 
 

@@ -7,16 +7,18 @@ map here and get the label map back. The job goes through :func:`service.submit.
 from __future__ import annotations
 
 import numpy as np
-from fastapi import HTTPException
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image, ImageDraw
 from rq import Queue
 
+from gdc.errors import InputError
 from gdc.imageio import encode_png, read_labels
 from worker import store
-from worker.jobs import Status, cancel_job, fetch_job
+from worker.job import Status, fetch_job
 from worker.meta import ErrorCode
+from worker.queue import cancel_job
 
+from .errors import ResultUnavailable, WaitTimedOut
 from .settings import Settings
 from .submit import create_job, wait_for_end
 
@@ -58,9 +60,11 @@ async def segment_and_wait(
 
     Returns as soon as the job's mask is stored, before its other results.
 
-    Raises HTTPException: 422 when gdc refused the input, 504 when the job had no mask
-    within ``settings.interactive_wait`` seconds (it is canceled then: nobody waits for it),
-    503 when it failed otherwise.
+    Raises:
+      InputError: gdc refused the input.
+      WaitTimedOut: the job had no mask within ``settings.interactive_wait`` seconds (it is canceled then:
+        nobody waits for it).
+      ResultUnavailable: the job failed otherwise, was canceled, or its mask expired before it was read.
     """
     job_id = await run_in_threadpool(
         create_job,
@@ -83,16 +87,17 @@ async def segment_and_wait(
     if mask is not None:
         return job_id, read_labels(mask)
     if job is None or job.status is Status.CANCELED:
-        raise HTTPException(503, f"gdc job {job_id} was canceled or expired before it ended")
+        raise ResultUnavailable(f"gdc job {job_id} was canceled or expired before it ended")
     if job.status is not Status.SUCCEEDED and job.status is not Status.FAILED:
         if (running := fetch_job(queue, job_id)) is not None:
             await run_in_threadpool(cancel_job, queue, running, settings)
-        raise HTTPException(
-            504,
+        raise WaitTimedOut(
             f"gdc job {job_id} did not end within {settings.interactive_wait:g} s (GDC_INTERACTIVE_WAIT); "
-            "the workers are busy or too few",
+            "the workers are busy or too few"
         )
     if job.status is Status.FAILED:
-        code = 422 if job.error and job.error.code == ErrorCode.INVALID_INPUT.value else 503
-        raise HTTPException(code, f"gdc job {job_id} failed: {job.error.message if job.error else 'no reason given'}")
-    raise HTTPException(503, f"the result of gdc job {job_id} expired before it was read")
+        failure = f"gdc job {job_id} failed: {job.error.message if job.error else 'no reason given'}"
+        if job.error is not None and job.error.code == ErrorCode.INVALID_INPUT.value:
+            raise InputError(failure)
+        raise ResultUnavailable(failure)
+    raise ResultUnavailable(f"the result of gdc job {job_id} expired before it was read")

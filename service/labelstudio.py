@@ -16,12 +16,12 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import numpy as np
-from fastapi import HTTPException
 
 from gdc.errors import InputError
 from worker.keys import Kind, key_for
 
 from .brush_rle import decode_mask, encode_mask
+from .errors import ImageFetchFailed, UploadTooLarge
 from .interactive import draw_points
 from .settings import Settings
 
@@ -70,7 +70,8 @@ class LabelConfig:
         try:
             return self.labels.index(name) + 1
         except ValueError:
-            raise InputError(f"label {name!r} is not in the project's label config ({', '.join(self.labels)})") from None
+            known = ", ".join(self.labels)
+            raise InputError(f"label {name!r} is not in the project's label config ({known})") from None
 
 
 def context_scribbles(config: LabelConfig, regions: list[dict]) -> np.ndarray:
@@ -168,14 +169,15 @@ async def _authorization(client: httpx.AsyncClient, settings: Settings) -> dict[
         urljoin(settings.label_studio_url.rstrip("/") + "/", "api/token/refresh"), json={"refresh": key}
     )
     if refresh.status_code != 200:
-        raise HTTPException(
-            502, f"Label Studio refused LABEL_STUDIO_API_KEY as a personal access token ({refresh.status_code})"
+        raise ImageFetchFailed(
+            f"Label Studio refused LABEL_STUDIO_API_KEY as a personal access token ({refresh.status_code})"
         )
     return {"Authorization": f"Bearer {refresh.json()['access']}"}
 
 
 async def fetch_image(task: dict, config: LabelConfig, settings: Settings) -> bytes:
-    """The task's image file. Raises 422 for an unusable URL, 502 when fetching it fails, 413 when too large."""
+    """The task's image file. Raises InputError for an unusable URL, ImageFetchFailed when fetching it fails,
+    UploadTooLarge when it is larger than the server accepts."""
     url, own = image_url(task, config, settings)
     async with httpx.AsyncClient(timeout=IMAGE_TIMEOUT, follow_redirects=True) as client:
         try:
@@ -183,14 +185,14 @@ async def fetch_image(task: dict, config: LabelConfig, settings: Settings) -> by
             async with client.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:
                     hint = " (check LABEL_STUDIO_API_KEY)" if own and response.status_code in (401, 403) else ""
-                    raise HTTPException(502, f"fetching the image {url} answered {response.status_code}{hint}")
+                    raise ImageFetchFailed(f"fetching the image {url} answered {response.status_code}{hint}")
                 data = bytearray()
                 async for chunk in response.aiter_bytes():
                     data += chunk
                     if len(data) > settings.max_upload_bytes:
-                        raise HTTPException(
-                            413, f"the image {url} is larger than this server's {settings.max_upload_bytes} bytes"
+                        raise UploadTooLarge(
+                            f"the image {url} is larger than this server's {settings.max_upload_bytes} bytes"
                         )
         except httpx.HTTPError as error:
-            raise HTTPException(502, f"fetching the image {url} failed: {error}") from None
+            raise ImageFetchFailed(f"fetching the image {url} failed: {error}") from None
     return bytes(data)

@@ -11,22 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import HTTPException
 from rq import Queue
 
 from gdc.errors import InputError
 from worker import store
-from worker.jobs import SEGMENT_TASK, Status, fetch_job, public_status
+from worker.job import Status, fetch_job, public_status
 from worker.meta import JobMeta
+from worker.queue import SEGMENT_TASK
 
+from .errors import JobNotReady, PreviousGone
 from .uploads import read_image_upload
-
-
-class PreviousGone(HTTPException):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            410, f"previous job {job_id} is unknown or its data expired; send the image too to segment from scratch"
-        )
 
 
 @dataclass(frozen=True)
@@ -50,15 +44,15 @@ class Previous:
 
 
 def find_previous(queue: Queue, job_id: str, image: bytes | None, max_pixels: int) -> Previous:
-    """The previous job of a refine; raises what the API answers when it cannot be used.
+    """The previous job of a refine; raises why when it cannot be used.
 
     A job whose mask is stored can be refined while it still stores its other results: its warm start
     went with the mask, and a person may paint the next stroke as soon as the mask is shown.
 
     Raises:
-      HTTPException: 409 while the previous job has no mask yet; 410 when its data is gone
-        and no image was sent.
-      InputError: the image sent is not the previous job's (422).
+      JobNotReady: the previous job has no mask yet.
+      PreviousGone: its data is gone and no image was sent.
+      InputError: the image sent is not the previous job's.
     """
     job = fetch_job(queue, job_id)
     if job is not None and job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
@@ -67,11 +61,13 @@ def find_previous(queue: Queue, job_id: str, image: bytes | None, max_pixels: in
     redis = queue.connection
     finishing = status is Status.RUNNING and store.has_mask(redis, job_id)
     if status is not None and status not in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED) and not finishing:
-        raise HTTPException(409, f"previous job {job_id} is {status.value}; refine it once it has its mask")
+        raise JobNotReady(f"previous job {job_id} is {status.value}; refine it once it has its mask")
     stored = store.load_image(redis, job_id) if status is Status.SUCCEEDED or finishing else None
     kept = stored is not None and store.has_warm_start(redis, job_id)
     if image is None and stored is None:
-        raise PreviousGone(job_id)
+        raise PreviousGone(
+            f"previous job {job_id} is unknown or its data expired; send the image too to segment from scratch"
+        )
     if image is not None and stored is not None:
         check_same_image(image, stored, job_id, max_pixels)
     options = job.kwargs.get("options", {}) if job is not None else {}

@@ -11,15 +11,13 @@ from fastapi import UploadFile
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from gdc.options import RefusesUnknown, SegmentOptions, request_options, unknown_names
-from worker.jobs import JOB_ID_PATTERN
+from gdc.options import RefusesUnknown, SegmentOptions, refine_pairs, request_options, unknown_names
+from worker.job import JOB_ID_PATTERN
 
 from .settings import Settings
 
-# The server's own caps on engine options (settings), by option.
-_SERVER_MAXIMA = {
-    "steps": "max_steps", "refine_steps": "max_steps", "samples": "max_samples", "refine_samples": "max_samples"
-}
+# The server's own caps on engine options (settings), by plain option; a refine option has its pair's (refine_pairs).
+SERVER_MAXIMA = {"steps": "max_steps", "samples": "max_samples"}
 
 
 class ErrorBody(BaseModel):
@@ -174,6 +172,12 @@ def _bound(field: FieldInfo, *names: str) -> Any:
     return next((getattr(rule, name) for rule in field.metadata for name in names if hasattr(rule, name)), None)
 
 
+def server_maximum(name: str, settings: Settings, model: type[SegmentOptions] = SegmentOptions) -> int | None:
+    """The server's cap on option ``name`` (a refine option: its pair's), or None when it sets none."""
+    setting = SERVER_MAXIMA.get(refine_pairs(model).get(name, name))
+    return None if setting is None else getattr(settings, setting)
+
+
 def option_limits(settings: Settings, model: type[SegmentOptions] = SegmentOptions) -> dict[str, FieldLimits]:
     """Default, minimum and maximum of each numeric option: the engine's bounds, capped by the server's."""
     limits = {}
@@ -181,8 +185,8 @@ def option_limits(settings: Settings, model: type[SegmentOptions] = SegmentOptio
         if not _is_numeric(field):
             continue
         maximum = _bound(field, "le", "lt")
-        if name in _SERVER_MAXIMA:
-            maximum = min(maximum, getattr(settings, _SERVER_MAXIMA[name]))
+        if (cap := server_maximum(name, settings, model)) is not None:
+            maximum = cap if maximum is None else min(maximum, cap)
         default = field.default if maximum is None else min(field.default, maximum)
         limits[name] = FieldLimits(
             default=default,

@@ -2,7 +2,7 @@
 
 The workers are supervised: one that exits or is killed (the kernel's OOM killer sends
 SIGKILL) is started again after a back-off, with a log line naming how it ended; the job it
-held is retried by the abandoned-job sweep (:func:`worker.jobs.sweep`). ``/readyz`` and
+held is retried by the abandoned-job sweep (:func:`worker.sweep.sweep`). ``/readyz`` and
 ``/metrics`` count the restarts.
 
 Children are stopped in reverse order on Ctrl-C or SIGTERM: the API first (uvicorn drains
@@ -41,7 +41,9 @@ STEADY_SECONDS = 60
 
 def start_worker(redis_url: str) -> subprocess.Popen:
     """A worker process (``python -m worker``) on ``redis_url``, in its own session so Ctrl-C reaches it through us."""
-    return subprocess.Popen([sys.executable, "-m", "worker"], env={**os.environ, "REDIS_URL": redis_url}, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker"], env={**os.environ, "REDIS_URL": redis_url}, start_new_session=True
+    )
 
 
 def describe_exit(returncode: int) -> str:
@@ -147,7 +149,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | None = Non
             if supervisor is not None:
                 count_worker_restarts(app, lambda: supervisor.restarts)
             print(f"gdc serve: API at http://{host}:{port}/ (docs at http://{host}:{port}/docs)", flush=True)
-            uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)).run()
+            config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)
+            uvicorn.Server(config).run()
     except KeyboardInterrupt:
         pass
     finally:

@@ -10,9 +10,9 @@ import hashlib
 import json
 import logging
 from contextlib import suppress
+from dataclasses import dataclass
 
 import numpy as np
-from fastapi import HTTPException
 from fastapi.concurrency import run_in_threadpool
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -21,51 +21,20 @@ from gdc.errors import InputError
 from gdc.imageio import encode_png
 from gdc.inputs import check_image, scribble_classes
 from worker.callbacks import check_callback_url
-from worker.jobs import enqueue_segment, fetch_job, new_job_id, replicate, wait_for
+from worker.connection import replicate
+from worker.job import fetch_job, new_job_id, wait_for
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
+from worker.queue import enqueue_segment
 from worker.schemas import JobPublic
 
-from .previous import find_previous
+from .errors import IdempotencyConflict, QueueFull
+from .previous import Previous, find_previous
 from .schemas import resolve_options
 from .settings import Settings
 from .uploads import draw_strokes, read_image_upload, read_scribbles_upload
 
 log = logging.getLogger(__name__)
-
-
-# Seconds a refused client waits before sending again: long enough for workers to take a few jobs.
-QUEUE_FULL_RETRY_AFTER = 2
-
-
-class QueueFull(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            429,
-            f"the queue is full ({limit} jobs waiting, GDC_MAX_QUEUED); send it again later",
-            headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)},
-        )
-
-
-def _refuse_when_full(redis, queue: Queue, limit: int) -> None:
-    if redis.llen(queue.key) >= limit:
-        raise QueueFull(limit)
-
-
-class IdempotencyConflict(HTTPException):
-    def __init__(self, key: str) -> None:
-        super().__init__(422, f"Idempotency-Key {key!r} was already used with a different request; use a new key")
-
-
-def _remembered(redis, record: str, digest: str, key: str) -> str | None:
-    """The job id an Idempotency-Key already stands for, if any; raises if it stood for another request."""
-    found = redis.get(record)
-    if found is None:
-        return None
-    remembered = json.loads(found)
-    if remembered["digest"] != digest:
-        raise IdempotencyConflict(key)
-    return remembered["id"]
 
 
 def create_job(
@@ -89,26 +58,87 @@ def create_job(
     ``decoded`` is ``image`` as :func:`read_image_upload` gives it, when the caller has decoded
     it already (to draw scribbles at its size), so it is not decoded twice.
     """
-    redis = queue.connection
-    record = digest = None
+    claim = None
     if idempotency is not None:
-        key, api_key = idempotency
-        record = key_for(Kind.IDEMPOTENCY, hashlib.sha256(f"{api_key}\0{key}".encode()).hexdigest())
-        body = hashlib.sha256((image or b"") + b"\0" + (scribbles or b"") + b"\0" + (strokes or "").encode())
-        body.update(json.dumps([options, callback_url, previous], sort_keys=True).encode())
-        digest = body.hexdigest()
-        if (job_id := _remembered(redis, record, digest, key)) is not None:
+        files = b"\0".join([image or b"", scribbles or b"", (strokes or "").encode()])
+        claim = _IdempotencyClaim.of(*idempotency, files, [options, callback_url, previous])
+        if (job_id := claim.remembered(queue.connection)) is not None:
             return job_id
-    _refuse_when_full(redis, queue, settings.max_queued)  # before decoding anything
+    _refuse_when_full(queue.connection, queue, settings.max_queued)  # before decoding anything
+    refined, image, options = _with_previous(queue, settings, previous, image, options)
+    resolved = _checked_request(options, callback_url, scribbles, strokes, settings)
+    height, width = _image_size(image, decoded, refined, settings.max_pixels)
+    labels, colours = _scribble_labels(scribbles, strokes, width, height, settings.max_classes)
+    meta = _job_meta(labels, colours, callback_url, refined, settings.max_classes)
+    warm_from = refined.job_id if refined is not None and refined.kept else None
+    job_id = _enqueue(
+        queue, settings, claim, image=image, labels=labels, options=resolved, meta=meta, previous=warm_from
+    )
+    if not replicate(queue.connection, settings, job_id):
+        log.warning("job %s is on the Redis primary alone: no replica confirmed it in time", job_id)
+    return job_id
 
-    refined = None
-    if previous is not None:
-        refined = find_previous(queue, previous, image, settings.max_pixels)
-        image = refined.image
-        # A refine goes on with the previous job's options, so its warm start fits, unless it sets them.
-        options = {**refined.options, **{name: value for name, value in options.items() if value is not None}}
-    elif image is None:
-        raise InputError("send the image as the file 'image', or name the job to refine as 'previous'")
+
+@dataclass(frozen=True)
+class _IdempotencyClaim:
+    """Where an Idempotency-Key's job id is remembered, and the digest of the request it stands for."""
+
+    key: str  # the Idempotency-Key as sent
+    record: str  # the Redis key holding the job id and the digest
+    digest: str
+
+    @classmethod
+    def of(cls, key: str, api_key: str, files: bytes, fields: list) -> _IdempotencyClaim:
+        """The claim of ``key`` sent with ``api_key`` on a request of these ``files`` (their bytes, joined) and
+        JSON ``fields``."""
+        record = key_for(Kind.IDEMPOTENCY, hashlib.sha256(f"{api_key}\0{key}".encode()).hexdigest())
+        body = hashlib.sha256(files)
+        body.update(json.dumps(fields, sort_keys=True).encode())
+        return cls(key=key, record=record, digest=body.hexdigest())
+
+    def remembered(self, redis) -> str | None:
+        """The job id the key already stands for, if any; raises IdempotencyConflict if it stood for another
+        request (``redis`` may be a pipeline watching the record)."""
+        found = redis.get(self.record)
+        if found is None:
+            return None
+        remembered = json.loads(found)
+        if remembered["digest"] != self.digest:
+            raise IdempotencyConflict(
+                f"Idempotency-Key {self.key!r} was already used with a different request; use a new key"
+            )
+        return remembered["id"]
+
+    def remember(self, pipeline, job_id: str, ttl: int) -> None:
+        """Make the key stand for ``job_id`` for ``ttl`` seconds."""
+        pipeline.set(self.record, json.dumps({"id": job_id, "digest": self.digest}), ex=ttl)
+
+
+def _refuse_when_full(redis, queue: Queue, limit: int) -> None:
+    if redis.llen(queue.key) >= limit:
+        raise QueueFull(f"the queue is full ({limit} jobs waiting, GDC_MAX_QUEUED); send it again later")
+
+
+def _with_previous(
+    queue: Queue, settings: Settings, previous: str | None, image: bytes | None, options: dict
+) -> tuple[Previous | None, bytes, dict]:
+    """The job a refine starts from (None for a new image), the image to segment, and the options: a refine's
+    given ones over its previous job's."""
+    if previous is None:
+        if image is None:
+            raise InputError("send the image as the file 'image', or name the job to refine as 'previous'")
+        return None, image, options
+    refined = find_previous(queue, previous, image, settings.max_pixels)
+    # A refine goes on with the previous job's options, so its warm start fits, unless it sets them.
+    given = {name: value for name, value in options.items() if value is not None}
+    return refined, refined.image, {**refined.options, **given}
+
+
+def _checked_request(
+    options: dict, callback_url: str | None, scribbles: bytes | None, strokes: str | None, settings: Settings
+) -> dict:
+    """The engine options resolved against the server's; raises InputError for a bad option or callback URL, or
+    for scribbles sent both ways or neither. Nothing is decoded yet."""
     try:
         resolved = resolve_options(options, settings)
         if callback_url:
@@ -120,49 +150,71 @@ def create_job(
             "send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON"
             + (", not both" if strokes is not None else "; neither was given")
         )
-    if decoded is None and refined is not None and refined.size is not None:
-        height, width = refined.size  # the previous job's image, checked then: a refine need not decode it again
-    else:
-        pixels = decoded if decoded is not None else read_image_upload(image, settings.max_pixels)
-        height, width = check_image(pixels).shape[:2]
-    labels, colours = (
-        (draw_strokes(strokes, width, height), None)
-        if strokes is not None
-        else read_scribbles_upload(scribbles, width, height, settings.max_classes)
-    )
-    classes = scribble_classes(labels, (height, width, 3), settings.max_classes).tolist()
+    return resolved
 
-    new_id = new_job_id()
+
+def _image_size(image: bytes, decoded: np.ndarray | None, refined: Previous | None, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of the image, decoded and checked unless that was done already (by the caller, or when
+    the previous job it belongs to was accepted)."""
+    if decoded is None and refined is not None and refined.size is not None:
+        return refined.size
+    pixels = decoded if decoded is not None else read_image_upload(image, max_pixels)
+    return check_image(pixels).shape[:2]
+
+
+def _scribble_labels(
+    scribbles: bytes | None, strokes: str | None, width: int, height: int, max_classes: int
+) -> tuple[np.ndarray, list[str] | None]:
+    """The scribbles as an (H, W) label map, and each class's colour for colour-PNG scribbles."""
+    if strokes is not None:
+        return draw_strokes(strokes, width, height), None
+    return read_scribbles_upload(scribbles, width, height, max_classes)
+
+
+def _job_meta(
+    labels: np.ndarray, colours: list[str] | None, callback_url: str | None, refined: Previous | None, max_classes: int
+) -> JobMeta:
+    """The new job's meta, its classes checked."""
+    height, width = labels.shape
+    classes = scribble_classes(labels, (height, width, 3), max_classes).tolist()
     meta = JobMeta(width=width, height=height, classes=classes, colours=colours, callback_url=callback_url)
-    if refined is not None:
-        # warm stays unknown until a worker tries the warm start; with the data already gone, it is cold.
-        meta = meta.model_copy(update={"previous": refined.job_id, "warm": None if refined.kept else False})
+    if refined is None:
+        return meta
+    # warm stays unknown until a worker tries the warm start; with the data already gone, it is cold.
+    return meta.model_copy(update={"previous": refined.job_id, "warm": None if refined.kept else False})
+
+
+def _enqueue(
+    queue: Queue,
+    settings: Settings,
+    claim: _IdempotencyClaim | None,
+    *,
+    image: bytes,
+    labels: np.ndarray,
+    options: dict,
+    meta: JobMeta,
+    previous: str | None,
+) -> str:
+    """Store the upload and enqueue its job in one transaction; the job id, which is an earlier request's when one
+    with the same Idempotency-Key got in meanwhile."""
+    new_id = new_job_id()
+    scribbles_png = encode_png(labels)
 
     def enqueue(pipeline) -> str:
-        if record is not None:
-            if (job_id := _remembered(pipeline, record, digest, key)) is not None:
-                return job_id
+        if claim is not None and (job_id := claim.remembered(pipeline)) is not None:
+            return job_id
         _refuse_when_full(pipeline, queue, settings.max_queued)  # again under WATCH: never past the limit
         pipeline.multi()
-        if record is not None:
-            pipeline.set(record, json.dumps({"id": new_id, "digest": digest}), ex=settings.result_ttl)
+        if claim is not None:
+            claim.remember(pipeline, new_id, settings.result_ttl)
         enqueue_segment(
-            pipeline,
-            queue,
-            settings,
-            job_id=new_id,
-            image=image,
-            scribbles_png=encode_png(labels),
-            options=resolved,
-            meta=meta,
-            previous=refined.job_id if refined is not None and refined.kept else None,
+            pipeline, queue, settings, job_id=new_id, image=image, scribbles_png=scribbles_png, options=options,
+            meta=meta, previous=previous,
         )
         return new_id
 
-    job_id = redis.transaction(enqueue, queue.key, *([record] if record else []), value_from_callable=True)
-    if not replicate(redis, settings, job_id):
-        log.warning("job %s is on the Redis primary alone: no replica confirmed it in time", job_id)
-    return job_id
+    watched = [queue.key, *([claim.record] if claim is not None else [])]
+    return queue.connection.transaction(enqueue, *watched, value_from_callable=True)
 
 
 def describe_job(queue: Queue, job_id: str) -> JobPublic | None:
@@ -173,7 +225,7 @@ def describe_job(queue: Queue, job_id: str) -> JobPublic | None:
 
 async def wait_for_end(queue: Queue, job_id: str, seconds: float, *, or_mask: bool = False) -> JobPublic | None:
     """The job once it ended (or, ``or_mask``, once its mask is stored), or as it is after ``seconds``; None once
-    it is unknown. Woken by the job's end or mask (:func:`worker.jobs.wait_for`), not by polling."""
+    it is unknown. Woken by the job's end or mask (:func:`worker.job.wait_for`), not by polling."""
     job = await run_in_threadpool(fetch_job, queue, job_id)
     if job is not None:
         with suppress(NoSuchJobError, InvalidJobOperation):  # deleted meanwhile: described as unknown below

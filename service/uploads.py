@@ -1,7 +1,7 @@
 """Turning a request's files into arrays: sizes checked from headers before any pixel is decoded.
 
-Errors are :class:`gdc.errors.InputError` with a message for the user (422), or
-:class:`UploadTooLarge` (413).
+Errors are :class:`gdc.errors.InputError` with a message for the user, or
+:class:`service.errors.UploadTooLarge`.
 """
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ from pydantic import ValidationError
 from gdc.errors import InputError
 from gdc.imageio import read_image, read_scribbles
 
+from .errors import UploadTooLarge
 from .schemas import STROKES, describe_errors
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
-
-
-class UploadTooLarge(InputError):
-    """The request or the image is bigger than this server accepts."""
 
 
 def _header(data: bytes, what: str, max_pixels: int) -> Image.Image:

@@ -6,7 +6,7 @@ device and the stem stay loaded between jobs.
 
 SimpleWorker does not beat while a job runs. A pulse thread does: every third of
 ``GDC_HEARTBEAT_TTL`` it extends the running job's entry in RQ's StartedJobRegistry and
-sweeps the queue (:func:`worker.jobs.sweep`), and renews a ``cuda:auto`` worker's GPU lease
+sweeps the queue (:func:`worker.sweep.sweep`), and renews a ``cuda:auto`` worker's GPU lease
 (:mod:`worker.gpus`). A worker killed mid-job stops beating; within
 ``GDC_HEARTBEAT_TTL`` its job is past its deadline and the next sweep, by any live worker
 or by the API, retries it with back-off or fails it. The pulse gives up a job that ran
@@ -34,10 +34,13 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
+from .connection import connect
 from .gpus import AUTO_GPU, GpuLease, claim_gpu
-from .jobs import ENDED, connect, holds, notify, public_status, sweep
+from .job import ENDED, holds, public_status
 from .keys import Kind, key_for
+from .queue import notify
 from .settings import QueueSettings
+from .sweep import sweep
 from .tasks import WorkerContext, current_worker
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ def worker_device(settings: QueueSettings, gpus: list[str]) -> tuple[str, GpuLea
 
 
 def preload(weights: str, device: str, threads: int) -> None:
-    """Import the engine, start the device, load the stem and run it once, before the first job, on ``threads`` CPU threads."""
+    """Import the engine, start the device, load the stem and run it once, before the first job, on ``threads``
+    CPU threads."""
     # What the result's polygons need (worker.store imports them lazily, for the API's sake):
     # ~0.5 s here rather than in the first job. skimage loads submodules on first attribute use.
     import numpy as np
@@ -131,7 +135,9 @@ class SegmentWorker(SimpleWorker):
         """The job was given to another worker while this one was cut off from Redis: its outcome here is dropped."""
         if execution is None or holds(self.connection, job, execution.id):
             return False
-        self.log.warning("Worker %s: job %s was given to another worker meanwhile; this run's outcome is dropped", self.name, job.id)
+        self.log.warning(
+            "Worker %s: job %s was given to another worker meanwhile; this run's outcome is dropped", self.name, job.id
+        )
         return True
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution) -> None:

@@ -11,7 +11,7 @@ from rq.job import Job
 
 from gdc.imageio import class_colours
 
-from .jobs import ENDED, Status, public_status
+from .job import ENDED, Status, public_status
 from .meta import JobMeta, RecordedError, ReportedProgress
 
 

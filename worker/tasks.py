@@ -12,12 +12,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import httpx
+import numpy as np
 from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from gdc.engine import segment
+from gdc.engine import SegmentResult, segment
 from gdc.errors import Cancelled, InputError
 from gdc.imageio import encode_png, read_image, read_labels
 from gdc.options import SegmentOptions
@@ -25,9 +26,10 @@ from gdc.warm import WarmStart
 
 from . import store
 from .callbacks import check_callback_url, signature_headers
-from .jobs import fetch_job, holds, open_queue
+from .job import fetch_job, holds
 from .keys import Kind, key_for
 from .meta import ErrorCode, save_error, save_progress, save_start, save_warm
+from .queue import open_queue
 from .recent import RecentJob, RecentJobs
 from .schemas import JobPublic
 from .settings import QueueSettings
@@ -46,7 +48,7 @@ class WorkerContext:
         self.recent = RecentJobs(self.settings.recent_megabytes * 2**20)
 
     def holds(self, job: Job, connection=None) -> bool:
-        """Whether the running job is still this worker's (:func:`worker.jobs.holds`)."""
+        """Whether the running job is still this worker's (:func:`worker.job.holds`)."""
         return self.execution_id is None or holds(connection or job.connection, job, self.execution_id)
 
 
@@ -96,85 +98,143 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
     only a worker shutdown or a Redis failure leaves the job its retries (the same input
     would fail again).
     """
-    job = get_current_job()
-    context = current_worker.get()
-    settings = context.settings
-    redis = job.connection
-    cancel_key = key_for(Kind.CANCEL, job.id)
-
-    def stop_requested() -> bool:
-        return context.stopping.is_set() or bool(redis.exists(cancel_key))
-
-    save_start(job)
+    run = SegmentRun(get_current_job(), current_worker.get(), upload)
+    save_start(run.job)
     try:
-        if stop_requested():
+        if run.stop_requested():
             raise Cancelled("stopped before it started")
-        files = store.load_upload(redis, upload)
+        inputs = run.read_inputs(previous)
+        result = run.run_engine(inputs, options, refine=previous is not None)
+        timings = run.store_mask(inputs, result)
+        timings["details"] = run.store_details(result)
+        return {"timings": timings}
+    except Exception as error:
+        run.record_failure(error)
+        raise
+
+
+@dataclass(frozen=True)
+class SegmentInputs:
+    """What a segment job reads before the engine runs.
+
+    Attributes:
+      image_file: the image file as uploaded.
+      image: it decoded, (H, W, 3) uint8 RGB.
+      scribbles: (H, W) uint8 labels, 0 unlabelled.
+      warm_start: what a refine starts from; None for a new image, or once the previous job's expired.
+      decode_seconds: decoding the image and scribbles took.
+      previous_seconds: of a refine, loading the warm start took; None otherwise.
+    """
+
+    image_file: bytes
+    image: np.ndarray
+    scribbles: np.ndarray
+    warm_start: WarmStart | None
+    decode_seconds: float
+    previous_seconds: float | None
+
+
+class SegmentRun:
+    """One run of a segment job on this worker; :func:`run_segment` calls its steps in order."""
+
+    def __init__(self, job: Job, context: WorkerContext, upload: str) -> None:
+        self.job = job
+        self.context = context
+        self.settings = context.settings
+        self.upload = upload
+        self.cancel_key = key_for(Kind.CANCEL, job.id)
+
+    def stop_requested(self) -> bool:
+        """The job was canceled, or this worker is shutting down."""
+        return self.context.stopping.is_set() or bool(self.job.connection.exists(self.cancel_key))
+
+    def read_inputs(self, previous: str | None) -> SegmentInputs:
+        """The upload decoded, and the warm start of the ``previous`` job. Raises UploadExpired once it is gone.
+
+        A refine of a job this worker ran starts from what it kept, and the image is the same file then.
+        """
+        redis, settings = self.job.connection, self.settings
+        files = store.load_upload(redis, self.upload)
         if files is None:
             raise UploadExpired(f"the upload expired after {settings.queued_ttl} s in the queue; submit it again")
-        redis.expire(upload, settings.job_timeout + settings.result_ttl)
+        redis.expire(self.upload, settings.job_timeout + settings.result_ttl)
         started = time.perf_counter()
-        # A refine of a job this worker ran starts from what it kept; the image is the same file then.
-        recent = context.recent.get(previous)
+        recent = self.context.recent.get(previous)
         image = recent.image if recent is not None and recent.image_file == files[0] else read_image(files[0])
         scribbles = read_labels(files[1])
         decoded = time.perf_counter()
         warm_start = recent.warm_start if recent is not None else _load_warm_start(redis, previous)
-        loaded = time.perf_counter()
+        previous_seconds = None if previous is None else time.perf_counter() - decoded
+        return SegmentInputs(files[0], image, scribbles, warm_start, decoded - started, previous_seconds)
+
+    def run_engine(self, inputs: SegmentInputs, options: dict, *, refine: bool) -> SegmentResult:
+        """Segment, writing progress and stopping at a cancel, a shutdown or once another worker holds the job."""
+        settings = self.settings
         result = segment(
-            image,
-            scribbles,
+            inputs.image,
+            inputs.scribbles,
             SegmentOptions(**options, device=settings.device),
-            progress=ProgressWriter(job, settings.progress_interval, holds=lambda: context.holds(job)),
-            cancel=stop_requested,
-            previous=warm_start,
+            progress=ProgressWriter(self.job, settings.progress_interval, holds=lambda: self.context.holds(self.job)),
+            cancel=self.stop_requested,
+            previous=inputs.warm_start,
             threads=settings.worker_threads,
         )
-        if previous is not None:
-            save_warm(job, result.warm)
+        if refine:
+            save_warm(self.job, result.warm)
+        return result
+
+    def store_mask(self, inputs: SegmentInputs, result: SegmentResult) -> dict[str, float]:
+        """Store the mask, the timings so far and the warm start, and keep them in memory for a refine; the timings.
+
+        The mask first, with what a refine of it needs: whoever waits on it (the page) has it now, while the
+        other fields encode (35-50 ms on a photo here; on a 12 MP one 2.3-3.3 s, which bring the probabilities to
+        full size first: gdc.engine.SegmentResult). The job succeeds after them.
+        """
         encoding = time.perf_counter()
         mask = encode_png(result.labels)
         warm_bytes = result.warm_start.to_bytes()
-        timings = {"decode": decoded - started, **result.timings, "encode": time.perf_counter() - encoding}
-        if previous is not None:
-            timings["previous"] = loaded - decoded
+        timings = {"decode": inputs.decode_seconds, **result.timings, "encode": time.perf_counter() - encoding}
+        if inputs.previous_seconds is not None:
+            timings["previous"] = inputs.previous_seconds
+        job_id, ttl = self.job.id, self.settings.result_ttl
 
-        # The mask first, with what a refine of it needs: whoever waits on it (the page) has it now, while the
-        # other fields encode (35-50 ms on a photo here; on a 12 MP one 2.3-3.3 s, which bring the probabilities to
-        # full size first: gdc.engine.SegmentResult). The job succeeds after them.
-        def save_mask(pipeline) -> None:
-            store.save_mask(pipeline, job.id, mask, timings, settings.result_ttl)
-            store.save_warm_start(pipeline, job.id, warm_bytes, settings.result_ttl)
-            pipeline.expire(upload, settings.result_ttl)  # the overlay is drawn from it
+        def write(pipeline) -> None:
+            store.save_mask(pipeline, job_id, mask, timings, ttl)
+            store.save_warm_start(pipeline, job_id, warm_bytes, ttl)
+            pipeline.expire(self.upload, ttl)  # the overlay is drawn from it
 
-        _store_unless_stopped(job, context, cancel_key, save_mask)
-        context.recent.keep(job.id, RecentJob(files[0], image, result.warm_start))
-        details_started = time.perf_counter()
+        self.store_unless_stopped(write)
+        self.context.recent.keep(job_id, RecentJob(inputs.image_file, inputs.image, result.warm_start))
+        return timings
+
+    def store_details(self, result: SegmentResult) -> float:
+        """Store the probabilities, uncertainty and polygons; the seconds encoding and storing them took."""
+        started = time.perf_counter()
         fields = store.encode_details(result.labels, result.probabilities, result.uncertainty, result.classes)
-        _store_unless_stopped(
-            job, context, cancel_key, lambda pipeline: store.save_result(pipeline, job.id, fields, settings.result_ttl)
+        self.store_unless_stopped(
+            lambda pipeline: store.save_result(pipeline, self.job.id, fields, self.settings.result_ttl)
         )
-        timings["details"] = time.perf_counter() - details_started
-        return {"timings": timings}
-    except Exception as error:
-        if not _record_failure(job, error, context):
-            job.retries_left = 0  # read by RQ when it handles this failure
-            store.delete_job_data(redis, job.id)
-        raise
+        return time.perf_counter() - started
 
+    def store_unless_stopped(self, write) -> None:
+        """Run ``write(pipeline)`` as one transaction, unless the job was canceled or is another worker's now."""
+        job = self.job
 
-def _store_unless_stopped(job: Job, context: WorkerContext, cancel_key: str, write) -> None:
-    """Run ``write(pipeline)`` as one transaction, unless the job was canceled or is another worker's now."""
+        def guarded(pipeline) -> None:
+            if pipeline.exists(self.cancel_key):
+                raise Cancelled("canceled while storing the result")
+            if not self.context.holds(job, pipeline):
+                raise Superseded("another worker ran this job while this one could not reach Redis")
+            pipeline.multi()
+            write(pipeline)
 
-    def guarded(pipeline) -> None:
-        if pipeline.exists(cancel_key):
-            raise Cancelled("canceled while storing the result")
-        if not context.holds(job, pipeline):
-            raise Superseded("another worker ran this job while this one could not reach Redis")
-        pipeline.multi()
-        write(pipeline)
+        job.connection.transaction(guarded, self.cancel_key, job.started_job_registry.key)
 
-    job.connection.transaction(guarded, cancel_key, job.started_job_registry.key)
+    def record_failure(self, error: Exception) -> None:
+        """Record why the job failed; one that is not retried loses its retries and its data."""
+        if not _save_failure(self.job, error, self.context):
+            self.job.retries_left = 0  # read by RQ when it handles this failure
+            store.delete_job_data(self.job.connection, self.job.id)
 
 
 def _load_warm_start(redis, previous: str | None) -> WarmStart | None:
@@ -183,7 +243,7 @@ def _load_warm_start(redis, previous: str | None) -> WarmStart | None:
     return None if data is None else WarmStart.from_bytes(data)
 
 
-def _record_failure(job: Job, error: Exception, context: WorkerContext) -> bool:
+def _save_failure(job: Job, error: Exception, context: WorkerContext) -> bool:
     """Write the failure's code and message to the job; True when it should be retried."""
     if isinstance(error, Superseded):
         return True  # not ours to record: the newer run's results and status stand

@@ -1,12 +1,13 @@
 """Liveness, readiness and Prometheus metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rq.worker import Worker
 from rq.worker_registration import clean_worker_registry
 
 from ..deps import QueueDep, RedisDep, require_api_key
+from ..errors import NoLiveWorker
 from ..schemas import KEY_REFUSED, STORE_DOWN, error_responses
 
 router = APIRouter(tags=["health"])
@@ -23,11 +24,11 @@ def healthz() -> dict:
     responses=error_responses({503: "Redis is unreachable or no worker is alive"}),
 )
 def readyz(request: Request, redis: RedisDep, queue: QueueDep) -> dict:
-    redis.ping()  # a Redis error answers 503 (service.app)
+    redis.ping()  # a Redis error answers 503 (service.errors)
     clean_worker_registry(queue)  # drop workers whose heartbeat key expired
     workers = Worker.count(queue=queue)
     if workers == 0:
-        raise HTTPException(status_code=503, detail=f"no live worker listens on queue {queue.name!r}")
+        raise NoLiveWorker(f"no live worker listens on queue {queue.name!r}")
     ready = {"status": "ready", "workers": workers, "queued": queue.count}
     restarts = getattr(request.app.state, "worker_restarts", None)  # set by gdc serve when it supervises workers
     if restarts is not None:

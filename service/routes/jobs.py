@@ -7,18 +7,21 @@ from enum import Enum
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from gdc.imageio import colour_table, encode_png, overlay, read_image, read_labels
 from worker import store
-from worker.jobs import ENDED, Status, cancel_job, delete_ended_job, public_status, sweep, wait_for
+from worker.job import ENDED, Status, delete_ended_job, public_status, wait_for
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
+from worker.queue import cancel_job
 from worker.schemas import JobPublic
+from worker.sweep import sweep
 
 from ..deps import JobDep, QueueDep, RedisDep, SettingsDep, require_api_key
+from ..errors import JobNotFound, JobNotReady
 from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, error_responses
 
 router = APIRouter(
@@ -45,20 +48,18 @@ class MaskFormat(str, Enum):
 
 
 def _mask(redis, job: Job) -> bytes:
-    """The job's mask PNG, stored before its other results: 409 before that, 404 once expired."""
+    """The job's mask PNG, stored before its other results: JobNotReady before that, JobNotFound once expired."""
     return store.load_result(redis, job.id, "mask") or _result(redis, job, "mask")
 
 
 def _result(redis, job: Job, field: str) -> bytes:
-    """A stored result field of a succeeded job; 409 before that, 404 once expired."""
+    """A stored result field of a succeeded job; JobNotReady before that, JobNotFound once expired."""
     status = public_status(job)
     if status is not Status.SUCCEEDED:
-        raise HTTPException(
-            status_code=409, detail=f"job {job.id} is {status.value}; results exist once it has succeeded"
-        )
+        raise JobNotReady(f"job {job.id} is {status.value}; results exist once it has succeeded")
     data = store.load_result(redis, job.id, field)
     if data is None:
-        raise HTTPException(status_code=404, detail=f"the results of job {job.id} expired")
+        raise JobNotFound(f"the results of job {job.id} expired")
     return data
 
 
@@ -69,11 +70,11 @@ def _colours(job: Job) -> np.ndarray:
 
 
 def wait_until_ended(job: Job, seconds: float, *, or_mask: bool = False) -> None:
-    """:func:`worker.jobs.wait_for`, answering 404 when the job is deleted meanwhile."""
+    """:func:`worker.job.wait_for`, raising JobNotFound when the job is deleted meanwhile."""
     try:
         wait_for(job, seconds, or_mask=or_mask)
     except (NoSuchJobError, InvalidJobOperation):
-        raise HTTPException(status_code=404, detail=f"job {job.id} was deleted while the request waited") from None
+        raise JobNotFound(f"job {job.id} was deleted while the request waited") from None
 
 
 def _server_timing(redis, job: Job) -> dict[str, str]:
@@ -144,7 +145,7 @@ def read_overlay(job: JobDep, redis: RedisDep) -> Response:
     labels = read_labels(_mask(redis, job))
     image = store.load_image(redis, job.id)
     if image is None:
-        raise HTTPException(status_code=404, detail=f"the image of job {job.id} expired")
+        raise JobNotFound(f"the image of job {job.id} expired")
     return _png(encode_png(overlay(read_image(image), labels, table=_colours(job))), job, "overlay")
 
 

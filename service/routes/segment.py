@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Form, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from worker.jobs import ENDED
+from worker.job import ENDED
 from worker.schemas import JobCreated, JobPublic, Links
 
 from ..deps import QueueDep, SettingsDep, require_api_key

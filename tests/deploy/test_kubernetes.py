@@ -10,7 +10,7 @@ import yaml
 from redis import Redis
 
 from service.settings import Settings
-from worker.jobs import open_queue
+from worker.queue import open_queue
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "deploy" / "kubernetes"

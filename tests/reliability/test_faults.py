@@ -25,7 +25,7 @@ from benchmarks.tiny import tiny_upload
 from gdc.client import Client
 from tests.conftest import LiveStack, wait_for
 from tests.reliability.conftest import LONG, ONE_THREAD, final_statuses, running_phase, submit
-from worker.jobs import CALLBACK_TASK, open_queue
+from worker.queue import CALLBACK_TASK, open_queue
 
 # Short heartbeats and back-offs so that a lost worker is noticed and retried within seconds.
 QUICK_RECOVERY = {"heartbeat_ttl": 2, "retry_backoff": 1, "job_retries": 2, **ONE_THREAD}

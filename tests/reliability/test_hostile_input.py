@@ -8,17 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.tiny import HEIGHT, QUICK, WIDTH, tiny_image, tiny_upload
 from gdc.imageio import encode_png, read_image, read_labels
-from tests.reliability.conftest import (
-    HEIGHT,
-    MAX_UPLOAD_BYTES,
-    QUICK,
-    WIDTH,
-    final_statuses,
-    submit,
-    tiny_image,
-    tiny_upload,
-)
+from tests.reliability.conftest import MAX_UPLOAD_BYTES, final_statuses, submit
 from tests.reliability.corpus import animated, grey16, hostile_cases
 
 CASES = hostile_cases(MAX_UPLOAD_BYTES)

@@ -21,7 +21,7 @@ from rq.worker import Worker
 from tests.conftest import REPO
 from tests.reliability.conftest import ONE_THREAD
 from tests.reliability.load import run_load
-from worker.jobs import open_queue
+from worker.queue import open_queue
 
 SUBMISSIONS = int(os.environ.get("GDC_LOAD_SUBMISSIONS", "150"))
 CONCURRENCY = 50

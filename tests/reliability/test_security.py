@@ -18,7 +18,8 @@ from starlette.routing import Mount, Route
 
 from benchmarks.tiny import QUICK, tiny_upload
 from service.app import create_app
-from worker.jobs import SEGMENT_TASK, new_job_id, open_queue
+from worker.job import new_job_id
+from worker.queue import SEGMENT_TASK, open_queue
 
 KEY = "reliability-key"
 AN_ID = "00000000deadbeef00000000deadbeef"

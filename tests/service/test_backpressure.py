@@ -3,7 +3,7 @@ import httpx
 import pytest
 
 from gdc.client import ApiError, Client
-from service.submit import QUEUE_FULL_RETRY_AFTER
+from service.errors import QUEUE_FULL_RETRY_AFTER
 from tests.service.conftest import FAST
 
 

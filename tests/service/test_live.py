@@ -17,7 +17,7 @@ from gdc.imageio import encode_png, read_labels
 from tests.conftest import REPO, free_port, wait_for
 from tests.service.conftest import CALLBACK_SECRET, FAST, MULTI, SLOW, WATCHED
 from worker.callbacks import verify_signature
-from worker.jobs import open_queue
+from worker.queue import open_queue
 
 ENGINE_PHASES = {"superpixels", "features", "optimise", "sample", "edges"}
 RUNNING_PHASES = ENGINE_PHASES | {"starting"}

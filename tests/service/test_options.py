@@ -8,9 +8,9 @@ import pytest
 from apps.arguments import add_engine_options, engine_options
 from apps.batch import server_options
 from gdc.errors import InputError
-from gdc.options import SegmentOptions, option, reused_options
+from gdc.options import SegmentOptions, option, refine_pairs, request_options, reused_options
 from gdc.warm import fingerprint
-from service.schemas import ServerOptions, segment_form
+from service.schemas import SERVER_MAXIMA, ServerOptions, option_limits, resolve_options, segment_form, server_maximum
 from service.settings import Settings
 
 
@@ -79,3 +79,21 @@ def test_a_misspelt_stroke_key_gets_422_naming_it(client, upload):
 def test_the_engine_refuses_a_misspelt_option_naming_the_closest():
     with pytest.raises(ValueError, match=r"'sigmaa' \(did you mean 'sigma'\?\)"):
         SegmentOptions(sigmaa=0.3)
+
+
+
+@pytest.mark.parametrize("refine, plain", [pair for pair in refine_pairs().items() if pair[0] in request_options()])
+def test_a_refine_option_is_capped_as_the_option_it_refines(refine, plain):
+    settings = Settings(max_steps=3, max_samples=2)
+    assert server_maximum(refine, settings) == server_maximum(plain, settings)
+    if plain in SERVER_MAXIMA:
+        cap = getattr(settings, SERVER_MAXIMA[plain])
+        assert option_limits(settings)[refine].maximum == cap
+        with pytest.raises(ValueError, match=f"{refine} must be at most {cap} on this server"):
+            resolve_options({refine: cap + 1}, settings)
+
+
+def test_the_server_caps_steps_and_samples_and_through_them_their_refines():
+    assert {name for name in request_options() if server_maximum(name, Settings()) is not None} == {
+        "steps", "samples", "refine_steps", "refine_samples"
+    }

@@ -10,7 +10,7 @@ from redis import Redis
 from benchmarks.tiny import tiny_upload
 from service.settings import Settings
 from tests.conftest import REPO, process_env
-from worker.jobs import connect, replicate
+from worker.connection import connect, replicate
 
 
 def test_sentinels_are_read_as_host_port_pairs():

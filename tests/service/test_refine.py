@@ -14,8 +14,9 @@ from service import submit as submit_module
 from tests.conftest import REPO, wait_for
 from tests.service.conftest import FAST, draw_scribbles
 from worker import store
-from worker.jobs import new_job_id, open_queue
+from worker.job import new_job_id
 from worker.keys import Kind, key_for
+from worker.queue import open_queue
 
 RESULT_FIELDS = ("mask", "probabilities", "uncertainty", "polygons")
 

@@ -9,12 +9,8 @@ from PIL import Image
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png
-from service.uploads import (
-    UploadTooLarge,
-    draw_strokes,
-    read_image_upload,
-    read_scribbles_upload,
-)
+from service.errors import UploadTooLarge
+from service.uploads import draw_strokes, read_image_upload, read_scribbles_upload
 from tests.service.conftest import png_claiming
 
 

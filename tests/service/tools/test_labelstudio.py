@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import numpy as np
 import pytest
-from fastapi import HTTPException
 from label_studio_sdk.converter import brush
 from redis import Redis
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png
+from service.errors import ImageFetchFailed
 from service.labelstudio import LabelConfig, fetch_image, task_key
 from service.settings import Settings
 from tests.conftest import free_port
@@ -208,14 +208,14 @@ def test_label_studio_images_are_fetched_with_its_token(files, coffee, key):
 def test_a_refused_token_is_named(files):
     settings = Settings(redis_url="redis://unused", label_studio_url=files.url, label_studio_api_key="wrong")
     task = {"id": 1, "data": {"image": f"{files.url}/data/upload/1/coffee.png"}}
-    with pytest.raises(HTTPException, match="answered 401 \\(check LABEL_STUDIO_API_KEY\\)"):
+    with pytest.raises(ImageFetchFailed, match="answered 401 \\(check LABEL_STUDIO_API_KEY\\)"):
         asyncio.run(fetch_image(task, LabelConfig.parse(BRUSH_CONFIG), settings))
 
 
 def test_the_token_goes_to_label_studio_only(files):
     settings = Settings(redis_url="redis://unused", label_studio_url="http://label-studio:8080", label_studio_api_key="t")
     task = {"id": 1, "data": {"image": f"{files.url}/data/upload/1/coffee.png"}}  # elsewhere: sent without it
-    with pytest.raises(HTTPException, match="answered 401$"):
+    with pytest.raises(ImageFetchFailed, match="answered 401$"):
         asyncio.run(fetch_image(task, LabelConfig.parse(BRUSH_CONFIG), settings))
 
 

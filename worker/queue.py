@@ -1,0 +1,100 @@
+"""The job queue: opening it, enqueueing a segmentation, cancelling one, and enqueueing its callback.
+
+The queue uses RQ's JSON serializer; jobs are enqueued by dotted path (:data:`SEGMENT_TASK`,
+:data:`CALLBACK_TASK`), so the API never imports the tasks or torch. A job's arguments are JSON
+carrying a Redis key, not pixels.
+"""
+from __future__ import annotations
+
+from contextlib import suppress
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from . import store
+from .job import ENDED, Status, public_status, status_from_rq
+from .keys import Kind, key_for
+from .meta import JobMeta
+from .settings import QueueSettings
+
+SEGMENT_TASK = "worker.tasks.run_segment"
+CALLBACK_TASK = "worker.tasks.send_callback"
+
+
+def open_queue(connection: Redis, name: str) -> Queue:
+    """The job queue ``name``, with JSON job arguments and results (no pickle)."""
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def _retry(times: int, backoff: list[int]) -> Retry | None:
+    return Retry(max=times, interval=backoff) if times > 0 else None
+
+
+def enqueue_segment(
+    pipeline,
+    queue: Queue,
+    settings: QueueSettings,
+    *,
+    job_id: str,
+    image: bytes,
+    scribbles_png: bytes,
+    options: dict,
+    meta: JobMeta,
+    previous: str | None = None,
+) -> None:
+    """Add storing the upload and enqueueing its job to ``pipeline`` (the caller executes it).
+
+    The job's arguments are JSON: the upload's Redis key, the engine options and, for a
+    refine, the id of the job whose warm start it starts from.
+    """
+    store.save_upload(pipeline, job_id, image, scribbles_png, settings.queued_ttl)
+    queue.enqueue_call(
+        SEGMENT_TASK,
+        kwargs={"upload": key_for(Kind.UPLOAD, job_id), "options": options, "previous": previous},
+        job_id=job_id,
+        timeout=settings.job_timeout,
+        ttl=settings.queued_ttl,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        retry=_retry(settings.job_retries, settings.retry_backoff),
+        meta=meta.as_dict(),
+        description=f"segment {meta.width}x{meta.height}, {len(meta.classes)} classes",
+        pipeline=pipeline,
+    )
+
+
+def cancel_job(queue: Queue, job: Job, settings: QueueSettings) -> None:
+    """Stop a queued or running job for good and drop its upload and results.
+
+    The cancel flag outlives the job record, so the job reads ``canceled`` until it expires;
+    a running job's worker sees the flag at the engine's next step.
+    """
+    connection = queue.connection
+    connection.set(key_for(Kind.CANCEL, job.id), 1, ex=settings.failure_ttl)
+    if status_from_rq(job.get_status(refresh=True)) is Status.QUEUED:
+        with suppress(InvalidJobOperation):
+            job.cancel()
+        connection.expire(job.key, settings.failure_ttl)
+        notify(queue, job, settings)
+    store.delete_job_data(connection, job.id)
+
+
+def notify(queue: Queue, job: Job, settings: QueueSettings) -> None:
+    """Enqueue the delivery of the job's final status to its callback URL, once."""
+    url = job.get_meta(refresh=True).get("callback_url")
+    if not url or public_status(job) not in ENDED:
+        return
+    if not queue.connection.set(key_for(Kind.NOTIFIED, job.id), 1, nx=True, ex=settings.failure_ttl):
+        return
+    queue.enqueue_call(
+        CALLBACK_TASK,
+        kwargs={"job_id": job.id, "url": url},
+        at_front=True,  # a receiver should not wait behind queued segmentations
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        retry=_retry(settings.callback_retries, settings.callback_backoff),
+        description=f"callback for {job.id}",
+    )
