@@ -21,6 +21,11 @@ Three measurements, in one run so that their ratios share the machine's load:
   ships with three classes of thin scribbles drawn in code; the time to the mask and to the
   whole result, which for an image above the working size differ by the upsampling of its
   probabilities and uncertainty.
+
+The report, ``speed-cpu-<capability>-<precision>.json`` (``speed-cuda.json`` on a GPU) and its plot,
+records what ran it: the CPU's model and cores, torch's CPU capability (the instruction
+set its kernels use; ``ATEN_CPU_CAPABILITY=avx2`` with ``ONEDNN_MAX_CPU_ISA=AVX2`` measures the AVX2
+class on a newer CPU) and the head's arithmetic; and the photo's GFLOP per phase of a cold job.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -54,7 +60,7 @@ SERVICE_START_SECONDS = 300  # workers import torch and load the stem; slow on a
 # How often the bench asks for a job's status. Jobs/s asks every 0.1 s, as a client would: at
 # 0.02 s the polling (the bench's requests and the API answering them) competed with two busy
 # workers for the two cores, and 2 workers measured 1.54x one, against 1.78-2.26x at 0.1 s
-# (benchmarks/RESULTS.md, 8). One job's latency asks every 0.02 s, so it is read to the step.
+# (benchmarks/RESULTS.md, 7. The service). One job's latency asks every 0.02 s, so it is read to the step.
 THROUGHPUT_POLL_SECONDS = 0.1
 LATENCY_POLL_SECONDS = 0.02
 
@@ -137,15 +143,24 @@ def measure_photo(encoded: bytes, scribbles: np.ndarray, options, repeats: int) 
     """gdc's engine time and GrabCut's on one image, quiet and beside a busy core: medians and ratios.
 
     ``gdc_refine`` is the second of two rounds: all of ``scribbles`` refining a first round on half
-    of each class's strokes (:func:`benchmarks.refine.first_half`).
+    of each class's strokes (:func:`benchmarks.refine.first_half`). ``first_call_seconds`` is this
+    process's first segment() of the photo, after the warm-up a worker and ``gdc segment`` run as
+    they start (:func:`gdc.warmup.warm_up`, ``warm_up_seconds``).
     """
     from gdc.engine import segment
     from gdc.imageio import read_image
+    from gdc.warmup import warm_up
 
     from .peers import grabcut_labels
     from .refine import first_half
 
     image = read_image(encoded)
+    started = time.perf_counter()
+    warm_up(options)  # what a worker and `gdc segment` run as they start
+    warming = time.perf_counter() - started
+    started = time.perf_counter()
+    segment(image, scribbles, options)
+    first_call = time.perf_counter() - started
     first_round = segment(image, first_half(scribbles), options).warm_start
     methods = {
         "gdc": lambda: segment(image, scribbles, options).timings,
@@ -173,7 +188,11 @@ def measure_photo(encoded: bytes, scribbles: np.ndarray, options, repeats: int) 
         height=image.shape[0],
         seconds=median,
         gdc_phases=gdc_phases,
+        warm_up_seconds=warming,
+        first_call_seconds=first_call,
+        first_over_warm=first_call / median["gdc_quiet"],
         gflops={phase: count / 1e9 for phase, count in flops.items()},
+        gflops_total=sum(flops.values()) / 1e9,
         gflops_per_second={phase: count / 1e9 / gdc_phases[phase] for phase, count in flops.items()},
         matmul_peak_gflops_per_second=matmul_peak(),
         gdc_over_grabcut=median["gdc_quiet"] / median["grabcut_quiet"],
@@ -354,14 +373,46 @@ def _exponent(slope: float | None) -> str:
     return "n/a (fewer than two sizes)" if slope is None else f"pixels^{slope:.2f}"
 
 
-def machine() -> str:
+def machine(options) -> dict:
+    """What ran the figures: the CPU's model and usable cores, torch's CPU capability (the instruction set its
+    kernels were picked for: ``ATEN_CPU_CAPABILITY`` lowers it), the GPU when the device is one, and the head's
+    arithmetic that ``options.precision`` comes to there."""
     import torch
 
     from gdc.threads import usable_cores
+    from gdc.training import head_dtype
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()}, {usable_cores()} cores"
+    device = torch.device(options.device)
+    record = dict(
+        cpu=cpu_model(),
+        cores=usable_cores(),
+        capability=torch.backends.cpu.get_cpu_capability(),
+        precision=str(head_dtype(options.precision, device)).removeprefix("torch."),
+    )
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
+def cpu_model() -> str:
+    """The CPU's model as Linux names it (/proc/cpuinfo), else what Python's platform module knows."""
+    info = Path("/proc/cpuinfo")
+    model = re.search(r"^model name\s*:\s*(.+)$", info.read_text(), re.MULTILINE) if info.exists() else None
+    return model.group(1).strip() if model else platform.processor() or platform.machine()
+
+
+def describe(machine: dict, precision_option: str) -> str:
+    """One line naming the machine and the arithmetic, as the report's ``machine`` records them."""
+    gpu = f", {machine['gpu']}" if "gpu" in machine else ""
+    return (f"{machine['cpu']}, {machine['cores']} cores, torch CPU capability {machine['capability']}{gpu}; "
+            f"head arithmetic {machine['precision']} (precision {precision_option})")
+
+
+def report_stem(device: str, machine: dict) -> str:
+    """The report's file name without suffix: ``speed-cpu-avx2-float32`` on a CPU, whose instruction set and
+    arithmetic the runs compared differ by; ``speed-cuda`` on a GPU (benchmarks/gpu/run.sh collects it)."""
+    kind = device.split(":")[0]
+    return f"speed-{kind}-{machine['capability'].lower()}-{machine['precision']}" if kind == "cpu" else f"speed-{kind}"
 
 
 def table(records: list[dict]) -> str:
@@ -422,7 +473,8 @@ def run(args: argparse.Namespace) -> int:
     from apps.arguments import engine_options
 
     options = engine_options(args)
-    report = dict(device=options.device, threads=args.threads, options=options.model_dump())
+    report = dict(device=options.device, threads=args.threads, machine=machine(options), options=options.model_dump())
+    print(f"machine: {describe(report['machine'], options.precision)}")
     name, encoded, scribbles = load_photo(args.data, args.image, args.scribbles)
     photo = measure_photo(encoded, scribbles, options, args.repeats)
     report["photo"] = dict(name=name, **photo)
@@ -430,6 +482,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name} ({photo['width']}x{photo['height']}), {args.threads} thread(s), medians of {args.repeats}:")
     print(f"  quiet:          gdc {s['gdc_quiet']:.3f} s, GrabCut {s['grabcut_quiet']:.3f} s: "
           f"gdc / GrabCut = {photo['gdc_over_grabcut']:.2f}")
+    print("  GFLOP per cold job: " + ", ".join(f"{phase} {count:.2f}" for phase, count in photo["gflops"].items())
+          + f"; total {photo['gflops_total']:.2f}")
+    print(f"  first call after the warm-up ({photo['warm_up_seconds']:.2f} s): {photo['first_call_seconds']:.3f} s, "
+          f"{photo['first_over_warm']:.2f}x a warm call")
     print(f"  one core busy:  gdc {s['gdc_busy']:.3f} s ({photo['gdc_busy_over_quiet']:.2f}x quiet), "
           f"GrabCut {s['grabcut_busy']:.3f} s ({photo['grabcut_busy_over_quiet']:.2f}x quiet)")
     print("  gdc phases: " + ", ".join(f"{phase} {seconds:.3f}" for phase, seconds in photo["gdc_phases"].items()))
@@ -487,10 +543,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"up to the {cap:g} MP working size time grows as {_exponent(report['slope'])} (1.00 is linear); "
               f"from it on, where the engine works at that size and only decoding, upsampling and the edges' "
               f"full-resolution band grow, as {_exponent(report['slope_above'])}")
-    report["machine"] = machine()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"speed-{options.device.split(':')[0]}"
+    stem = report_stem(options.device, report["machine"])
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     plot(report, out / f"{stem}.png")
     print(f"wrote {out / stem}.json and .png")

@@ -13,6 +13,7 @@ _EXPORTS = {
     "Cancelled": "gdc.errors",
     "create_conv": "gdc.convs",
     "load_stem": "gdc.stem",
+    "warm_up": "gdc.warmup",
 }
 __all__ = sorted(_EXPORTS)
 

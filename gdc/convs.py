@@ -39,15 +39,22 @@ Padding = Literal["zeros", "border"]
 
 
 def tap_index(
-    offsets: torch.Tensor, batch: int, height: int, width: int, taps_apart: int = 1, padding: Padding = "zeros"
+    offsets: torch.Tensor,
+    batch: int,
+    height: int,
+    width: int,
+    taps_apart: int = 1,
+    padding: Padding = "zeros",
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Rows to read for each pixel's 9 taps ``c + offsets ⊙ e``, as (N * H * W, 9) indices.
+    """Rows to read for each output pixel's 9 taps ``c + offsets ⊙ e``, as (N * P, 9) indices.
 
-    The rows number the pixels of ``batch`` maps, ``taps_apart`` rows per pixel with tap t at
-    row ``pixel * taps_apart + t`` when ``taps_apart`` > 1. Output n of the N = offsets.shape[0]
-    reads map ``n % batch``. With zeros padding the maps are (H+2) x (W+2), each bordered by
-    one ring of zeros, where taps beyond the map land; with ``padding="border"`` they are
-    H x W and such taps land on the map's own edge.
+    The output pixels are the map's P = H * W, or the P flat pixels ``at`` (``row * W + col``),
+    whose offsets are then (N, 9, 2, P or 1). The rows number the pixels of ``batch`` maps,
+    ``taps_apart`` rows per pixel with tap t at row ``pixel * taps_apart + t`` when ``taps_apart``
+    > 1. Output n of the N = offsets.shape[0] reads map ``n % batch``. With zeros padding the maps
+    are (H+2) x (W+2), each bordered by one ring of zeros, where taps beyond the map land; with
+    ``padding="border"`` they are H x W and such taps land on the map's own edge.
     """
     n = offsets.shape[0]
     device = offsets.device
@@ -55,19 +62,89 @@ def tap_index(
     map_height, map_width = height + 2 * ring, width + 2 * ring
     rows_total = batch * map_height * map_width * taps_apart
     kind = torch.int32 if rows_total < 2**31 else torch.int64  # half the memory traffic when it fits
-    shift = offsets.to(kind) * DIRECTIONS.to(device, kind).view(1, 9, 2, 1, 1)
+    if at is None:
+        row = torch.arange(height, device=device, dtype=kind).view(1, 1, height, 1)
+        col = torch.arange(width, device=device, dtype=kind).view(1, 1, 1, width)
+        pixels = (height, width)
+    else:
+        at = at.to(device, kind)
+        row, col = (at // width).view(1, 1, -1), (at % width).view(1, 1, -1)
+        pixels = (at.numel(),)
+    places = (1,) * len(pixels)
+    shift = offsets.to(kind) * DIRECTIONS.to(device, kind).view(1, 9, 2, *places)
     # Clamping onto the zero ring is exact: any tap beyond it would read zero too.
-    rows = (shift[:, :, 0] + torch.arange(height, device=device, dtype=kind).view(1, 1, height, 1))
-    cols = (shift[:, :, 1] + torch.arange(width, device=device, dtype=kind).view(1, 1, 1, width))
-    rows.clamp_(-ring, height - 1 + ring)
-    cols.clamp_(-ring, width - 1 + ring)
+    rows = (shift[:, :, 0] + row).clamp_(-ring, height - 1 + ring)
+    cols = (shift[:, :, 1] + col).clamp_(-ring, width - 1 + ring)
     index = (rows + ring) * map_width + (cols + ring)
     if batch > 1:
-        image = torch.arange(n, device=device, dtype=kind).view(n, 1, 1, 1) % batch
+        image = torch.arange(n, device=device, dtype=kind).view(n, 1, *places) % batch
         index = index + image * (map_height * map_width)
     if taps_apart > 1:
-        index = index * taps_apart + torch.arange(9, device=device, dtype=kind).view(1, 9, 1, 1)
-    return index.expand(n, 9, height, width).permute(0, 2, 3, 1).reshape(-1, 9)
+        index = index * taps_apart + torch.arange(9, device=device, dtype=kind).view(1, 9, *places)
+    return index.expand(n, 9, *pixels).movedim(1, -1).reshape(-1, 9)
+
+
+def gather_rows(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    offsets: torch.Tensor,
+    padding: Padding = "zeros",
+    at: torch.Tensor | None = None,
+    plus: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """3x3 convolution whose taps sit at ``c + offsets ⊙ e`` instead of ``c + e``, as rows of output pixels.
+
+    Arguments:
+      x: (B, C, H, W) input.
+      weight: (O, C, 3, 3), as nn.Conv2d's.
+      bias: (O,) or None.
+      offsets: integer Δ of shape (N, 9, 2, H or 1, W or 1), (dy, dx) per tap, broadcast
+        over the dimensions given as 1; or (N, 9, 2, P or 1) with ``at``. N is 1 (shared by all
+        images) or a multiple of B, output n reading image ``n % B`` (N > B: several draws over
+        the same input). The centre row is ignored.
+      padding: what taps outside the map read: ``zeros``, or the nearest ``border`` pixel.
+      at: (P,) flat indices ``row * W + col`` of the only output pixels to compute, or None
+        for all (P = H * W). Training needs the outputs near the cells its loss reads alone, and
+        the cost of the gather and its gradient is per output pixel.
+      plus: (B, O, H, W) added to the output, to each draw of image b its ``plus[b]`` (a residual branch), or None.
+
+    Returns:
+      (N, P, O): output n's pixels in row-major order (or ``at``'s).
+    """
+    batch, channels, height, width = x.shape
+    offsets = offsets.expand(max(offsets.shape[0], batch), *offsets.shape[1:])
+    draws, out_channels = offsets.shape[0], weight.shape[0]
+    # Rows must be contiguous: gathering rows of a column-major view would touch every channel's
+    # cache line (20x slower). A channels-last x already has them, and border padding needs no ring.
+    ring = 1 if padding == "zeros" else 0
+    pixels = (F.pad(x, (ring,) * 4) if ring else x).permute(0, 2, 3, 1).reshape(-1, channels)
+    taps_apart = 1 if draws == batch else 9
+    index = tap_index(offsets.to(x.device), batch, height, width, taps_apart=taps_apart, padding=padding, at=at)
+    if draws == batch:
+        # One draw per image (training): gather the inputs, then one matmul.
+        # int64: index_select's gradient (an index_add) runs 3x slower on int32 indices.
+        taps = pixels.index_select(0, index.reshape(-1).long()).view(-1, 9 * channels)
+        out = taps @ weight.permute(2, 3, 1, 0).reshape(9 * channels, out_channels)
+        if plus is not None:
+            rows = plus.permute(0, 2, 3, 1).reshape(batch, -1, out_channels)
+            out = out + (rows if at is None else rows[:, at.to(x.device)]).reshape(-1, out_channels).to(out.dtype)
+        if bias is not None:
+            out = out + bias.to(out.dtype)  # under autocast: stay in the matmul's type, no promotion
+    else:
+        # Many draws (sampling): multiply every pixel by every tap's weights once, then each draw only sums 9 rows
+        # of that table. Every draw's centre tap reads its own pixel's row, so what each output adds once (the bias,
+        # ``plus``) goes into those rows: once per pixel, not once per draw.
+        products = pixels @ weight.permute(1, 2, 3, 0).reshape(channels, 9 * out_channels)
+        centre = products.view(batch, height + 2 * ring, width + 2 * ring, 9, out_channels)[
+            :, ring : ring + height, ring : ring + width, 4
+        ]
+        if plus is not None:
+            centre += plus.permute(0, 2, 3, 1).to(products.dtype)
+        if bias is not None:
+            centre += bias.to(products.dtype)
+        out = F.embedding_bag(index, products.view(-1, out_channels), mode="sum")
+    return out.view(draws, -1, out_channels)
 
 
 def gather_conv2d(
@@ -76,69 +153,38 @@ def gather_conv2d(
     bias: torch.Tensor | None,
     offsets: torch.Tensor,
     padding: Padding = "zeros",
-    at: torch.Tensor | None = None,
+    plus: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """3x3 convolution whose taps sit at ``c + offsets ⊙ e`` instead of ``c + e``.
-
-    Arguments:
-      x: (B, C, H, W) input.
-      weight: (O, C, 3, 3), as nn.Conv2d's.
-      bias: (O,) or None.
-      offsets: integer Δ of shape (N, 9, 2, H or 1, W or 1), (dy, dx) per tap, broadcast
-        over the dimensions given as 1; N is 1 (shared by all images) or a multiple of B,
-        output n reading image ``n % B`` (N > B: several draws over the same input). The
-        centre row is ignored.
-      padding: what taps outside the map read: ``zeros``, or the nearest ``border`` pixel.
-      at: flat indices ``row * W + col`` of the only output pixels to compute, or None
-        for all; the others are zero. Training needs the outputs near labelled pixels
-        alone, and the cost of the gather and its gradient is per output pixel.
-
-    Returns:
-      (N, O, H, W).
-    """
-    batch, channels, height, width = x.shape
-    offsets = offsets.expand(max(offsets.shape[0], batch), -1, -1, -1, -1)
-    draws, out_channels = offsets.shape[0], weight.shape[0]
-    # Rows must be contiguous: gathering rows of a column-major view would touch every channel's
-    # cache line (20x slower). A channels-last x already has them, and border padding needs no ring.
-    ring = 1 if padding == "zeros" else 0
-    pixels = (F.pad(x, (ring,) * 4) if ring else x).permute(0, 2, 3, 1).reshape(-1, channels)
-    taps_apart = 1 if draws == batch else 9
-    index = tap_index(offsets.to(x.device), batch, height, width, taps_apart=taps_apart, padding=padding)
-    if at is not None:
-        index = index.view(draws, height * width, 9)[:, at.to(x.device)].reshape(-1, 9)
-    if draws == batch:
-        # One draw per image (training): gather the inputs, then one matmul.
-        # int64: index_select's gradient (an index_add) runs 3x slower on int32 indices.
-        taps = pixels.index_select(0, index.reshape(-1).long()).view(-1, 9 * channels)
-        out = taps @ weight.permute(2, 3, 1, 0).reshape(9 * channels, out_channels)
-    else:
-        # Many draws (sampling): multiply every pixel by every tap's weights once, then
-        # each draw only sums 9 rows of that table.
-        products = (pixels @ weight.permute(1, 2, 3, 0).reshape(channels, 9 * out_channels)).view(-1, out_channels)
-        out = F.embedding_bag(index, products, mode="sum")
-    if bias is not None:
-        out = out + bias.to(out.dtype)  # under autocast: stay in the matmul's type, no promotion
-    if at is not None:
-        full = out.new_zeros(draws, height * width, out_channels)
-        out = full.index_copy(1, at.to(x.device), out.view(draws, -1, out_channels))
-    return out.view(draws, height, width, out_channels).permute(0, 3, 1, 2)
+    """:func:`gather_rows` over the whole map, as a map: (B, C, H, W) to (N, O, H, W)."""
+    height, width = x.shape[-2:]
+    out = gather_rows(x, weight, bias, offsets, padding, plus=plus)
+    return out.view(out.shape[0], height, width, -1).permute(0, 3, 1, 2)
 
 
 def fold_pointwise(
-    weight: torch.Tensor, bias: torch.Tensor | None, pointwise: nn.Conv2d, padding: Padding
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    pointwise: nn.Conv2d,
+    padding: Padding,
+    inside: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight (O, C, 3, 3) and bias (O,) of a 3x3 conv of ``pointwise(x)``, taking ``x`` (C channels) itself.
+    """Weight (O, C, 3, 3) and bias of a 3x3 conv of ``pointwise(x)``, taking ``x`` (C channels) itself.
 
-    Exact where every tap reads a pixel of the map (``padding="border"``); with zeros padding a
-    tap off the map would read the pointwise conv's bias, not zero, so it is refused.
+    Exact where every tap reads a pixel of the map (``padding="border"``): the bias is (O,). With zeros
+    padding a tap off the map reads zero, not the pointwise conv's bias, so the bias depends on the output:
+    ``inside``, (P, 9) bool, says which taps of each of P outputs are on the map, and the bias is (P, O).
     """
-    if padding != "border":
-        raise ValueError("a 1x1 conv folds into a random-offset conv only with padding='border'")
+    if padding != "border" and inside is None:
+        raise ValueError("a 1x1 conv folds into a zero-padded conv only with the outputs' taps on the map (inside)")
     mix = pointwise.weight[:, :, 0, 0]  # (M, C)
     folded = torch.einsum("omhw,mc->ochw", weight, mix)
-    shift = torch.einsum("omhw,m->o", weight, pointwise.bias) if pointwise.bias is not None else 0
-    return folded, shift + (bias if bias is not None else 0)
+    bias = bias if bias is not None else 0
+    if pointwise.bias is None:
+        return folded, bias
+    if padding == "border":
+        return folded, torch.einsum("omhw,m->o", weight, pointwise.bias) + bias
+    per_tap = torch.einsum("omhw,m->hwo", weight, pointwise.bias).reshape(9, -1)
+    return folded, inside.to(per_tap.dtype) @ per_tap + bias
 
 
 class RandomOffsetConv2d(nn.Module):
@@ -146,7 +192,8 @@ class RandomOffsetConv2d(nn.Module):
 
     Subclasses say how Δ is drawn in :meth:`sample_offsets`; ``forward(x, offsets)``
     takes Δ explicitly instead, which is how tests pin it. The conv is computed as a
-    table of per-tap products gathered at the moved taps (:func:`gather_conv2d`).
+    table of per-tap products gathered at the moved taps (:func:`gather_conv2d`), or
+    at some pixels alone (:meth:`rows_at`, what training reads).
     """
 
     def __init__(
@@ -187,8 +234,9 @@ class RandomOffsetConv2d(nn.Module):
         """Σ·s: the standard deviation of Δ in pixels of this map."""
         return self.sigma * min(height, width)
 
-    def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
-        """Integer Δ of shape (batch, 9, 2, height, width)."""
+    def sample_offsets(self, batch: int, height: int, width: int, points: int | None = None) -> torch.Tensor:
+        """Integer Δ of shape (batch, 9, 2, height, width) for an (height, width) map; (batch, 9, 2, points) for
+        ``points`` of its pixels alone."""
         raise NotImplementedError
 
     def _standard_draw(self, shape: tuple[int, ...], kind: str) -> torch.Tensor:
@@ -196,39 +244,54 @@ class RandomOffsetConv2d(nn.Module):
         draw = torch.randn if kind == "normal" else torch.rand
         return draw(shape, generator=self.generator, device=device)
 
+    def _weights(self, after: nn.Conv2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if after is None:
+            return self.weight, self.bias
+        return fold_pointwise(self.weight, self.bias, after, self.padding)
+
     def forward(
         self,
         x: torch.Tensor,
         offsets: torch.Tensor | None = None,
         samples: int = 1,
-        at: torch.Tensor | None = None,
         after: nn.Conv2d | None = None,
+        plus: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, C, H, W) to (samples * B, O, H, W): ``samples`` independent draws of offsets.
 
         The weights multiply the input once, however many draws read it; ``offsets``
-        (``samples * B`` first) replaces the draw; ``at`` limits the outputs computed
-        (see :func:`gather_conv2d`). ``after``, a 1x1 conv, makes this the conv of
+        (``samples * B`` first) replaces the draw. ``after``, a 1x1 conv, makes this the conv of
         ``after(x)``, computed on ``x`` with the two convs' weights multiplied into one
         (:func:`fold_pointwise`): where ``x`` needs no gradient (a frozen stem's features),
-        training then never scatters one back through the taps.
+        training then never scatters one back through the taps. ``plus`` (B, O, H, W) is added
+        to every draw's output (a residual branch), at the cost of one draw.
         """
         if offsets is None:
             offsets = self.sample_offsets(samples * x.shape[0], x.shape[2], x.shape[3])
-        weight, bias = self.weight, self.bias
-        if after is not None:
-            weight, bias = fold_pointwise(weight, bias, after, self.padding)
-        return gather_conv2d(x, weight, bias, offsets, self.padding, at)
+        return gather_conv2d(x, *self._weights(after), offsets, self.padding, plus)
+
+    def rows_at(
+        self, x: torch.Tensor, at: torch.Tensor, offsets: torch.Tensor | None = None, after: nn.Conv2d | None = None
+    ) -> torch.Tensor:
+        """(P, O): the conv of the (1, C, H, W) ``x`` at its P flat pixels ``at`` alone, one draw of offsets
+        ((1, 9, 2, P) unless given); ``after`` as in :meth:`forward`. What training reads, at the cost of P."""
+        if offsets is None:
+            offsets = self.sample_offsets(1, x.shape[2], x.shape[3], points=at.numel())
+        return gather_rows(x, *self._weights(after), offsets, self.padding, at)[0]
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, sigma={self.sigma}, padding={self.padding}"
 
 
+def _places(height: int, width: int, points: int | None) -> tuple[int, ...]:
+    return (height, width) if points is None else (points,)
+
+
 class GaussianDynamicConv2d(RandomOffsetConv2d):
     """GDC (Sec. III-B): per pixel and per tap, Δ = ⌊|N(0, Σ·s)|⌋ on each axis."""
 
-    def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
-        normal = self._standard_draw((batch, 9, 2, height, width), "normal")
+    def sample_offsets(self, batch: int, height: int, width: int, points: int | None = None) -> torch.Tensor:
+        normal = self._standard_draw((batch, 9, 2, *_places(height, width, points)), "normal")
         return normal.abs_().mul_(self.offset_scale(height, width)).to(torch.int32)  # truncation: ⌊·⌋ as ≥ 0
 
 
@@ -239,9 +302,9 @@ class UniformRandomConv2d(RandomOffsetConv2d):
     paper's experiment asks about.
     """
 
-    def sample_offsets(self, batch: int, height: int, width: int) -> torch.Tensor:
+    def sample_offsets(self, batch: int, height: int, width: int, points: int | None = None) -> torch.Tensor:
         high = math.floor(2 * HALF_GAUSSIAN_MEAN * self.offset_scale(height, width)) + 1
-        uniform = self._standard_draw((batch, 9, 2, height, width), "uniform")
+        uniform = self._standard_draw((batch, 9, 2, *_places(height, width, points)), "uniform")
         return uniform.mul_(high).to(torch.int32)
 
 

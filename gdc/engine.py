@@ -7,7 +7,8 @@ or queues; the CLI and the worker call it.
     scribbles   gdc/scribbles.py   class indices at the working size (shrink, working_size)
     superpixels gdc/scribbles.py   SLIC superpixels, the scribbles grown over them
     features    gdc/features.py    the frozen stem's standardised features
-    train       gdc/training.py    a GDC head (gdc/net.py) fitted to the grown scribbles
+    train       gdc/training.py    a GDC head (gdc/net.py) fitted to the grown scribbles, a step on a batch of
+                                   their cells (gdc/batches.py) computed on the ring around it (gdc/cells.py)
     sample      gdc/sampling.py    its mean prediction over random offsets
     result      gdc/sampling.py    brought to full resolution, a band at a time
     edges       gdc/labelling.py   relabelled along the image's edges (when on)
@@ -25,6 +26,7 @@ from functools import cached_property, partial
 import numpy as np
 import torch
 
+from .batches import LabelledCells
 from .features import stem_features
 from .hooks import CancelHook, Hooks, ProgressHook
 from .inputs import check_image, scribble_classes
@@ -60,7 +62,8 @@ class SegmentResult:
     Above the working size with the edge step on, the labels read the head's probabilities only in
     the band along their borders, so the full-resolution probabilities and uncertainty wait until
     first read: whoever wants the mask first (the worker stores it first) has it sooner by that
-    upsampling, 1.0-1.3 s of a 12 MP photo on the 2-core CPU (benchmarks/RESULTS.md, 16).
+    upsampling, 0.7 s of a 12 MP photo on machine C, 1.5 s on D's slow state
+    (benchmarks/RESULTS.md, 10. Large photos).
     """
 
     labels: np.ndarray
@@ -206,9 +209,11 @@ def train_step(
     head, optimiser = start_head(classes, working.round_options, generator, device, working.reuse)
     targets = cell_targets(working.grown, len(classes), tuple(features.shape[-2:]), options.class_weights, device)
     with hooks.timed("optimise"):
+        cells = LabelledCells.of(targets, working.round_options.train_cells)
         steps = train_head(
-            head, optimiser, features, targets, steps=working.round_options.steps,
-            stop_below=working.round_options.stop_loss, dtype=head_dtype(options.precision, device), hooks=hooks,
+            head, optimiser, features, cells, steps=working.round_options.steps,
+            stop_below=working.round_options.stop_loss, generator=generator,
+            dtype=head_dtype(options.precision, device), hooks=hooks,
         )
     return head, optimiser, steps
 

@@ -18,7 +18,7 @@ blurred by one bin) filled with the head's probabilities as soft votes and, coun
 again, the scribbled pixels. It lends the whole image's colours to places the head got wrong
 or left unsure: with w = COLOUR_WEIGHT, +0.7 mIoU on icg-dev and +1.1 on GrabCut scribbles-1
 (the sets it was chosen on), +1.1 on scribbles-2, and a faster step, since the borders it
-leaves are cleaner (benchmarks/RESULTS.md, 2b).
+leaves are cleaner (benchmarks/RESULTS.md, 1. Quality of a cold job).
 
 It is minimised coarse to fine, each pass by one sweep of fusion moves over the classes
 (α-expansion, Boykov, Veksler & Zabih, PAMI 2001, generalised so that pixels already α may
@@ -44,7 +44,7 @@ from scipy.ndimage import gaussian_filter, maximum_filter
 NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
 COARSENING = 4  # the coarse pass works on cells of this many pixels a side
 # The fine pass frees pixels this close to a change of the coarse labels: 3 scored as 5 within 0.03 mIoU on
-# icg-dev and GrabCut scribbles-1, with a band 40% narrower (benchmarks/RESULTS.md, 2b).
+# icg-dev and GrabCut scribbles-1, with a band 40% narrower (benchmarks/RESULTS.md, 1. Quality of a cold job).
 FINE_RADIUS = 3
 # Above this many pixels the step runs on a box-downsampled copy of this size and its labels are upsampled,
 # their borders then moved at full resolution. 1 MP, the engine's working size, against the 2 MP it was: on
@@ -172,7 +172,7 @@ def _border_band(image, probabilities_at, scribbles, small_labels, rows, cols, s
     from a sample of rows, so time and memory follow the borders' length, not the image's area.
     The band of FINE_RADIUS and a cell that this one replaced (13 pixels wide at 12 MP against 5,
     both from 2 MP labels) scored the same: no GrabCut photo at 8 MP (scribbles-1, the first 12,
-    upscaled) moved by more than 0.07 mIoU (benchmarks/RESULTS.md, 12).
+    upscaled) moved by more than 0.07 mIoU (benchmarks/RESULTS.md, 10. Large photos).
     """
     labels = np.ascontiguousarray(small_labels[rows][:, cols])  # the moves write in place
     marked = scribbles >= 0

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cells import Rings, conv_at
 from .convs import RANDOM_CONVS, create_conv, normalize_conv_name
 from .options import HEAD_CONVS
 from .stem import STEM_CHANNELS
@@ -83,30 +84,33 @@ class GDCHead(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def context_cells(self, where: torch.Tensor) -> torch.Tensor:
-        """Flat indices (row * W + col) of the cells whose context branch the logits at ``where`` read.
-
-        ``where`` is an (H, W) bool map; the classifier's 3x3 conv reads one cell around each.
-        """
-        around = F.max_pool2d(where[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
-        return around.flatten().nonzero().squeeze(1)
-
-    def forward(self, features: torch.Tensor, samples: int = 1, context_at: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample.
-
-        ``context_at`` (from :meth:`context_cells`) computes the random-offset context
-        branch at those cells alone, which is all training on labelled cells needs; the
-        logits elsewhere are then not the head's.
-        """
+    def forward(self, features: torch.Tensor, samples: int = 1) -> torch.Tensor:
+        """(B, C, H, W) features to (samples * B, K, H, W) logits, one fresh draw of offsets per sample."""
         # Channels-last throughout: the GDC's output already is, and mixed layouts add slowly.
         fused = self.fuse(features.contiguous(memory_format=torch.channels_last))
         local = self.local(fused)
         if not self.stochastic:
             logits = self.classifier(local + self.context(fused))
             return logits.repeat(samples, 1, 1, 1) if samples > 1 else logits
-        # The context branch reads the features through fuse's weights folded into its own: the same
-        # function, whose training needs no gradient scattered back through its random taps.
-        context = self.context(features, samples=samples, at=context_at, after=self.fuse)
-        if samples == 1:  # training: a broadcast add would cost its gradient a reduction over the samples
-            return self.classifier(context + local)
-        return self.classifier((context.unflatten(0, (samples, -1)) + local).flatten(0, 1))
+        # The context branch reads the features through fuse's weights folded into its own (the same function),
+        # and adds the local branch once for all its draws.
+        return self.classifier(self.context(features, samples=samples, after=self.fuse, plus=local))
+
+    def logits_at(self, features: torch.Tensor, rings: Rings) -> torch.Tensor:
+        """(P, K) logits at the P cells of ``rings`` alone, of (1, C, H, W) channels-last ``features``
+        (:func:`head_input`): :meth:`forward`'s there, for one draw of offsets at the inner ring.
+
+        What a training step's loss reads, computed on the ring around its cells (gdc/cells.py): the
+        GDC module at the cells and the ring, both its branches reading the features through fuse's
+        weights folded into theirs, then the classifier at the cells.
+        """
+        height, width = features.shape[-2:]
+        rows = features.permute(0, 2, 3, 1).reshape(height * width, -1)  # a view of channels-last features
+        local = conv_at(rows, rings.inner_taps, self.local, after=self.fuse)
+        if self.stochastic:
+            context = self.context.rows_at(features, rings.inner, after=self.fuse)
+        else:  # the ablations' convs, on the whole map
+            context = self.context(self.fuse(features)).permute(0, 2, 3, 1).reshape(height * width, -1)[rings.inner]
+        hidden, _, to_classes = self.classifier
+        hidden = conv_at(local + context, rings.cell_taps, hidden).relu()
+        return F.linear(hidden, to_classes.weight.flatten(1), to_classes.bias)

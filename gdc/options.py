@@ -96,15 +96,25 @@ class SegmentOptions(RefusesUnknown):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     conv: HeadConv = option("gdc", "conv of the head's context branch (Table I ablation)", request=True, reused=True)
-    # Adam reaches in 20 steps what the paper's 50 SGD steps reach (benchmarks/RESULTS.md, issue 15); 14 steps and
-    # 8 samples score within 0.25 mIoU of 20 and 20 at 3 seeds in half the time (RESULTS, 9).
-    steps: int = option(14, "optimiser steps on the scribbles (the paper: 50 SGD steps)", request=True, ge=0, le=1000)
+    # Adam reaches in 20 steps what the paper's 50 SGD steps reach. A step on a drawn batch of cells (train_cells)
+    # costs under a tenth of one on the whole grid; 20 such steps score as 14 on the whole grid did (icg-dev −0.02,
+    # GrabCut +0.15 and +0.14 at 3 seeds in float32), 14 scored 0.1-0.2 below
+    # (benchmarks/RESULTS.md, 1. Quality of a cold job).
+    steps: int = option(20, "optimiser steps on the scribbles (the paper: 50 SGD steps)", request=True, ge=0, le=1000)
     samples: int = option(
         8, "stochastic passes averaged at inference (the paper: 50; 8 scored as 20)", request=True, ge=1, le=1000
     )
+    # On icg-dev (3 seeds, float32) 256 cells a step for 20 steps scored 87.83, 384 for 14 87.42, 192 for 28 87.51 and
+    # 128 for 30 87.65, all at 7.4-8.6 GFLOP a job, with independent draws then
+    # (benchmarks/RESULTS.md, 1. Quality of a cold job).
+    train_cells: int = option(
+        256, "cells each optimiser step trains on, drawn from the labelled ones in proportion to their class-weighted "
+        "share of the loss; 0, or labelled cells whose ring is no larger than that many apart: all of them",
+        ge=0, le=1_000_000,
+    )
     # A refine's head starts trained, so it needs few steps and fewer samples. It stops once its strokes are fitted:
-    # a median of 1-3 steps on the data sets' strokes, 5-7 on the web page's painted ones (benchmarks/RESULTS.md, 17);
-    # refine_steps bounds the strokes that contradict the head.
+    # a median of 1-3 steps on the data sets' strokes, 5-7 on the web page's painted ones
+    # (benchmarks/RESULTS.md, 4. Refining); refine_steps bounds the strokes that contradict the head.
     stop_loss: float = option(
         0.0, "training stops once the loss on the strokes (cross-entropy per labelled cell) is below this; 0: always "
         "steps", ge=0.0, le=10.0,
@@ -118,14 +128,16 @@ class SegmentOptions(RefusesUnknown):
         "refine_steps",
         request=True, refines="stop_loss", ge=0.0, le=10.0,
     )
-    # 4 scored as 6 at 3 seeds on GrabCut and icg-dev, a third less of the sample phase (benchmarks/RESULTS.md, 18).
+    # 4 scored as 6 at 3 seeds on GrabCut and icg-dev, a third less of the sample phase
+    # (benchmarks/RESULTS.md, 4. Refining).
     refine_samples: int = option(
         4, "stochastic passes averaged at inference in a refine", request=True, refines="samples", ge=1, le=1000
     )
     refine_lr: float = option(0.003, "learning rate of a refine", refines="lr", gt=0.0, le=1.0)
     # The optimiser's state goes on from the previous round, momentum included: at 0.9 it carries a refine past the
     # new strokes' fit and back again. At 0.5 a refine fits them in half the steps, which affords a lower stop
-    # (0.12, from 0.15) and scores as 20 steps and 20 samples did before issue 26 (benchmarks/RESULTS.md, 17).
+    # (0.12, from 0.15) and scores within 0.3 of 20 steps and 20 samples before issue 26
+    # (benchmarks/RESULTS.md, 4. Refining).
     refine_momentum: float = option(
         0.5, "momentum of a refine (Adam's β1, SGD's momentum); a round from scratch uses momentum",
         refines="momentum", ge=0.0, lt=1.0,
@@ -165,7 +177,8 @@ class SegmentOptions(RefusesUnknown):
         "the probabilities and a colour model, gdc.labelling); off: the argmax of the head's probabilities",
         request=True,
     )
-    # 170: the best mean of icg-dev and GrabCut scribbles-1 over λ in 50..220, seed 0 (benchmarks/RESULTS.md).
+    # 170: the best mean of icg-dev and GrabCut scribbles-1 over λ in 70..220, seed 0
+    # (benchmarks/RESULTS.md, 1. Quality of a cold job).
     edge_strength: float = option(
         170.0, "λ of the edge step: cost of a class border across flat colour, against -log p",
         request=True, ge=0.0, le=10_000.0,

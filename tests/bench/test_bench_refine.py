@@ -39,4 +39,5 @@ def test_refine_compares_every_setting_with_cold(tiny_dataset, tmp_path, capsys)
 def test_refine_settings_are_held_to_their_options(tiny_dataset, capsys, flag, values, problem):
     with pytest.raises(SystemExit):
         main(["bench", "refine", str(tiny_dataset), flag, values])
-    assert f"{problem}, in '{values}'" in capsys.readouterr().err
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert problem in error and error.endswith(f"in '{values}'")

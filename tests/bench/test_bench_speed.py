@@ -4,10 +4,11 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from apps.cli import main
 from benchmarks import page
-from benchmarks.speed import PHASES, busy_core, growth_slope
+from benchmarks.speed import PHASES, busy_core, growth_slope, report_stem
 from benchmarks.speed import test_scene as make_test_scene
 
 
@@ -50,7 +51,7 @@ def test_bench_speed_compares_grabcut_busy_core_service_and_sizes(tiny_dataset, 
                  "--sizes", "0.02,0.04", "--repeats", "1", "--workers", "1", "--jobs", "2", "--rounds",
                  "--steps", "2", "--samples", "2", "--max-pixels", "30000", "--output-dir", str(tmp_path)])
     assert code == 0
-    report = json.loads((tmp_path / "speed-cpu.json").read_text())
+    report = only_report(tmp_path)
     photo = report["photo"]
     assert photo["name"] == "a" and (photo["width"], photo["height"]) == (160, 120)
     seconds = photo["seconds"]
@@ -75,7 +76,7 @@ def test_bench_speed_compares_grabcut_busy_core_service_and_sizes(tiny_dataset, 
     assert small["mask"] == pytest.approx(small["total"], rel=0.2)
     assert large["mask"] == pytest.approx(large["total"] - large["phases"]["upsample"], rel=0.2)
     assert report["slope"] is None and report["slope_above"] is None  # one size on either side of the working size
-    assert (tmp_path / "speed-cpu.png").stat().st_size > 1000
+    assert next(tmp_path.glob("speed-cpu-*.png")).stat().st_size > 1000
     out = capsys.readouterr().out
     assert "gdc / GrabCut =" in out and "one core busy" in out and "jobs/s" in out and "time grows as n/a" in out
     assert "page click to mask" in out and "HTTP round trip" in out
@@ -86,8 +87,41 @@ def test_bench_speed_without_service_or_sizes_times_the_photo_alone(tiny_dataset
                  "--sizes", "", "--workers", "", "--no-rounds", "--repeats", "1", "--steps", "2", "--samples", "2",
                  "--output-dir", str(tmp_path)])
     assert code == 0
-    report = json.loads((tmp_path / "speed-cpu.json").read_text())
+    report = only_report(tmp_path)
     assert "photo" in report and not {"service", "rounds", "sizes"} & set(report)
+
+
+def test_bench_speed_records_the_machine_the_arithmetic_and_the_flops_per_phase(tiny_dataset, tmp_path, capsys):
+    code = main(["bench", "speed", "--data", str(tiny_dataset), "--scribbles", "marks", "--image", "a",
+                 "--sizes", "", "--workers", "", "--no-rounds", "--repeats", "1", "--steps", "2", "--samples", "2",
+                 "--precision", "float32", "--output-dir", str(tmp_path)])
+    assert code == 0
+    capability = torch.backends.cpu.get_cpu_capability()
+    report = json.loads((tmp_path / f"speed-cpu-{capability.lower()}-float32.json").read_text())
+    machine = report["machine"]
+    assert machine["capability"] == capability and machine["precision"] == "float32"
+    assert machine["cores"] >= 1 and machine["cpu"]
+    photo = report["photo"]
+    assert set(photo["gflops"]) == {"features", "optimise", "sample"} and min(photo["gflops"].values()) > 0
+    assert photo["gflops_total"] == pytest.approx(sum(photo["gflops"].values()))
+    assert photo["first_over_warm"] == pytest.approx(photo["first_call_seconds"] / photo["seconds"]["gdc_quiet"])
+    assert photo["warm_up_seconds"] > 0
+    out = capsys.readouterr().out
+    assert f"torch CPU capability {capability}" in out and "head arithmetic float32 (precision float32)" in out
+    assert "GFLOP per cold job: features" in out and "x a warm call" in out
+
+
+@pytest.mark.parametrize("device, machine, stem", [
+    ("cpu", {"capability": "AVX2", "precision": "float32"}, "speed-cpu-avx2-float32"),
+    ("cuda:1", {"capability": "AVX512", "precision": "bfloat16"}, "speed-cuda"),
+])
+def test_a_cpu_report_is_named_by_instruction_set_and_arithmetic(device, machine, stem):
+    assert report_stem(device, machine) == stem
+
+
+def only_report(folder) -> dict:
+    (path,) = folder.glob("speed-cpu-*.json")
+    return json.loads(path.read_text())
 
 
 def test_bench_speed_needs_a_two_class_photo_for_grabcut(tiny_dataset, tmp_path, capsys):

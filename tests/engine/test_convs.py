@@ -12,6 +12,7 @@ from gdc.convs import (
     VariantGaussianDynamicConv2d,
     create_conv,
     gather_conv2d,
+    gather_rows,
 )
 from gdc.gdpp import GDPP
 
@@ -48,22 +49,47 @@ def test_border_padding_equals_replicate_padded_conv(delta, draws_per_image):
 
 
 @pytest.mark.parametrize("draws_per_image", [1, 3])
-def test_outputs_limited_to_some_pixels_equal_the_full_ones_there_and_zero_elsewhere(draws_per_image):
+def test_rows_at_some_pixels_equal_the_whole_maps_there(draws_per_image):
     torch.manual_seed(0)
     x = torch.randn(2, 5, 11, 13, requires_grad=True)
     weight, bias = torch.randn(4, 5, 3, 3), torch.randn(4)
     offsets = torch.randint(0, 6, (2 * draws_per_image, 9, 2, 11, 13))
     at = torch.tensor([0, 7, 40, 142])
-    full = gather_conv2d(x, weight, bias, offsets).flatten(2)
-    limited = gather_conv2d(x, weight, bias, offsets, at=at).flatten(2)
-    torch.testing.assert_close(limited[..., at], full[..., at])
-    others = torch.ones(11 * 13, dtype=torch.bool)
-    others[at] = False
-    assert limited[..., others].abs().max() == 0
+    full = gather_rows(x, weight, bias, offsets)
+    limited = gather_rows(x, weight, bias, offsets.flatten(3)[..., at], at=at)
+    assert full.shape == (2 * draws_per_image, 11 * 13, 4) and limited.shape == (2 * draws_per_image, 4, 4)
+    torch.testing.assert_close(limited, full[:, at])
     # The gradient reaching the input is the one of the kept outputs alone.
-    (grad_full,) = torch.autograd.grad(full[..., at].sum(), x)
+    (grad_full,) = torch.autograd.grad(full[:, at].sum(), x)
     (grad_limited,) = torch.autograd.grad(limited.sum(), x)
     torch.testing.assert_close(grad_limited, grad_full)
+
+
+@pytest.mark.parametrize("draws_per_image", [1, 3])
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("limited", [False, True])
+def test_a_residual_added_once_equals_adding_it_to_every_draw(draws_per_image, padding, limited):
+    torch.manual_seed(0)
+    x, plus = torch.randn(2, 5, 11, 13), torch.randn(2, 4, 11, 13)
+    weight, bias = torch.randn(4, 5, 3, 3), torch.randn(4)
+    offsets = torch.randint(0, 6, (2 * draws_per_image, 9, 2, 11, 13))
+    at = torch.tensor([0, 7, 40, 142]) if limited else None
+    if limited:
+        offsets = offsets.flatten(3)[..., at]
+    without = gather_rows(x, weight, bias, offsets, padding, at)
+    rows = plus.permute(0, 2, 3, 1).reshape(2, -1, 4).repeat(draws_per_image, 1, 1)
+    expected = without + (rows[:, at] if limited else rows)
+    torch.testing.assert_close(gather_rows(x, weight, bias, offsets, padding, at, plus=plus), expected)
+
+
+def test_a_random_conv_at_some_pixels_draws_offsets_there_alone():
+    x = torch.randn(1, 5, 11, 13)
+    conv = GaussianDynamicConv2d(5, 4, padding="border", generator=torch.Generator().manual_seed(2))
+    at = torch.tensor([0, 7, 40, 142])
+    twin = GaussianDynamicConv2d(5, 4, generator=torch.Generator().manual_seed(2))
+    offsets = twin.sample_offsets(1, 11, 13, points=4)
+    assert offsets.shape == (1, 9, 2, 4)
+    torch.testing.assert_close(conv.rows_at(x, at), gather_rows(x, conv.weight, conv.bias, offsets, "border", at)[0])
 
 
 @pytest.mark.parametrize("draws_per_image", [1, 3])
@@ -73,9 +99,8 @@ def test_a_folded_pointwise_conv_gives_the_conv_of_its_output_and_the_same_weigh
     pointwise = torch.nn.Conv2d(5, 6, 1)
     conv = GaussianDynamicConv2d(6, 4, padding="border")
     offsets = torch.randint(0, 6, (2 * draws_per_image, 9, 2, 11, 13))
-    at = torch.tensor([0, 7, 40, 142])
-    separate = conv(pointwise(x), offsets=offsets, at=at)
-    folded = conv(x, offsets=offsets, at=at, after=pointwise)
+    separate = conv(pointwise(x), offsets=offsets)
+    folded = conv(x, offsets=offsets, after=pointwise)
     torch.testing.assert_close(folded, separate, atol=1e-5, rtol=1e-5)
     parameters = [pointwise.weight, pointwise.bias, conv.weight, conv.bias]
     for want, got in zip(torch.autograd.grad(separate.square().sum(), parameters),
@@ -83,9 +108,9 @@ def test_a_folded_pointwise_conv_gives_the_conv_of_its_output_and_the_same_weigh
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_a_pointwise_conv_folds_only_with_border_padding():
-    conv = GaussianDynamicConv2d(6, 4)  # zeros: a tap off the map would read the pointwise conv's bias
-    with pytest.raises(ValueError, match="only with padding='border'"):
+def test_a_pointwise_conv_folds_into_a_zero_padded_one_only_knowing_which_taps_are_on_the_map():
+    conv = GaussianDynamicConv2d(6, 4)  # zeros: a tap off the map reads zero, not the pointwise conv's bias
+    with pytest.raises(ValueError, match="only with the outputs' taps on the map"):
         conv(torch.randn(1, 5, 7, 7), after=torch.nn.Conv2d(5, 6, 1))
 
 

@@ -1,13 +1,16 @@
 """The engine gives the same bits as before it was split into steps (issue 24).
 
 ``same_bits.json`` holds SHA-256 digests of the outputs of ``gdc.engine.segment`` as it was
-before the split (one 164-line function), re-recorded five times since (issue 26): when the
+before the split (one 164-line function), re-recorded six times since (five in issue 26): when the
 context branch began reading the features through the fuse conv's folded weights, and when the
 upsampling became torch's bilinear resize (the same functions, rounded otherwise; the labels
 kept their bits); when the edge step began labelling a shrunk image at its working size (85 of
 the cold run's 12,288 labels changed); when Adam became fused (the same update, rounded
-otherwise: the probabilities changed, the labels and steps did not); and when a refine's momentum
-became 0.5 (the refine's outputs changed, the cold run's did not). At fixed seeds, on a scene
+otherwise: the probabilities changed, the labels and steps did not); when a refine's momentum
+became 0.5 (the refine's outputs changed, the cold run's did not); and when training came to compute
+the head on the ring around its cells alone, drawing its offsets there, and sampling added the local
+branch inside the context branch's table (issue 41: every output changed; recorded on an AMD
+EPYC, where the earlier digests, from an Intel Xeon, could not be checked). At fixed seeds, on a scene
 drawn in code from scikit-image photos: a cold run that shrinks the image to its working size, and a refine from
 it with more strokes. Any change to what the steps compute, their order or their random draws
 changes a digest. Regenerate with ``python -m tests.engine.test_same_bits`` (from the repository's

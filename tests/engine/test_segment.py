@@ -190,11 +190,19 @@ def test_class_weights(scheme, expected):
 
 
 @pytest.mark.parametrize(
-    "capabilities,expected",
-    [({"avx512_bf16": True}, torch.bfloat16), ({"amx_bf16": True}, torch.bfloat16), ({}, torch.float32)],
+    "capabilities,kernels,expected",
+    [
+        ({"avx512_bf16": True}, "AVX512", torch.bfloat16),
+        ({"amx_bf16": True}, "AVX512", torch.bfloat16),
+        ({}, "AVX512", torch.float32),
+        ({"avx512_bf16": True}, "AVX2", torch.float32),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels emulate it
+    ],
 )
-def test_auto_precision_uses_bfloat16_only_where_the_cpu_has_it(capabilities, expected, monkeypatch):
+def test_auto_precision_uses_bfloat16_only_where_the_cpu_and_torchs_kernels_have_it(
+    capabilities, kernels, expected, monkeypatch
+):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
     assert head_dtype("auto", torch.device("cpu")) == expected
     assert head_dtype("float32", torch.device("cpu")) == torch.float32
 

@@ -79,8 +79,10 @@ def test_a_refine_trains_at_its_own_rate_and_momentum(first_round, device, optim
         device=device, optimiser=optimiser, lr=0.01, momentum=0.8, refine_lr=0.002, refine_momentum=0.4
     )
     started = {}
-    for name, reuse in (("cold", None), ("refine", first_round.warm_start)):
-        _, made = start_head(first_round.classes, options, torch.Generator(device), torch.device(device), reuse)
+    # A refine's head starts under the refine's options, as segment() runs it (SegmentOptions.for_refine).
+    rounds = (("cold", None, options), ("refine", first_round.warm_start, options.for_refine()))
+    for name, reuse, round_options in rounds:
+        _, made = start_head(first_round.classes, round_options, torch.Generator(device), torch.device(device), reuse)
         group = made.param_groups[0]
         started[name] = (group["lr"], momentum_of(group))
     assert started == {"cold": (0.01, 0.8), "refine": (0.002, 0.4)}
