@@ -1,4 +1,5 @@
-"""Command-line pieces that several commands share: the engine's option flags and a progress bar.
+"""Command-line pieces that several commands share: the engine's option flags, checks of the files named, and a
+progress bar.
 
 Used by ``apps.cli``, the benchmarks and the service's commands, so none of them needs the
 top floor (``apps.cli``) itself.
@@ -8,10 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Literal, get_args, get_origin
 
+from PIL import Image, UnidentifiedImageError
 from pydantic import TypeAdapter, ValidationError
 
+from gdc.errors import InputError
 from gdc.options import SegmentOptions
 from gdc.threads import DEFAULT_THREADS
 
@@ -106,6 +110,32 @@ def given_options(args: argparse.Namespace, model: type[SegmentOptions] = Segmen
 def engine_options(args: argparse.Namespace, model: type[SegmentOptions] = SegmentOptions, **overrides) -> SegmentOptions:
     """The options the command line sets, the model's defaults for the rest."""
     return model(**{**given_options(args, model), **overrides})
+
+
+def check_files(read: dict[str, str | None], write: dict[str, str | None]) -> None:
+    """Refuse, before any work, a file to read that is not there and a file to write into a folder that is not
+    (InputError, in one line). Keys name the files as the message should (``"image"``, ``"-o"``); None values are
+    files not asked for."""
+    for what, path in read.items():
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{what} not found: {path}")
+    for flag, path in write.items():
+        if path is not None and not Path(path).parent.is_dir():
+            raise InputError(f"{flag} {path}: the folder {Path(path).parent} does not exist; create it first")
+
+
+def check_decodable(path: str, what: str = "image") -> None:
+    """Refuse an image whose header claims more pixels than Pillow decodes (a decompression bomb's mark) in gdc's
+    words, before reading it."""
+    try:
+        Image.open(path).close()
+    except Image.DecompressionBombError:
+        limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6
+        raise InputError(
+            f"{what} {path} is too large to decode: over {limit:.0f} million pixels, the most gdc reads; shrink it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return  # not an image, or a damaged one: its reader says which
 
 
 class ProgressBar:

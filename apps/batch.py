@@ -329,6 +329,7 @@ class Batch:
     def __init__(self, pairs: list[Pair], options: dict, out_dir: Path) -> None:
         self.pairs = pairs
         self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)  # once the server answered: a run that could not start makes none
         self.journal = Journal(out_dir / JOURNAL)
         self.digests = {pair.stem: pair.digest(options) for pair in pairs}
         before = self.journal.options
@@ -397,6 +398,8 @@ def _announce(total: int, todo: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gdc.client import ServerUnreachable
+
     out_dir = Path(args.output)
     pairs, unpaired = pair_files(Path(args.images_dir), Path(args.scribbles_dir))
     names = read_class_names(Path(args.classes)) if args.classes else {}
@@ -404,12 +407,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"gdc batch: {len(unpaired)} image(s) have no scribbles, skipped: {', '.join(unpaired)}", file=sys.stderr)
     if not pairs:
         raise InputError(f"no image in {args.images_dir} has scribbles in {args.scribbles_dir}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         batch, failures = (_label_locally if args.local else _label_on_server)(args, pairs, out_dir)
     except KeyboardInterrupt:
         print("gdc batch: interrupted; run the same command again to go on where it stopped", file=sys.stderr)
         return 130
+    except ServerUnreachable as error:  # at the first request: later ones are asked again until it answers
+        print(f"gdc batch: error: {error}; start one (gdc serve), name it with --server, or label here with --local",
+              file=sys.stderr)
+        return 2
     batch.journal.close()
     done = batch.write_summary(failures, names)
     print(

@@ -105,10 +105,15 @@ def process_env(**settings: object) -> dict[str, str]:
     return env | {f"GDC_{name.upper()}": str(value) for name, value in settings.items()}
 
 
-def start_api(port: int, *, env: dict[str, str] | None = None, log_level: str = "info", **popen) -> subprocess.Popen:
-    """The API alone (uvicorn serving ``service.app``) on the loopback's ``port``, on the Redis ``env`` names."""
+def start_api(port: int, *, env: dict[str, str] | None = None, log_level: str = "info", processes: int = 1,
+              **popen) -> subprocess.Popen:
+    """The API alone (uvicorn serving ``service.app``) on the loopback's ``port``, on the Redis ``env`` names.
+
+    ``processes`` > 1 runs that many API processes behind uvicorn's own supervisor (``--workers``), all on the one
+    port; stopping the returned process stops them all.
+    """
     command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", log_level,
+               "--port", str(port), "--log-level", log_level, "--workers", str(processes),
                "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS)]  # as gdc serve and the image
     return subprocess.Popen(command, env=env, **popen)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from gdc.options import request_options
 from service.settings import Settings
 
-from .arguments import add_engine_options, add_server_options, given_options
+from .arguments import add_engine_options, add_server_options, at_least_one, check_files, given_options
 
 SENTINELS_HELP = (
     "Redis Sentinels to ask for the primary named GDC_REDIS_SENTINEL_MASTER, comma-separated; follows a failover "
@@ -28,7 +28,10 @@ def _settings(**overrides) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.serve import serve
 
-    return serve(_settings(redis_sentinels=args.redis_sentinels), host=args.host, port=args.port, workers=args.workers)
+    return serve(
+        _settings(redis_sentinels=args.redis_sentinels), host=args.host, port=args.port, workers=args.workers,
+        api_workers=args.api_workers, data_dir=args.data_dir,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -52,6 +55,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 2
     # With --previous the image is optional: one file given is the scribbles.
     image, scribbles = (None, Path(args.image)) if args.scribbles is None else (args.image, Path(args.scribbles))
+    check_files(read={"image": image, "scribbles": str(scribbles)}, write={"-o": args.output, "--overlay": args.overlay})
     strokes = scribbles.suffix.lower() == ".json"
     given = {"strokes": json.loads(scribbles.read_text())} if strokes else {"scribbles": scribbles}
     # Colour scribbles get their mask back in their colours, as from `gdc segment`.
@@ -102,6 +106,20 @@ def register(commands) -> None:
         type=int,
         help="worker processes to start without REDIS_URL (default: on the CPU, usable cores / GDC_WORKER_THREADS; "
         "on a GPU, 1)",
+    )
+    serve.add_argument(
+        "--api-workers",
+        metavar="N",
+        type=at_least_one("API processes"),
+        default=1,
+        help="API processes answering on the port, each with its own connections to Redis (default 1)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        help="keep the embedded Redis's data in an append-only file in this folder, so that queued jobs and kept "
+        "results outlive a restart (default: in memory, gone when gdc serve stops)",
     )
     serve.add_argument("--redis-sentinels", metavar="HOST:PORT,...", help=SENTINELS_HELP + "; then no embedded Redis or workers")
     serve.set_defaults(func=cmd_serve)

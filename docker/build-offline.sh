@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds gdc's images on a machine that reaches Debian's and Python's package registries but no
 # image registry (docs/docker.md, "Building without Docker Hub"):
-#   docker/build-offline.sh    gdc-base:bookworm, gdc-api, gdc-worker-cpu and gdc-redis
+#   docker/build-offline.sh    gdc-base:bookworm, gdc-api, gdc-worker-cpu, gdc-redis and gdc-entry
 # Run it from anywhere, as a user that may run docker. What it does:
 #   1. the base image: Debian bookworm with Python 3.11, made by debootstrap from this machine's
 #      Debian mirror (or GDC_BASE_IMAGE, e.g. a python image from a private registry);
 #   2. torch: the pinned wheel from a local folder (pip's find-links, or TORCH_WHEELS), with the
 #      wheels it depends on, served on loopback as a simple index (or TORCH_INDEX, a private one);
-#   3. docker/Dockerfile's api and worker targets, and docker/redis.Dockerfile, on that base,
+#   3. docker/Dockerfile's api and worker targets, docker/redis.Dockerfile and docker/entry.Dockerfile
+#      (HAProxy, the compose stack's entry point in front of the API containers), on that base,
 #      with host networking (pip reaches the registries, and the loopback index, as this
 #      machine does) and BuildKit where the docker CLI has it (see builder below).
 # Settings, from the environment:
@@ -140,6 +141,7 @@ make_base
 build gdc-api -f docker/Dockerfile --target api .
 build gdc-worker-cpu -f docker/Dockerfile --target worker --build-arg TORCH_INDEX="$TORCH_INDEX" .
 build gdc-redis -f docker/redis.Dockerfile docker
+build gdc-entry -f docker/entry.Dockerfile docker
 docker image prune --force --filter "label=$label" >/dev/null  # the images these tags replaced
 docker builder prune --force --keep-storage 6GB >/dev/null  # BuildKit's cache: the newest builds' layers
-say "done in $((SECONDS - started)) s: gdc-api, gdc-worker-cpu, gdc-redis (REDIS_IMAGE=gdc-redis for compose)"
+say "done in $((SECONDS - started)) s: gdc-api, gdc-worker-cpu, gdc-redis (REDIS_IMAGE=gdc-redis for compose), gdc-entry"

@@ -16,9 +16,14 @@ def check_image(image: np.ndarray) -> np.ndarray:
         raise InputError(f"image must be RGB (H, W, 3), got shape {image.shape}")
     if image.dtype != np.uint8:
         raise InputError(f"image must be uint8 in [0, 255], got {image.dtype}")
-    if min(image.shape[:2]) < MIN_SIDE:
-        raise InputError(f"image is {image.shape[1]}x{image.shape[0]}; both sides must be at least {MIN_SIDE} pixels")
+    check_size(image.shape[1], image.shape[0])
     return image
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse an image too small for the engine (the web API checks it from the file's header)."""
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"image is {width}x{height}; both sides must be at least {MIN_SIDE} pixels")
 
 
 def scribble_classes(scribbles: np.ndarray, image_shape: tuple[int, ...], max_classes: int | None = None) -> np.ndarray:

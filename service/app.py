@@ -43,7 +43,8 @@ stored; send it again after `Retry-After` seconds).
 **Images** are PNG, JPEG, WebP, TIFF or BMP, recognised from their bytes. Grey, palette,
 16-bit and CMYK images are converted to 8-bit RGB and alpha is dropped; of an animated
 PNG or WebP, or a multi-page TIFF, the first frame is segmented. GIF and floating-point
-images are refused.
+images are refused. The API reads an image's header and checks that a PNG or JPEG file is whole;
+its pixels are decoded by the worker, so damage inside them fails the job with `invalid_input`.
 
 **Keys.** With `GDC_API_KEYS` set, every route needs `X-API-Key` (or the key as an HTTP
 basic-auth password, as Label Studio sends it), these docs and
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.redis = connect(settings)
-    install_metrics(app, open_queue(app.state.redis, settings.queue))
+    app.state.queue = open_queue(app.state.redis, settings.queue)
+    install_metrics(app, app.state.queue)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(  # outermost, so error answers carry CORS headers too
         CORSMiddleware,

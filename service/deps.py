@@ -11,28 +11,31 @@ from rq import Queue
 from rq.job import Job
 
 from worker.job import JOB_ID_PATTERN, fetch_job
-from worker.queue import SEGMENT_TASK, open_queue
+from worker.queue import SEGMENT_TASK
 
 from .errors import ApiKeyRefused, JobNotFound
 from .settings import Settings
 
+# Dependencies that do no I/O are coroutines: FastAPI runs a plain function in its thread pool, and each hop there
+# and back cost about as much as a cheap request's own work.
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
-def get_queue(settings: SettingsDep, redis: RedisDep) -> Queue:
-    return open_queue(redis, settings.queue)
+async def get_queue(request: Request) -> Queue:
+    return request.app.state.queue
 
 
 QueueDep = Annotated[Queue, Depends(get_queue)]
@@ -42,7 +45,7 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="n
 basic_auth = HTTPBasic(auto_error=False, description="the API key as the password, any user name")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     key: Annotated[str | None, Security(api_key_header)],
     basic: Annotated[HTTPBasicCredentials | None, Security(basic_auth)],
@@ -53,10 +56,10 @@ def require_api_key(
         raise ApiKeyRefused("missing or invalid API key")
 
 
-def get_job(
-    job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the id POST /segment answered")],
-    queue: QueueDep,
-) -> Job:
+JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the id POST /segment answered")]
+
+
+def get_job(job_id: JobIdPath, queue: QueueDep) -> Job:
     job = fetch_job(queue, job_id)
     if job is None or job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
         raise JobNotFound(f"job {job_id} not found (unknown id, or it expired)")

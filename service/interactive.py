@@ -48,13 +48,11 @@ async def segment_and_wait(
     image: bytes,
     scribbles: np.ndarray,
     *,
-    decoded: np.ndarray | None = None,
     previous: str | None = None,
 ) -> tuple[str, np.ndarray]:
     """Run one gdc job on ``image`` (file bytes) and ``scribbles`` (H, W label map); its id and label map.
 
-    ``decoded`` is the image as :func:`service.uploads.read_image_upload` gave it, if the
-    caller decoded it already. ``previous`` names an earlier job on the same image file, succeeded
+    ``previous`` names an earlier job on the same image file, succeeded
     or with its mask stored, for the job to refine (``POST /segment``'s ``previous``); once that job's data is
     gone, the job runs cold.
 
@@ -71,7 +69,6 @@ async def segment_and_wait(
         queue,
         settings,
         image=image,
-        decoded=decoded,
         previous=previous,
         scribbles=encode_png(scribbles),
         strokes=None,

@@ -27,12 +27,9 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = JSONResponse(
-            {"detail": f"request body is larger than this server's limit of {self.max_bytes} bytes"}, status_code=413
-        )
-        length = dict(scope["headers"]).get(b"content-length", b"")
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
         if length.isdigit() and int(length) > self.max_bytes:
-            return await too_large(scope, receive, send)
+            return await self.too_large(scope, receive, send)
         received = 0
         exceeded = answered = False
 
@@ -50,7 +47,7 @@ class BodySizeLimit:
             if exceeded:
                 if not answered:
                     answered = True
-                    await too_large(scope, receive, send)
+                    await self.too_large(scope, receive, send)
                 return
             answered = answered or message["type"] == "http.response.start"
             await send(message)
@@ -59,4 +56,9 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not answered:
-                await too_large(scope, receive, send)
+                await self.too_large(scope, receive, send)
+
+    def too_large(self, scope: Scope, receive: Receive, send: Send):
+        """The 413 answer, made only for the requests that get it."""
+        detail = f"request body is larger than this server's limit of {self.max_bytes} bytes"
+        return JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)

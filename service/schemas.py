@@ -8,8 +8,20 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from fastapi import UploadFile
-from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from starlette.datastructures import UploadFile as ReceivedFile
 
 from gdc.options import RefusesUnknown, SegmentOptions, refine_pairs, request_options, unknown_names
 from worker.job import JOB_ID_PATTERN
@@ -100,7 +112,24 @@ def _bounded_points(strokes: list[Stroke]) -> list[Stroke]:
     return strokes
 
 
-STROKES = TypeAdapter(Annotated[list[Stroke], AfterValidator(_bounded_points)])
+def _few_classes(strokes: Any, info: ValidationInfo) -> Any:
+    """Refuse more classes than ``max_classes`` of the validation context in one sentence, before each stroke is
+    checked: 300 classes gave 45 times "label: Input should be less than or equal to 255"."""
+    limit = (info.context or {}).get("max_classes")
+    if limit is None or not isinstance(strokes, list):
+        return strokes
+    labels = {label for stroke in strokes if isinstance(stroke, dict) and isinstance(label := stroke.get("label"), int)}
+    if len(labels) > limit:
+        raise PydanticCustomError(
+            "too_many_classes",
+            "the strokes have {count} classes; at most {limit} are accepted",
+            {"count": len(labels), "limit": limit},
+        )
+    return strokes
+
+
+# Validated with context={"max_classes": ...} to hold the strokes to the server's class limit.
+STROKES = TypeAdapter(Annotated[list[Stroke], BeforeValidator(_few_classes), AfterValidator(_bounded_points)])
 _STROKES_EXAMPLE = (
     '[{"label": 1, "points": [[10, 12], [60, 14]], "width": 6}, {"label": 2, "points": [[30, 80]], "width": 12}]'
 )
@@ -148,6 +177,18 @@ class SegmentRequest(RefusesUnknown):
     )
 
     option_names: ClassVar[tuple[str, ...]] = ()  # the engine options :func:`segment_form` added
+
+    @field_validator("strokes", mode="before")
+    @classmethod
+    def _strokes_are_text(cls, value: Any) -> Any:
+        """A file sent as `strokes` is most likely a scribble image in the wrong field: say so."""
+        if isinstance(value, ReceivedFile):
+            raise PydanticCustomError(
+                "file_for_text",
+                "a file was sent, but `strokes` is a text form field holding strokes JSON; "
+                "send a scribble image as the file `scribbles`",
+            )
+        return value
 
     def options(self) -> dict[str, Any]:
         """The engine options given, by name; None for each left out."""

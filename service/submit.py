@@ -1,7 +1,7 @@
 """Submitting a segmentation job: everything between a checked request and the queue.
 
-Idempotency, the queue's bound, a refine's merge with its previous job, decoding and checking the
-upload, and enqueueing. ``POST /segment`` and the annotation tools' routes (:mod:`service.interactive`)
+Idempotency, a refine's merge with its previous job, checking the upload, and storing and enqueueing it
+within the queue's bound, in one round trip to Redis. ``POST /segment`` and the annotation tools' routes (:mod:`service.interactive`)
 call :func:`create_job`; none of this knows how the request arrived.
 """
 from __future__ import annotations
@@ -19,20 +19,20 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png
-from gdc.inputs import check_image, scribble_classes
+from gdc.inputs import scribble_classes
 from worker.callbacks import check_callback_url
 from worker.connection import replicate
 from worker.job import fetch_job, new_job_id, wait_for
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
-from worker.queue import enqueue_segment
+from worker.queue import Outcome, enqueue_segment, run_if_room
 from worker.schemas import JobPublic
 
 from .errors import IdempotencyConflict, QueueFull
 from .previous import Previous, find_previous
 from .schemas import resolve_options
 from .settings import Settings
-from .uploads import draw_strokes, read_image_upload, read_scribbles_upload
+from .uploads import draw_strokes, image_size, read_scribbles_upload
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ def create_job(
     settings: Settings,
     *,
     image: bytes | None,
-    decoded: np.ndarray | None = None,
     previous: str | None = None,
     scribbles: bytes | None,
     strokes: str | None,
@@ -55,24 +54,24 @@ def create_job(
     ``idempotency`` is (Idempotency-Key, the caller's API key): the same pair with the
     same body gives the same job, without decoding or running anything again. ``previous``
     names the job a refine starts from (:mod:`service.previous`); ``image`` may be None then.
-    ``decoded`` is ``image`` as :func:`read_image_upload` gives it, when the caller has decoded
-    it already (to draw scribbles at its size), so it is not decoded twice.
+    The API decodes no image itself: it checks the image's header (:func:`service.uploads.image_size`) and the
+    worker decodes it.
     """
     claim = None
     if idempotency is not None:
         files = b"\0".join([image or b"", scribbles or b"", (strokes or "").encode()])
         claim = _IdempotencyClaim.of(*idempotency, files, [options, callback_url, previous])
-        if (job_id := claim.remembered(queue.connection)) is not None:
+        if (job_id := claim.job_of(queue.connection.get(claim.record))) is not None:
             return job_id
-    _refuse_when_full(queue.connection, queue, settings.max_queued)  # before decoding anything
     refined, image, options = _with_previous(queue, settings, previous, image, options)
     resolved = _checked_request(options, callback_url, scribbles, strokes, settings)
-    height, width = _image_size(image, decoded, refined, settings.max_pixels)
-    labels, colours = _scribble_labels(scribbles, strokes, width, height, settings.max_classes)
+    height, width = _image_size(image, refined, settings.max_pixels)
+    labels, colours, scribbles_png = _scribble_labels(scribbles, strokes, width, height, settings.max_classes)
     meta = _job_meta(labels, colours, callback_url, refined, settings.max_classes)
     warm_from = refined.job_id if refined is not None and refined.kept else None
     job_id = _enqueue(
-        queue, settings, claim, image=image, labels=labels, options=resolved, meta=meta, previous=warm_from
+        queue, settings, claim, image=image, scribbles_png=scribbles_png, options=resolved, meta=meta,
+        previous=warm_from,
     )
     if not replicate(queue.connection, settings, job_id):
         log.warning("job %s is on the Redis primary alone: no replica confirmed it in time", job_id)
@@ -96,10 +95,9 @@ class _IdempotencyClaim:
         body.update(json.dumps(fields, sort_keys=True).encode())
         return cls(key=key, record=record, digest=body.hexdigest())
 
-    def remembered(self, redis) -> str | None:
-        """The job id the key already stands for, if any; raises IdempotencyConflict if it stood for another
-        request (``redis`` may be a pipeline watching the record)."""
-        found = redis.get(self.record)
+    def job_of(self, found: bytes | None) -> str | None:
+        """The job id the key stands for, given the record ``found`` under it (None: none); raises
+        IdempotencyConflict if it stood for another request."""
         if found is None:
             return None
         remembered = json.loads(found)
@@ -112,11 +110,6 @@ class _IdempotencyClaim:
     def remember(self, pipeline, job_id: str, ttl: int) -> None:
         """Make the key stand for ``job_id`` for ``ttl`` seconds."""
         pipeline.set(self.record, json.dumps({"id": job_id, "digest": self.digest}), ex=ttl)
-
-
-def _refuse_when_full(redis, queue: Queue, limit: int) -> None:
-    if redis.llen(queue.key) >= limit:
-        raise QueueFull(f"the queue is full ({limit} jobs waiting, GDC_MAX_QUEUED); send it again later")
 
 
 def _with_previous(
@@ -153,22 +146,25 @@ def _checked_request(
     return resolved
 
 
-def _image_size(image: bytes, decoded: np.ndarray | None, refined: Previous | None, max_pixels: int) -> tuple[int, int]:
-    """(height, width) of the image, decoded and checked unless that was done already (by the caller, or when
-    the previous job it belongs to was accepted)."""
-    if decoded is None and refined is not None and refined.size is not None:
+def _image_size(image: bytes, refined: Previous | None, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of the image: of the previous job it belongs to (checked when that job was accepted), else
+    read and checked from its header."""
+    if refined is not None and refined.size is not None:
         return refined.size
-    pixels = decoded if decoded is not None else read_image_upload(image, max_pixels)
-    return check_image(pixels).shape[:2]
+    return image_size(image, max_pixels)
 
 
 def _scribble_labels(
     scribbles: bytes | None, strokes: str | None, width: int, height: int, max_classes: int
-) -> tuple[np.ndarray, list[str] | None]:
-    """The scribbles as an (H, W) label map, and each class's colour for colour-PNG scribbles."""
+) -> tuple[np.ndarray, list[str] | None, bytes]:
+    """The scribbles as an (H, W) label map, each class's colour for colour-PNG scribbles, and the label PNG the
+    worker reads (:func:`gdc.imageio.read_labels`): a label PNG as sent, which decodes to these labels, else the
+    labels encoded."""
     if strokes is not None:
-        return draw_strokes(strokes, width, height), None
-    return read_scribbles_upload(scribbles, width, height, max_classes)
+        labels = draw_strokes(strokes, width, height, max_classes)
+        return labels, None, encode_png(labels)
+    labels, colours = read_scribbles_upload(scribbles, width, height, max_classes)
+    return labels, colours, scribbles if colours is None else encode_png(labels)
 
 
 def _job_meta(
@@ -190,31 +186,29 @@ def _enqueue(
     claim: _IdempotencyClaim | None,
     *,
     image: bytes,
-    labels: np.ndarray,
+    scribbles_png: bytes,
     options: dict,
     meta: JobMeta,
     previous: str | None,
 ) -> str:
-    """Store the upload and enqueue its job in one transaction; the job id, which is an earlier request's when one
-    with the same Idempotency-Key got in meanwhile."""
+    """Store the upload and enqueue its job in one atomic step, if the queue has room; the job id, which is an
+    earlier request's when one with the same Idempotency-Key got in meanwhile."""
     new_id = new_job_id()
-    scribbles_png = encode_png(labels)
-
-    def enqueue(pipeline) -> str:
-        if claim is not None and (job_id := claim.remembered(pipeline)) is not None:
-            return job_id
-        _refuse_when_full(pipeline, queue, settings.max_queued)  # again under WATCH: never past the limit
-        pipeline.multi()
+    with queue.connection.pipeline() as commands:  # collects the writes, which run_if_room runs
+        commands.multi()  # as RQ wants a pipeline it is given
         if claim is not None:
-            claim.remember(pipeline, new_id, settings.result_ttl)
+            claim.remember(commands, new_id, settings.result_ttl)
         enqueue_segment(
-            pipeline, queue, settings, job_id=new_id, image=image, scribbles_png=scribbles_png, options=options,
+            commands, queue, settings, job_id=new_id, image=image, scribbles_png=scribbles_png, options=options,
             meta=meta, previous=previous,
         )
-        return new_id
-
-    watched = [queue.key, *([claim.record] if claim is not None else [])]
-    return queue.connection.transaction(enqueue, *watched, value_from_callable=True)
+        outcome, found = run_if_room(queue, settings.max_queued, commands, claim.record if claim else None)
+    if outcome is Outcome.TAKEN:
+        return claim.job_of(found)
+    if outcome is Outcome.FULL:
+        limit = settings.max_queued
+        raise QueueFull(f"the queue is full ({limit} jobs waiting, GDC_MAX_QUEUED); send it again later")
+    return new_id
 
 
 def describe_job(queue: Queue, job_id: str) -> JobPublic | None:

@@ -11,7 +11,7 @@ import time
 from enum import Enum
 
 from rq import Queue
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.results import Result
@@ -68,10 +68,19 @@ def status_from_rq(status: JobStatus) -> Status:
 
 
 def public_status(job: Job) -> Status:
-    """The job's status as clients see it; a cancel request wins over what RQ recorded."""
-    if job.connection.exists(key_for(Kind.CANCEL, job.id)):
+    """The job's status as clients see it, read now in one round trip; a cancel request wins over what RQ recorded.
+
+    Raises InvalidJobOperation when the job's record is gone, as RQ's ``get_status`` does.
+    """
+    with job.connection.pipeline(transaction=False) as pipeline:
+        pipeline.exists(key_for(Kind.CANCEL, job.id))
+        pipeline.hget(job.key, "status")
+        canceled, status = pipeline.execute()
+    if canceled:
         return Status.CANCELED
-    return status_from_rq(job.get_status(refresh=True))
+    if not status:
+        raise InvalidJobOperation(f"Failed to retrieve status for job: {job.id}")
+    return status_from_rq(JobStatus(status.decode()))
 
 
 def fetch_job(queue: Queue, job_id: str) -> Job | None:

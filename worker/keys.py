@@ -21,6 +21,7 @@ class Kind(str, Enum):
     STRANDED = "stranded"  # float: when a sweep first saw the job taken by a worker but not started
     GPU_LEASE = "gpu-lease"  # string, per GPU (by UUID): the `cuda:auto` worker that owns it
     GPU_SHARERS = "gpu-sharers"  # sorted set, per GPU: workers sharing it, scored by when their claim ends (ms)
+    METRICS = "metrics"  # hash, per queue: what /metrics counts across processes (worker.metrics); no TTL
 
 
 def key_for(kind: Kind, name: str) -> str:

@@ -9,8 +9,11 @@ SimpleWorker does not beat while a job runs. A pulse thread does: every third of
 sweeps the queue (:func:`worker.sweep.sweep`), and renews a ``cuda:auto`` worker's GPU lease
 (:mod:`worker.gpus`). A worker killed mid-job stops beating; within
 ``GDC_HEARTBEAT_TTL`` its job is past its deadline and the next sweep, by any live worker
-or by the API, retries it with back-off or fails it. The pulse gives up a job that ran
-past its timeout, so a wedged worker cannot hold a job forever either.
+or by the API, retries it with back-off or fails it. The pulse comes early for that deadline
+and for the end of a retry's back-off. It gives up a job that ran past its timeout, so a
+wedged worker cannot hold a job forever either.
+
+Each segmentation's wait and run go into the histograms ``/metrics`` reports (:mod:`worker.metrics`).
 
 RQ's work loop quits on a Redis error it does not handle (Redis restarting mid-job, or
 full); :func:`run` then starts a fresh worker, so a worker outlives any Redis outage.
@@ -34,17 +37,24 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
+from . import metrics
 from .connection import connect
 from .gpus import AUTO_GPU, GpuLease, claim_gpu
 from .job import ENDED, holds, public_status
 from .keys import Kind, key_for
-from .queue import notify
+from .queue import SEGMENT_TASK, notify
 from .settings import QueueSettings
 from .sweep import sweep
 from .tasks import WorkerContext, current_worker
 
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 2  # pause before a fresh worker replaces one whose loop Redis broke
+# How long the thread reading RQ's command channel blocks in one read. RQ reads 60 s at a time, and redis-py's
+# stop() waits for the read to end: a worker told to stop took up to a minute to exit.
+COMMAND_READ_SECONDS = 1
+# The pulse comes sooner when a retry or an abandoned job is due (:meth:`SegmentWorker._until_next_pulse`), at most
+# this often.
+SOONEST_PULSE_SECONDS = 0.5
 
 
 def visible_gpus() -> list[str]:
@@ -66,28 +76,22 @@ def worker_device(settings: QueueSettings, gpus: list[str]) -> tuple[str, GpuLea
 
 
 def preload(weights: str, device: str, threads: int) -> None:
-    """Import the engine, start the device, load the stem and run it once, before the first job, on ``threads``
-    CPU threads."""
+    """Import the engine, start the device, load the stem and warm the engine (:func:`gdc.warmup.warm_up`) before
+    the first job, on ``threads`` CPU threads."""
     # What the result's polygons need (worker.store imports them lazily, for the API's sake):
     # ~0.5 s here rather than in the first job. skimage loads submodules on first attribute use.
-    import numpy as np
     import shapely  # noqa: F401
     import torch
     from skimage.measure import find_contours  # noqa: F401
 
-    from gdc.engine import segment
     from gdc.options import SegmentOptions
+    from gdc.warmup import warm_up
 
     torch.set_num_threads(threads)
     torch.zeros(1, device=device)  # fails here, not in a job, when the device is missing
-    # One tiny segmentation loads the stem (gdc.features.cached_stem) and what loads lazily: the
-    # optimiser's first step imports torch._dynamo, and SLIC, autocast and the max-flow load on
-    # first use; without it each worker's first job took 1.3-2.2 s longer.
-    image = np.zeros((32, 32, 3), np.uint8)
-    image[:, 16:] = 200
-    scribbles = np.zeros((32, 32), np.uint8)
-    scribbles[8:24, 4], scribbles[8:24, 28] = 1, 2
-    segment(image, scribbles, SegmentOptions(steps=1, samples=1, weights=weights, device=device))
+    # A photo-sized job of one step with the jobs' samples: the first job then takes 0.98-1.08x the next
+    # (AVX2, float32), against 1.06-1.11x after the 32x32 one of one step and one sample run here before.
+    warm_up(SegmentOptions(weights=weights, device=device))
 
 
 class SegmentWorker(SimpleWorker):
@@ -108,6 +112,21 @@ class SegmentWorker(SimpleWorker):
         # RQ adds a minute of slack to the job timeout; the pulse beats often, so a short TTL finds dead workers fast.
         return self.context.settings.heartbeat_ttl
 
+    def subscribe(self) -> None:
+        """RQ's, with reads of COMMAND_READ_SECONDS."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=COMMAND_READ_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)  # marks the job started
+        if job.func_name == SEGMENT_TASK and job.enqueued_at is not None:
+            waited = (job.started_at - job.enqueued_at).total_seconds()
+            with suppress(RedisError):  # a count lost, not the job
+                metrics.observe(self.connection, job.origin, metrics.JOB_WAIT, waited)
+
     def perform_job(self, job: Job, queue: Queue, execution) -> bool:
         token = current_worker.set(self.context)
         self._running = (job, execution)
@@ -118,8 +137,13 @@ class SegmentWorker(SimpleWorker):
             self._running = None
             self.context.execution_id = None
             current_worker.reset(token)
-            if public_status(job) in ENDED:
+            status = public_status(job)
+            if status in ENDED:
                 notify(queue, job, self.context.settings)
+                if job.func_name == SEGMENT_TASK and job.ended_at is not None:
+                    ran = (job.ended_at - job.started_at).total_seconds()
+                    with suppress(RedisError):
+                        metrics.observe(self.connection, queue.name, metrics.JOB_DURATION, ran, label=status.value)
 
     def canceled_on_request(self, job: Job) -> bool:
         """The job stopped because DELETE asked it to (not because this worker is shutting down)."""
@@ -177,7 +201,7 @@ class SegmentWorker(SimpleWorker):
         super().teardown()
 
     def _pulse(self) -> None:
-        while not self._stopped.wait(self.pulse_every):
+        while not self._stopped.wait(self._until_next_pulse()):
             try:
                 if self.gpu_lease is not None:
                     self.gpu_lease.renew()
@@ -187,6 +211,20 @@ class SegmentWorker(SimpleWorker):
                     sweep(queue, self.context.settings)
             except Exception:  # a Redis hiccup must not end the thread that keeps jobs alive
                 log.exception("worker pulse failed; trying again in %.1f s", self.pulse_every)
+
+    def _until_next_pulse(self) -> float:
+        """Seconds to the next pulse: ``pulse_every``, or less when a retry's back-off or a running job's heartbeat
+        deadline ends before, so that the pulse's sweep queues the retry, or settles the job, on time."""
+        try:
+            due = [
+                score - time.time()
+                for queue in self.queues
+                for registry in (queue.scheduled_job_registry, queue.started_job_registry)
+                for _, score in self.connection.zrange(registry.key, 0, 0, withscores=True)
+            ]
+        except RedisError:
+            return self.pulse_every
+        return max(SOONEST_PULSE_SECONDS, min([self.pulse_every, *due]))
 
     def _rejoin(self) -> None:
         """Register again when this worker's registration lapsed, or it would work on unseen, left out of

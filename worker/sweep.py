@@ -2,12 +2,16 @@
 
 Work whose worker died is found from the heartbeats in RQ's StartedJobRegistry, then retried
 with back-off or failed, with the reason recorded and the callback sent. Live workers sweep
-every few seconds and the API on reads of running jobs, one sweep at a time per queue.
+every few seconds and the API on reads of running jobs, one sweep at a time per queue. A
+worker known to be dead (``gdc serve`` saw its process exit) is settled at once
+(:func:`abandon_workers`), without waiting for its heartbeat to lapse.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import time
+from collections.abc import Iterable
 from contextlib import suppress
 
 from redis.exceptions import WatchError
@@ -15,6 +19,7 @@ from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import current_timestamp
+from rq.worker import Worker
 
 from . import store
 from .job import Status, fetch_job, status_from_rq
@@ -50,11 +55,35 @@ def sweep(queue: Queue, settings: QueueSettings) -> None:
                 _record_abandoned(queue, job, settings)
         scheduled = queue.scheduled_job_registry
         for job_id in scheduled.get_jobs_to_schedule(current_timestamp()):
-            with suppress(InvalidJobOperation, NoSuchJobError):
+            try:
                 scheduled.requeue(job_id)
+            except NoSuchJobError:  # expired while it waited: its entry would wake every pulse early
+                scheduled.remove(job_id)
+            except InvalidJobOperation:  # requeued by another sweep meanwhile
+                pass
         _return_stranded(queue, settings)
     finally:
         connection.delete(lock)
+
+
+def workers_of_process(queue: Queue, pid: int) -> list[Worker]:
+    """The workers on ``queue`` that the process ``pid`` of this host registered (a fresh one after each Redis
+    outage, each dropped as it ends, so normally one)."""
+    host = socket.gethostname()
+    return [worker for worker in Worker.all(queue=queue) if worker.pid == pid and worker.hostname == host]
+
+
+def abandon_workers(queue: Queue, workers: Iterable[Worker], settings: QueueSettings) -> None:
+    """Settle ``workers``, whose processes are known to have ended: they leave the lists that ``/readyz`` and
+    ``/metrics`` count, and the jobs they ran are retried or failed now, as the sweep does once heartbeats lapse."""
+    connection = queue.connection
+    for worker in workers:
+        with connection.pipeline() as pipeline:
+            for execution in worker.get_current_executions(refresh=True):  # past its deadline: abandoned
+                pipeline.zadd(queue.started_job_registry.key, {execution.composite_key: 0}, xx=True)
+            pipeline.execute()
+        worker.register_death()
+    sweep(queue, settings)
 
 
 def _return_stranded(queue: Queue, settings: QueueSettings) -> None:

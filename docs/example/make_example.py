@@ -4,7 +4,9 @@
 
 Run as ``.venv/bin/python docs/example/make_example.py`` to rewrite coffee.jpg,
 coffee-scribbles.png, coffee-more-scribbles.png (the same and one more stroke: the README's second
-round) and docs/example.png (input with scribbles beside the result).
+round) and docs/example.png (input with scribbles beside the result). The photo and its first
+scribbles are the web page's Example too, so they live in the package (service/static/example/);
+the two files here link to them.
 """
 from pathlib import Path
 

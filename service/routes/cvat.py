@@ -15,12 +15,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from gdc.errors import InputError
-from gdc.inputs import check_image
 
 from ..deps import QueueDep, SettingsDep, require_api_key
 from ..interactive import draw_points, point_radius, segment_and_wait
 from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, UNREADABLE_JSON, error_responses
-from ..uploads import read_image_upload
+from ..uploads import image_size
 
 router = APIRouter(
     prefix="/cvat",
@@ -73,10 +72,9 @@ async def interactor(request: InteractorRequest, settings: SettingsDep, queue: Q
         image = base64.b64decode(request.image.split(",")[-1], validate=True)  # a data: URL prefix is dropped
     except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         raise InputError("image is not valid base64") from None
-    pixels = await run_in_threadpool(lambda: check_image(read_image_upload(image, settings.max_pixels)))
-    height, width = pixels.shape[:2]
+    height, width = await run_in_threadpool(image_size, image, settings.max_pixels)  # from its header
     scribbles = _scribbles(request, width, height)
     if not (scribbles == 2).any():
         raise InputError("give at least one negative point or a box, so gdc knows what is not the object")
-    _, mask = await segment_and_wait(queue, settings, image, scribbles, decoded=pixels)
+    _, mask = await segment_and_wait(queue, settings, image, scribbles)
     return {"mask": np.where(mask == 1, 255, 0).tolist()}

@@ -6,6 +6,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rq.worker import Worker
 from rq.worker_registration import clean_worker_registry
 
+from worker import metrics as worker_metrics
+
 from ..deps import QueueDep, RedisDep, require_api_key
 from ..errors import NoLiveWorker
 from ..schemas import KEY_REFUSED, STORE_DOWN, error_responses
@@ -23,16 +25,16 @@ def healthz() -> dict:
     summary="Redis answers and at least one worker listens",
     responses=error_responses({503: "Redis is unreachable or no worker is alive"}),
 )
-def readyz(request: Request, redis: RedisDep, queue: QueueDep) -> dict:
+def readyz(redis: RedisDep, queue: QueueDep) -> dict:
     redis.ping()  # a Redis error answers 503 (service.errors)
     clean_worker_registry(queue)  # drop workers whose heartbeat key expired
     workers = Worker.count(queue=queue)
     if workers == 0:
         raise NoLiveWorker(f"no live worker listens on queue {queue.name!r}")
     ready = {"status": "ready", "workers": workers, "queued": queue.count}
-    restarts = getattr(request.app.state, "worker_restarts", None)  # set by gdc serve when it supervises workers
+    restarts = worker_metrics.restarts(redis, queue.name)  # counted where gdc serve supervises the workers
     if restarts is not None:
-        ready["worker_restarts"] = restarts()
+        ready["worker_restarts"] = restarts
     return ready
 
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -20,9 +22,10 @@ from worker.queue import cancel_job
 from worker.schemas import JobPublic
 from worker.sweep import sweep
 
-from ..deps import JobDep, QueueDep, RedisDep, SettingsDep, require_api_key
+from ..deps import JobDep, JobIdPath, QueueDep, RedisDep, SettingsDep, get_job, require_api_key
 from ..errors import JobNotFound, JobNotReady
 from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, error_responses
+from ..settings import Settings
 
 router = APIRouter(
     prefix="/jobs",
@@ -89,10 +92,17 @@ def _png(data: bytes, job: Job, name: str, **headers: str) -> Response:
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND, summary="A job's status and progress")
-def read_job(job: JobDep, queue: QueueDep, settings: SettingsDep, wait: WaitQuery = None) -> JobPublic:
+async def read_job(job_id: JobIdPath, queue: QueueDep, settings: SettingsDep, wait: WaitQuery = None) -> JobPublic:
+    # The whole read in one trip to the thread pool: clients poll this route most, and each trip costs about as
+    # much as the read itself.
+    return await run_in_threadpool(_describe, job_id, queue, settings, wait)
+
+
+def _describe(job_id: str, queue: Queue, settings: Settings, wait: float | None) -> JobPublic:
+    job = get_job(job_id, queue)
     if wait:
         wait_until_ended(job, wait)
-    if job.get_status() == JobStatus.STARTED:
+    if job.get_status(refresh=False) == JobStatus.STARTED:  # as fetched (or refreshed by the wait) just now
         sweep(queue, settings)  # the API notices a dead worker even when no worker is left to
         job.refresh()
     return JobPublic.from_job(job)

@@ -69,9 +69,13 @@ async def submit_segmentation(
         idempotency=(idempotency_key, x_api_key or "") if idempotency_key else None,
     )
     headers = {"Location": f"/jobs/{job_id}"}
-    job = await (wait_for_end(queue, job_id, wait) if wait else run_in_threadpool(describe_job, queue, job_id))
+    job = None
+    if wait:
+        job = await wait_for_end(queue, job_id, wait)
+    elif idempotency_key:  # a repeated key may name a job that has moved on (or been deleted since)
+        job = await run_in_threadpool(describe_job, queue, job_id)
     if job is not None and wait and job.status in ENDED:
         return JSONResponse(job.model_dump(mode="json"), status_code=200, headers=headers)
-    # A repeated Idempotency-Key may name a job that has moved on (or been deleted since).
+    # A job this request made is answered as it was enqueued, queued (a worker may have taken it since).
     created = JobCreated(id=job_id, status=job.status if job else "queued", links=Links.for_job(job_id))
     return JSONResponse(created.model_dump(mode="json"), status_code=202, headers=headers)

@@ -17,6 +17,13 @@ const FIRST_CLASSES = ["background", "foreground"];
 const ZOOM_STEP = 1.25;
 // Live mode segments this long after the last edit, so strokes painted in quick succession make one job.
 const LIVE_DELAY_MS = 150;
+// The Example button's photo and scribbles, served with the page: scikit-image's coffee photo (CC0) and the README's
+// scribbles of three classes (docs/example/make_example.py).
+const EXAMPLE = {
+  image: "static/example/coffee.jpg",
+  scribbles: "static/example/coffee-scribbles.png",
+  classes: ["table", "cup and saucer", "coffee"],
+};
 
 const $ = (id) => document.getElementById(id);
 const stage = $("stage");
@@ -233,6 +240,20 @@ async function openImage(file) {
   fit();
 }
 
+/** Open the example photo with its scribbles, and segment it: a first mask in one click. */
+async function openExample() {
+  const [photo, scribbles] = await Promise.all(
+    [EXAMPLE.image, EXAMPLE.scribbles].map(async (url) => (await request(url)).blob()),
+  );
+  await openImage(new File([photo], EXAMPLE.image.split("/").pop(), { type: photo.type }));
+  const { values } = await decodeGreyPng(scribbles);
+  state.classes = EXAMPLE.classes.map((name, i) => ({ value: i + 1, name, colour: COLOURS[i] }));
+  renderClasses();
+  for (const { value } of state.classes) state.labels.paintWhere(values, value);
+  drawLabels(scribbleLayer, state.labels.values);
+  await segment();
+}
+
 function setZoom(zoom, fitted = false) {
   if (!state.labels) return;
   Object.assign(state, { zoom: Math.min(Math.max(zoom, 0.05), 32), fitted });
@@ -290,6 +311,7 @@ function moveCursor(event) {
 
 scribbleLayer.addEventListener("pointerdown", (event) => {
   if (!state.labels || event.button !== 0) return;
+  clearTimeout(state.liveTimer); // live mode waits for this stroke too: a round never sends half of it
   scribbleLayer.setPointerCapture(event.pointerId);
   state.labels.begin(tool() === "eraser" ? 0 : state.active);
   state.lastPoint = imagePoint(event);
@@ -497,6 +519,7 @@ async function downloadOverlay() {
 const guarded = (handler) => (event) => handler(event).catch(showError);
 
 $("open-image").addEventListener("click", () => $("image-file").click());
+$("open-example").addEventListener("click", guarded(openExample));
 $("image-file").addEventListener("change", guarded(async (event) => openImage(event.target.files[0])));
 stage.addEventListener("dragover", (event) => {
   event.preventDefault();

@@ -83,6 +83,17 @@ export class LabelMap {
     return changed ? { x0, y0, x1, y1 } : null;
   }
 
+  /** Set the pixels that `values` (a label map of this size) holds as `value` to it, as one stroke. */
+  paintWhere(values, value) {
+    this.begin(value);
+    values.forEach((label, index) => {
+      if (label !== value || this.values[index] === value) return;
+      this.stroke.before.set(index, this.values[index]);
+      this.set(index, value);
+    });
+    this.end();
+  }
+
   /** Finish the stroke; it becomes one undo step if it changed anything. */
   end() {
     const { value, before } = this.stroke;

@@ -135,3 +135,19 @@ def test_a_run_with_other_options_says_which_changed(tmp_path, capsys):
     said = capsys.readouterr().err
     assert "the options differ from the last run's: edges unset -> False, steps 20 -> 10" in said
     assert "labelled again" in said
+
+
+def test_no_server_at_the_address_is_one_line_naming_it_and_leaves_no_output_folder(tmp_path, capsys):
+    from apps.cli import main
+    from apps.launch import free_port
+
+    images, scribbles, out = tmp_path / "images", tmp_path / "scribbles", tmp_path / "out"
+    images.mkdir(), scribbles.mkdir()
+    (images / "a.png").write_bytes(encode_png(np.zeros((16, 16, 3), np.uint8)))
+    (scribbles / "a.png").write_bytes(encode_png(np.eye(16, dtype=np.uint8)))
+    server = f"http://127.0.0.1:{free_port()}"
+    code = main(["batch", str(images), str(scribbles), "-o", str(out), "--server", server])
+    error = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert error.startswith(f"gdc batch: error: cannot reach the gdc server at {server}/") and error.count("\n") == 1
+    assert error.endswith("start one (gdc serve), name it with --server, or label here with --local\n")

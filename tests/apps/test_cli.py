@@ -129,14 +129,40 @@ def test_a_wait_policy_the_user_set_is_kept(monkeypatch):
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
-def test_an_image_too_large_to_decode_is_one_line_and_exit_2(tmp_path, capsys):
+def test_an_image_too_large_to_decode_is_one_line_in_gdcs_words_and_exit_2(tmp_path, monkeypatch, capsys):
     from tests.service.conftest import png_claiming
 
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's, as in a `gdc` process (the API sets its own)
     (tmp_path / "huge.png").write_bytes(png_claiming(30000, 30000))
     code = main(["segment", str(tmp_path / "huge.png"), str(tmp_path / "huge.png"), "-o", str(tmp_path / "mask.png")])
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1
-    assert error.startswith(f"gdc: error: image {tmp_path / 'huge.png'} is too large to decode")
+    assert error == (f"gdc: error: image {tmp_path / 'huge.png'} is too large to decode: over 179 million pixels, the "
+                     "most gdc reads; shrink it\n")  # not Pillow's "could be decompression bomb DOS attack"
+
+
+@pytest.mark.parametrize("flag", ["-o", "--probs", "--overlay", "--uncertainty"])
+def test_an_output_into_a_missing_folder_is_refused_before_any_work(flag, files, tmp_path, monkeypatch, capsys):
+    import gdc.engine
+
+    monkeypatch.setattr(gdc.engine, "segment", lambda *args, **kwargs: pytest.fail("segmented before checking"))
+    outputs = {"-o": str(tmp_path / "mask.png"), flag: str(tmp_path / "missing" / "out.png")}
+    code = main(["segment", str(files / "photo.jpg"), str(files / "scribbles.png"), *sum(outputs.items(), ())])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"gdc: error: {flag} {tmp_path / 'missing' / 'out.png'}: the folder {tmp_path / 'missing'} does not exist; "
+        "create it first\n"
+    )
+
+
+@pytest.mark.parametrize("missing", ["image", "scribbles"])
+def test_submit_names_a_missing_file_before_asking_any_server(missing, files, tmp_path, capsys):
+    given = {"image": str(files / "photo.jpg"), "scribbles": str(files / "scribbles.png")}
+    given[missing] = str(tmp_path / "nowhere.png")
+    code = main(["submit", given["image"], given["scribbles"], "--server", "http://127.0.0.1:9", "-o",
+                 str(tmp_path / "mask.png")])
+    assert code == 2
+    assert capsys.readouterr().err == f"gdc: error: {missing} not found: {tmp_path / 'nowhere.png'}\n"
 
 
 @pytest.mark.parametrize(

@@ -264,6 +264,49 @@ def test_live_mode_follows_five_strokes_and_cancels_stale_jobs(open_page, live_s
         assert np.all(shown[mask == value][:, :3] == scribbler.colour(value))
 
 
+def test_live_mode_never_sends_a_stroke_still_being_painted(open_page, live_server, sample_image):
+    """A stroke begun within the live delay after the last one is sent whole, once it ends, never half-painted."""
+    page = open_page(live_server)
+    scribbler = ScribblePage(page, live=True)
+    scribbler.load(sample_image)
+    scribbler.set_options(**SMALL)
+    scribbler.paint(1, [TABLE[0]])
+    posted = []
+    page.on("request", lambda r: posted.append(r) if r.method == "POST" and r.url.endswith("/segment") else None)
+    scribbler.paint(2, [CUP[0]])  # two classes now: the live delay starts
+    held = CUP[1]
+    page.mouse.move(*scribbler.screen_point(*held[0]))
+    page.mouse.down()  # at once, well within the delay, and held past it while the stroke goes on
+    for step in range(1, 11):
+        x, y = (a + (b - a) * step / 10 for a, b in zip(held[0], held[-1]))
+        page.mouse.move(*scribbler.screen_point(x, y))
+        page.wait_for_timeout(60)
+    page.mouse.up()
+    expect(page.locator("#status")).to_contain_text("Done", timeout=SEGMENT_SECONDS * 1000)
+    assert posted
+    for request in posted:  # the held stroke's ends: both in the scribbles sent, or neither
+        sent = np.asarray(sent_scribbles(request))
+        assert (sent[held[0][1], held[0][0]] == 2) == (sent[held[-1][1], held[-1][0]] == 2)
+    assert np.asarray(sent_scribbles(posted[-1]))[held[-1][1], held[-1][0]] == 2
+
+
+def test_the_example_button_segments_the_example_in_one_click(scribbler, live_server):
+    page = scribbler.page
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/segment")) as posted:
+        page.get_by_role("button", name="Example").click()
+    expect(page.locator("#status")).to_contain_text("Done: 3 classes", timeout=SEGMENT_SECONDS * 1000)
+    example = REPO / "service" / "static" / "example"
+    assert np.array_equal(np.asarray(sent_scribbles(posted.value.request)), np.asarray(Image.open(example / "coffee-scribbles.png")))
+    assert sent_form(posted.value.request)["image"] == (example / "coffee.jpg").read_bytes()
+    names = [page.get_by_label(f"Name of class {value}").input_value() for value in (1, 2, 3)]
+    assert names == ["table", "cup and saucer", "coffee"]
+    mask = np.asarray(Image.open(io.BytesIO(httpx.get(f"{live_server}/jobs/{posted.value.json()['id']}/mask").content)))
+    assert set(np.unique(mask)) == {1, 2, 3}
+    shown = scribbler.pixels("result")
+    for value in (1, 2, 3):
+        assert np.all(shown[mask == value][:, :3] == scribbler.colour(value))
+
+
 def test_cancel_stops_a_running_job(scribbler, sample_image, live_server):
     page = scribbler.page
     scribbler.load(sample_image)

@@ -1,6 +1,10 @@
 """deploy/kubernetes/, validated offline: core objects against Kubernetes' schemas (kubernetes-validate),
 the KEDA ScaledObject against KEDA's CRD schema (vendored in tests/deploy/keda/), and what ties them
 to the code: RQ's queue key, the job timeout against the grace period, a GPU per worker."""
+import re
+import shutil
+import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 import jsonschema
@@ -87,3 +91,32 @@ def test_the_api_has_a_service_and_the_queue_a_bound():
     service = find("Service", "gdc-api")
     assert service["spec"]["selector"].items() <= api["spec"]["template"]["metadata"]["labels"].items()
     assert "GDC_MAX_QUEUED" in find("ConfigMap", "gdc-settings")["data"] and settings().max_queued == 1000
+
+
+def test_the_images_are_named_as_compose_builds_them_and_tagged_with_gdcs_version_in_one_place():
+    from tests.packaging.docker_files import read_compose
+
+    images = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["images"]
+    compose = read_compose()["services"]
+    assert {image["name"] for image in images} == {compose["api"]["image"], compose["worker"]["image"]}
+    assert {image["newTag"] for image in images} == {version("gdc")}
+    containers = [c for doc in documents() if doc["kind"] in ("Deployment", "StatefulSet")
+                  for c in doc["spec"]["template"]["spec"]["containers"]]
+    gdc_images = {container["image"].split(":")[0] for container in containers if container["image"].startswith("gdc-")}
+    assert gdc_images == {image["name"] for image in images}
+
+
+def test_the_docs_overlay_puts_every_gdc_image_in_the_registry_it_names(tmp_path):
+    if shutil.which("kubectl") is None:
+        pytest.skip("no kubectl to run kustomize")
+    doc = (REPO / "docs" / "kubernetes.md").read_text()
+    registry = re.search(r"^REGISTRY=(\S+)", doc, re.MULTILINE).group(1)
+    overlay = re.search(r"cat > my-gdc/kustomization.yaml <<EOF\n(.*?)^EOF$", doc, re.DOTALL | re.MULTILINE).group(1)
+    (tmp_path / "deploy").symlink_to(REPO / "deploy")  # the overlay sits at the repository's root
+    (tmp_path / "my-gdc").mkdir()
+    (tmp_path / "my-gdc" / "kustomization.yaml").write_text(overlay.replace("$REGISTRY", registry))
+    built = subprocess.run(["kubectl", "kustomize", "my-gdc"], cwd=tmp_path, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    pulled = set(re.findall(r"image: (\S+)", built.stdout))
+    tag = version("gdc")
+    assert pulled == {f"{registry}/gdc-api:{tag}", f"{registry}/gdc-worker-cuda:{tag}", "valkey/valkey:8"}

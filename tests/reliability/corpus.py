@@ -6,6 +6,9 @@ What is accepted, and why (also in the API description):
 - animated PNG and WebP, multi-page TIFF: the first frame is segmented;
 - GIF (animated or not), ICO, PDF, floating-point TIFF: refused with 422;
 - headers claiming more than GDC_MAX_PIXELS: 413 before any pixel is decoded;
+- PNG and JPEG files cut short: 422 (their structure is checked; the API decodes no image's pixels, so damage
+  only a decode finds fails the job with invalid_input instead: ``png_with_damaged_pixels``);
+- EXIF-rotated photos: measured upright, as they are segmented, so scribbles must have the upright size;
 - label PNG scribbles (mode L or P) and colour PNG scribbles (RGB, RGBA: each colour a class, up to
   GDC_MAX_CLASSES colours); JPEG or 16-bit scribbles are refused.
 """
@@ -19,7 +22,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import ExifTags, Image, PngImagePlugin
 
 from benchmarks.tiny import HEIGHT, WIDTH, tiny_image, tiny_scribbles
 from gdc.imageio import encode_png
@@ -77,6 +80,23 @@ def animated(format: str) -> bytes:
     """Two frames, losslessly: the tiny image, then its negative."""
     frames = [_rgb(), Image.fromarray(255 - tiny_image(0))]
     return encoded(frames[0], format, save_all=True, append_images=frames[1:], lossless=True)
+
+
+def exif_rotated_jpeg() -> bytes:
+    """The tiny image stored turned a quarter to the left, with the EXIF orientation that shows it upright."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    return encoded(Image.fromarray(np.rot90(tiny_image(0))), "JPEG", exif=exif)
+
+
+def png_with_damaged_pixels() -> bytes:
+    """The tiny image as a PNG whose chunks check out (CRCs, IEND) but whose compressed pixels do not inflate."""
+    png = encode_png(tiny_image(0))
+    start = png.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", png[start : start + 4])
+    damaged = bytes(length)  # not a zlib stream
+    chunk = png[start : start + 8] + damaged + struct.pack(">I", zlib.crc32(b"IDAT" + damaged))
+    return png[:start] + chunk + png[start + 12 + length :]
 
 
 def text_chunk_bomb() -> bytes:
@@ -145,6 +165,14 @@ def hostile_cases(max_upload_bytes: int) -> list[Case]:
         Case("RGBA PNG", 202, image=encoded(_rgb().convert("RGBA"), "PNG")),
         Case("animated PNG", 202, image=animated("PNG")),
         Case("animated WebP", 202, image=animated("WEBP")),
+        Case("EXIF-rotated JPEG", 202, image=exif_rotated_jpeg()),
+        Case(
+            "EXIF-rotated JPEG, scribbles of the stored size",
+            422,
+            f"scribbles are {HEIGHT}x{WIDTH} but the image is {WIDTH}x{HEIGHT}",
+            image=exif_rotated_jpeg(),
+            scribbles=encode_png(np.ascontiguousarray(np.rot90(tiny_scribbles()))),
+        ),
         # --- scribbles ---------------------------------------------------------------------------
         Case(
             "scribbles of another size",

@@ -11,7 +11,7 @@ import pytest
 from benchmarks.tiny import HEIGHT, QUICK, WIDTH, tiny_image, tiny_upload
 from gdc.imageio import encode_png, read_image, read_labels
 from tests.reliability.conftest import MAX_UPLOAD_BYTES, final_statuses, submit
-from tests.reliability.corpus import animated, grey16, hostile_cases
+from tests.reliability.corpus import Case, animated, grey16, hostile_cases, png_with_damaged_pixels
 
 CASES = hostile_cases(MAX_UPLOAD_BYTES)
 
@@ -31,6 +31,16 @@ def test_each_upload_gets_its_documented_answer(http, case):
     job_id = answer.json()["id"]
     assert final_statuses(http, [job_id], timeout=60) == {job_id: "succeeded"}
     assert read_labels(http.get(f"/jobs/{job_id}/mask").content).shape == (HEIGHT, WIDTH)
+
+
+def test_damage_only_a_decode_finds_fails_the_job_with_invalid_input(http):
+    """The API checks a file's structure, not its pixels: the worker's decode finds the rest and says what."""
+    answer = http.post("/segment", files=Case("", 202, image=png_with_damaged_pixels()).files(), data=QUICK)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["id"]
+    assert final_statuses(http, [job_id], timeout=60) == {job_id: "failed"}
+    error = http.get(f"/jobs/{job_id}").json()["error"]
+    assert error["code"] == "invalid_input" and "not a readable image" in error["message"], error
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,25 @@ def test_malformed_strokes(api, upload):
     )
 
 
+def test_a_scribble_image_sent_as_strokes_is_named(api, upload):
+    response = post(api, {"image": upload()["image"], "strokes": upload()["scribbles"]})
+    assert_error(response, 422, "strokes: a file was sent, but `strokes` is a text form field", "the file `scribbles`")
+    assert "valid string" not in response.json()["detail"]
+
+
+def test_too_many_stroke_classes_are_one_short_answer_naming_the_limit(api, upload):
+    strokes = [{"label": label, "points": [[label % 180, label % 120]], "width": 3} for label in range(1, 301)]
+    response = post(api, {"image": upload()["image"]}, {"strokes": json.dumps(strokes)})
+    assert_error(response, 422, f"the strokes have 300 classes; at most {LIMITS['max_classes']} are accepted")
+    assert len(response.json()["detail"]) < 400
+
+
+def test_strokes_wholly_outside_the_image_say_so(api, upload):
+    strokes = [{"label": 1, "points": [[300, 10]], "width": 4}, {"label": 2, "points": [[10, -50]], "width": 4}]
+    response = post(api, {"image": upload()["image"]}, {"strokes": json.dumps(strokes)})
+    assert_error(response, 422, "the strokes fall outside the 180x120 image", "x from 0 to 179 and y from 0 to 119")
+
+
 @pytest.mark.parametrize("strokes, message", [(None, "neither was given"), ("[]", "not both")])
 def test_scribbles_xor_strokes(api, upload, strokes, message):
     files = upload() if strokes is not None else {"image": upload()["image"]}

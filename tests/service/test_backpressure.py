@@ -1,10 +1,17 @@
 """Backpressure: past GDC_MAX_QUEUED waiting jobs POST /segment answers 429 with Retry-After, and Client waits."""
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
+from redis import Redis
 
 from gdc.client import ApiError, Client
-from service.errors import QUEUE_FULL_RETRY_AFTER
+from service.errors import QUEUE_FULL_RETRY_AFTER, QueueFull
+from service.submit import create_job
 from tests.service.conftest import FAST
+from worker.connection import connect
+from worker.keys import Kind, key_for
+from worker.queue import Outcome, open_queue, run_if_room
 
 
 def post(api, files, **headers):
@@ -64,3 +71,36 @@ def test_client_gives_up_on_a_busy_server_after_busy_timeout():
     with client_on(transport, busy_timeout=0) as client, pytest.raises(ApiError) as refused:
         client.submit(b"image", b"scribbles")
     assert refused.value.status_code == 429 and len(seen) == 1
+
+
+def test_concurrent_submissions_stop_exactly_at_the_bound_and_store_only_what_is_queued(make_settings, upload):
+    settings = make_settings(max_queued=3)
+    queue = open_queue(connect(settings), settings.queue)
+    files = upload()
+
+    def submit(_) -> str | None:
+        try:
+            return create_job(queue, settings, image=files["image"][1], scribbles=files["scribbles"][1], strokes=None,
+                              options=FAST, callback_url=None, idempotency=None)
+        except QueueFull:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        accepted = [job_id for job_id in pool.map(submit, range(16)) if job_id is not None]
+    assert len(accepted) == 3 and sorted(queue.job_ids) == sorted(accepted)
+    uploads = queue.connection.keys(key_for(Kind.UPLOAD, "*"))
+    assert sorted(key.decode() for key in uploads) == sorted(key_for(Kind.UPLOAD, job_id) for job_id in accepted)
+
+
+@pytest.mark.parametrize("limit, record, outcome", [(1, None, Outcome.RAN), (0, None, Outcome.FULL),
+                                                     (1, b"earlier", Outcome.TAKEN), (0, b"earlier", Outcome.TAKEN)])
+def test_commands_run_only_while_the_queue_has_room_and_the_record_is_free(redis_url, limit, record, outcome):
+    redis = Redis.from_url(redis_url)
+    queue = open_queue(redis, "bounded")
+    if record is not None:
+        redis.set("the-record", record)
+    with redis.pipeline() as commands:
+        commands.set("written", 1)
+        commands.rpush(queue.key, "a-job")
+        assert run_if_room(queue, limit, commands, "the-record") == (outcome, record)
+    assert redis.exists("written") == (outcome is Outcome.RAN) == (queue.count == 1)

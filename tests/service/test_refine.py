@@ -224,7 +224,7 @@ def test_a_refine_of_a_job_still_queued_waits_for_it(client, coffee):
 def test_a_refine_of_the_stored_image_does_not_decode_it_again(client, coffee, run_queued, monkeypatch):
     first = first_round(client, coffee, run_queued)
     decoded = []
-    monkeypatch.setattr(submit_module, "read_image_upload", lambda *args: decoded.append(args))
+    monkeypatch.setattr(submit_module, "image_size", lambda *args: decoded.append(args))
     response = refine(client, first, draw_scribbles(coffee.shape[:2], 2))
     assert response.status_code == 202, response.text
     assert decoded == []  # its size came from the previous job
