@@ -1,5 +1,5 @@
-"""Command-line pieces that several commands share: the engine's option flags, checks of the files named, and a
-progress bar.
+"""Command-line pieces that several commands share: the engine's option flags, the box and click prompts, checks
+of the files named, and a progress bar.
 
 Used by ``apps.cli``, the benchmarks and the service's commands, so none of them needs the
 top floor (``apps.cli``) itself.
@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gdc.errors import InputError
 from gdc.options import SegmentOptions
+from gdc.prompts import Box, Click, parse_box, parse_clicks
 from gdc.threads import DEFAULT_THREADS
 
 
@@ -110,6 +111,23 @@ def given_options(args: argparse.Namespace, model: type[SegmentOptions] = Segmen
 def engine_options(args: argparse.Namespace, model: type[SegmentOptions] = SegmentOptions, **overrides) -> SegmentOptions:
     """The options the command line sets, the model's defaults for the rest."""
     return model(**{**given_options(args, model), **overrides})
+
+
+def add_prompt_options(parser: argparse.ArgumentParser) -> None:
+    """``--box`` and ``--points``: a box and clicks naming one object (:mod:`gdc.prompts`), read by :func:`prompts`."""
+    group = parser.add_argument_group("box and click prompts (the object is class 1, its background class 2)")
+    group.add_argument(
+        "--box", metavar="X0,Y0,X1,Y1", help="pixels around the object (X1, Y1 excluded): beyond it is background"
+    )
+    group.add_argument(
+        "--points", metavar="JSON", help="clicks [[x, y, label], ...]: label 1 on the object, 0 off it"
+    )
+
+
+def prompts(args: argparse.Namespace) -> tuple[Box | None, list[Click]]:
+    """The ``--box`` and ``--points`` given, parsed; InputError, in one line, for a malformed one."""
+    box = None if args.box is None else parse_box(args.box)
+    return box, [] if args.points is None else parse_clicks(args.points)
 
 
 def check_files(read: dict[str, str | None], write: dict[str, str | None]) -> None:

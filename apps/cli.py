@@ -20,7 +20,15 @@ from gdc.options import unknown_names
 from gdc.threads import passive_openmp
 
 from . import batch, service_commands
-from .arguments import ProgressBar, add_engine_options, check_decodable, check_files, engine_options
+from .arguments import (
+    ProgressBar,
+    add_engine_options,
+    add_prompt_options,
+    check_decodable,
+    check_files,
+    engine_options,
+    prompts,
+)
 
 # The source checkout this package runs from, when it does (an editable install, ./run gdc): its benchmarks/
 # package gives `gdc bench`. An installed wheel has none.
@@ -30,20 +38,27 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 def cmd_segment(args: argparse.Namespace) -> int:
     # Before any work, torch's import included: a missing file or folder is found in a second, not after the run.
     outputs = {"-o": args.output, "--probs": args.probs, "--overlay": args.overlay, "--uncertainty": args.uncertainty}
+    box, clicks = prompts(args)
+    if args.scribbles is None and box is None and not clicks:
+        raise InputError("give the scribbles, --box or --points")
     check_files(read={"image": args.image, "scribbles": args.scribbles}, write=outputs)
     check_decodable(args.image)
 
     import numpy as np
     from PIL import Image
 
-    from gdc.engine import segment
+    from gdc.engine import segment_prompted
     from gdc.imageio import colour_table, encode_png, overlay, read_image, read_scribbles
+    from gdc.prompts import check_prompts
     from gdc.warmup import warm_up
 
     options = engine_options(args)
     started = time.perf_counter()
     image = read_image(args.image)
-    scribbles, colours = read_scribbles(args.scribbles)
+    check_prompts(image.shape[1], image.shape[0], box, clicks)
+    scribbles, colours = read_scribbles(args.scribbles) if args.scribbles is not None else (None, None)
+    if colours is not None and (box is not None or clicks):
+        raise InputError("beside --box or --points, give label scribbles (1 the object, 2 its background), not colours")
     decoded = time.perf_counter()
     # Start-up, as importing torch is, and not timed: torch._dynamo's import, the stem's weights, first-use loads
     # (gdc/warmup.py); after reading the files, so that a bad one fails at once.
@@ -51,7 +66,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     warmed = time.perf_counter()
     bar = ProgressBar(sys.stderr.isatty())
     try:
-        result = segment(image, scribbles, options, progress=bar)
+        result = segment_prompted(image, scribbles, options, box=box, clicks=clicks, progress=bar)
     finally:
         bar.close()
     encode_start = time.perf_counter()
@@ -80,6 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(
         args.data_dir,
         scribbles=args.scribbles,
+        prompt=args.prompt,
         options=engine_options(args),
         seeds=seeds,
         limit=args.limit,
@@ -114,12 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="gdc", description="Scribbles to full label maps with Gaussian dynamic convolution.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    seg = commands.add_parser("segment", help="segment one image from its scribbles")
+    seg = commands.add_parser("segment", help="segment one image from its scribbles, a box or clicks")
     seg.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP)")
     seg.add_argument(
         "scribbles",
+        nargs="?",
         help="PNG of the image's size: labels (0 unlabeled, 1..K classes) or colours (black or transparent "
-        "unlabeled, each colour a class)",
+        "unlabeled, each colour a class); optional with --box or --points",
     )
     seg.add_argument(
         "-o", "--output", required=True, help="mask PNG to write, in the scribbles' values (or colours)"
@@ -128,12 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overlay", help="write the image tinted by class as PNG")
     seg.add_argument("--uncertainty", help="write the uncertainty map as a grey PNG")
     seg.add_argument("--timings", action="store_true", help="print the time of each phase and the total")
+    add_prompt_options(seg)
     add_engine_options(seg)
     seg.set_defaults(func=cmd_segment)
 
     ev = commands.add_parser("eval", help="score the engine on a data set with ground truth")
     ev.add_argument("data_dir", help="folder with images/, gt/ and a scribbles folder")
     ev.add_argument("--scribbles", default="scribbles", help="scribble folder name (default scribbles)")
+    ev.add_argument(
+        "--prompt", choices=("scribbles", "box"), default="scribbles",
+        help="what the engine is given: the scribble folder's strokes (default), or a box around the ground truth's "
+        "object (class 0) grown by apps.evaluate.BOX_MARGIN pixels, scored as the object against the rest",
+    )
     ev.add_argument("--seeds", default="0", help="comma-separated seeds, each a full run (default 0)")
     ev.add_argument("--limit", type=int, help="only the first N images")
     ev.add_argument("--json", help="write per-image and mean scores here")

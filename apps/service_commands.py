@@ -13,7 +13,15 @@ from pathlib import Path
 from gdc.options import request_options
 from service.settings import Settings
 
-from .arguments import add_engine_options, add_server_options, at_least_one, check_files, given_options
+from .arguments import (
+    add_engine_options,
+    add_prompt_options,
+    add_server_options,
+    at_least_one,
+    check_files,
+    given_options,
+    prompts,
+)
 
 SENTINELS_HELP = (
     "Redis Sentinels to ask for the primary named GDC_REDIS_SENTINEL_MASTER, comma-separated; follows a failover "
@@ -50,16 +58,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from gdc.client import ApiError, Client, JobFailed, ServerUnreachable
     from gdc.imageio import read_scribbles
 
-    if args.scribbles is None and args.previous is None:
-        print("gdc submit: error: give the image and its scribbles, or --previous JOB and the scribbles", file=sys.stderr)
+    box, clicks = prompts(args)
+    named = [path for path in (args.image, args.scribbles) if path is not None]
+    if args.previous is not None and len(named) < 2:
+        named.insert(0, None)  # with --previous the image is optional: one file given is the scribbles
+    image, scribbles = (named + [None, None])[:2]
+    if (image is None and args.previous is None) or (scribbles is None and box is None and not clicks):
+        print("gdc submit: error: give the image (or --previous JOB) and its scribbles, --box or --points",
+              file=sys.stderr)
         return 2
-    # With --previous the image is optional: one file given is the scribbles.
-    image, scribbles = (None, Path(args.image)) if args.scribbles is None else (args.image, Path(args.scribbles))
-    check_files(read={"image": image, "scribbles": str(scribbles)}, write={"-o": args.output, "--overlay": args.overlay})
-    strokes = scribbles.suffix.lower() == ".json"
-    given = {"strokes": json.loads(scribbles.read_text())} if strokes else {"scribbles": scribbles}
-    # Colour scribbles get their mask back in their colours, as from `gdc segment`.
-    mask_format = "colour" if not strokes and read_scribbles(scribbles)[1] is not None else "png"
+    check_files(read={"image": image, "scribbles": scribbles}, write={"-o": args.output, "--overlay": args.overlay})
+    given = {"box": None if box is None else (box.x0, box.y0, box.x1, box.y1),
+             "points": [(click.x, click.y, int(click.positive)) for click in clicks]}
+    mask_format = "png"
+    if scribbles is not None and Path(scribbles).suffix.lower() == ".json":
+        given["strokes"] = json.loads(Path(scribbles).read_text())
+    elif scribbles is not None:
+        given["scribbles"] = Path(scribbles)
+        # Colour scribbles get their mask back in their colours, as from `gdc segment`.
+        mask_format = "colour" if read_scribbles(scribbles)[1] is not None else "png"
     options = given_options(args)
     bar = ProgressBar(sys.stderr.isatty())
     try:
@@ -133,12 +150,12 @@ def register(commands) -> None:
     worker.set_defaults(func=cmd_worker)
 
     submit = commands.add_parser("submit", help="segment an image on a gdc server and save the mask")
-    submit.add_argument("image", help="the image (PNG, JPEG, WebP, TIFF, BMP); optional with --previous")
+    submit.add_argument("image", nargs="?", help="the image (PNG, JPEG, WebP, TIFF, BMP); optional with --previous")
     submit.add_argument(
         "scribbles",
         nargs="?",
         help="PNG of the image's size, labels (0 unlabeled, 1..K) or colours (black unlabeled, each colour a "
-        "class), or strokes as a .json file",
+        "class), or strokes as a .json file; optional with --box or --points",
     )
     submit.add_argument(
         "--previous",
@@ -152,5 +169,6 @@ def register(commands) -> None:
     )
     submit.add_argument("--overlay", help="also write the image tinted by class here")
     submit.add_argument("--timeout", type=float, default=600, help="seconds to wait for the job (default 600)")
+    add_prompt_options(submit)
     add_engine_options(submit, names=request_options(), defaults="the server's", threads=False)
     submit.set_defaults(func=cmd_submit)

@@ -1,9 +1,9 @@
 """The ``gdc bench`` subcommands, one per benchmark module; ``apps.cli`` adds them when it runs from a checkout."""
 from __future__ import annotations
 
-from . import ablation, api, batch, peers, refine, speed
+from . import ablation, api, batch, peers, prompts, refine, speed
 
-BENCHMARKS = (speed, peers, ablation, refine, batch, api)
+BENCHMARKS = (speed, peers, ablation, refine, batch, api, prompts)
 
 
 def add_parsers(bench_commands) -> None:

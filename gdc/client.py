@@ -7,12 +7,14 @@ job_id = client.submit("photo.jpg", "scribbles.png", steps=50)
 client.wait(job_id, timeout=120, on_progress=print)
 labels = client.mask(job_id)            # (H, W) uint8 in the scribbles' values
 second = client.refine(job_id, "more-scribbles.png")  # all strokes so far; the image stays on the server
+boxed = client.submit("photo.jpg", box=(170, 15, 410, 310))  # the object in a box: class 1, the rest class 2
+clicked = client.refine(boxed, points=[(283, 133, 1), (50, 40, 0)])  # clicks on (1) and off (0) the object
 """
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,9 @@ from .imageio import encode_png, read_labels, unstack_probabilities
 
 # An image or label map given as a file path, the file's bytes, or an array.
 Source = str | Path | bytes | np.ndarray
+# A box around the object, (x0, y0, x1, y1) in pixels, x1 and y1 excluded; clicks, each (x, y, label): 1 on it, 0 off.
+BoxCorners = tuple[int, int, int, int]
+Points = Sequence[tuple[float, float, int]]
 ENDED = ("succeeded", "failed", "canceled")
 
 
@@ -120,6 +125,8 @@ class Client:
         scribbles: Source | None = None,
         *,
         strokes: list[dict] | None = None,
+        box: BoxCorners | None = None,
+        points: Points = (),
         callback_url: str | None = None,
         idempotency_key: str | None = None,
         **options,
@@ -131,10 +138,14 @@ class Client:
           scribbles: label map (path, PNG bytes or (H, W) uint8 array): 0 unlabeled, 1..K classes; or
             colour scribbles (RGB/RGBA PNG or (H, W, 3) array): black unlabeled, each colour a class.
           strokes: instead of scribbles, ``[{"label": k, "points": [[x, y], ...], "width": px}]``.
+          box: (x0, y0, x1, y1) pixels around one object, x1 and y1 excluded: beyond it is background.
+          points: clicks (x, y, label), label 1 on the object, 0 off it. With a box or points the object
+            is class 1 and its background class 2; scribbles are optional then.
           options: engine options a request may set (:func:`gdc.options.request_options`; the server's
             defaults and limits: :meth:`options`); an unknown name is refused (ApiError 422).
         """
-        return self._segment({"image": ("image", _file(image))}, scribbles, strokes, callback_url, idempotency_key, options)
+        files = {"image": ("image", _file(image))}
+        return self._segment(files, scribbles, strokes, box, points, callback_url, idempotency_key, options)
 
     def refine(
         self,
@@ -142,12 +153,15 @@ class Client:
         scribbles: Source | None = None,
         *,
         strokes: list[dict] | None = None,
+        box: BoxCorners | None = None,
+        points: Points = (),
         image: Source | None = None,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
         **options,
     ) -> str:
-        """Queue a refine of job ``job_id`` with the complete current scribbles on its image; the new job's id.
+        """Queue a refine of job ``job_id`` with the complete current scribbles, box and clicks (every click so far)
+        on its image; the new job's id.
 
         The new job starts from the previous one's superpixels, features and trained head
         and trains until the strokes are fitted, at most ``refine_steps`` steps; it keeps
@@ -160,16 +174,25 @@ class Client:
             when ``image`` is not the previous job's; 409 while that job is still running.
         """
         files = {} if image is None else {"image": ("image", _file(image))}
-        return self._segment(files, scribbles, strokes, callback_url, idempotency_key, {"previous": job_id, **options})
+        options = {"previous": job_id, **options}
+        return self._segment(files, scribbles, strokes, box, points, callback_url, idempotency_key, options)
 
-    def _segment(self, files: dict, scribbles, strokes, callback_url, idempotency_key, options: dict) -> str:
-        if (scribbles is None) == (strokes is None):
-            raise ValueError("give scribbles or strokes, not both or neither")
+    def _segment(
+        self, files: dict, scribbles, strokes, box, points, callback_url, idempotency_key, options: dict
+    ) -> str:
+        if scribbles is not None and strokes is not None:
+            raise ValueError("give scribbles or strokes, not both")
+        if scribbles is None and strokes is None and box is None and not points:
+            raise ValueError("give scribbles, strokes, a box or points")
         data = {name: str(value) for name, value in options.items() if value is not None}
         if scribbles is not None:
             files["scribbles"] = ("scribbles.png", _file(scribbles))
-        else:
+        if strokes is not None:
             data["strokes"] = json.dumps(strokes)
+        if box is not None:
+            data["box"] = ",".join(str(corner) for corner in box)
+        if points:
+            data["points"] = json.dumps([[x, y, int(label)] for x, y, label in points])
         if callback_url:
             data["callback_url"] = callback_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

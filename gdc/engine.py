@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 
@@ -27,12 +27,14 @@ import numpy as np
 import torch
 
 from .batches import LabelledCells
+from .errors import InputError
 from .features import stem_features
 from .hooks import CancelHook, Hooks, ProgressHook
 from .inputs import check_image, scribble_classes
 from .labelling import edge_aware_labels, make_consistent
 from .net import GDCHead
 from .options import SegmentOptions
+from .prompts import BACKGROUND, OBJECT, Box, Click, colour_cut_from, given_labels, prompt_labels
 from .sampling import full_resolution, resized, resized_at, sample_mean
 from .scribbles import class_indices, grow_over, shrink, superpixels, working_size
 from .torch_threads import thread_policy, with_thread_policy
@@ -147,6 +149,60 @@ def segment(
         warm=working.reuse is not None,
         steps=steps,
     )
+
+
+def segment_prompted(
+    image: np.ndarray,
+    scribbles: np.ndarray | None = None,
+    options: SegmentOptions | None = None,
+    *,
+    box: Box | None = None,
+    clicks: Sequence[Click] = (),
+    progress: ProgressHook | None = None,
+    cancel: CancelHook | None = None,
+    previous: WarmStart | None = None,
+    threads: int | None = None,
+) -> SegmentResult:
+    """:func:`segment` from a box, clicks and scribbles, any of them (:mod:`gdc.prompts`): the object is class 1.
+
+    A refine sends every click so far with the new ones, as a scribble refine sends every stroke. ``threads`` as
+    for :func:`segment`.
+    A box ends as grabCut does: its colour iteration (:func:`gdc.prompts.colour_cut_from`), here started from the
+    head's object, re-estimates what the box's colour guesses began, where the head, which keeps every guess it
+    was given, cannot (benchmarks/RESULTS.md, 13. Box and click prompts). Its labels replace the head's, whose
+    probabilities are exchanged to agree, as the edge step's are; ``timings["colour"]`` is its time.
+    """
+    if box is None and not clicks:
+        if scribbles is None:
+            raise InputError("give scribbles, a box or points")
+        return segment(image, scribbles, options, progress=progress, cancel=cancel, previous=previous, threads=threads)
+    image = check_image(np.asarray(image))
+    scribbles = None if scribbles is None else np.asarray(scribbles)
+    clicks = list(clicks)
+    result = segment(
+        image, prompt_labels(image, box, clicks, scribbles), options,
+        progress=progress, cancel=cancel, previous=previous, threads=threads,
+    )
+    if box is None or result.classes != (OBJECT, BACKGROUND):
+        return result
+    started = time.perf_counter()
+    head_object = result.labels == OBJECT
+    cut = colour_cut_from(image, head_object, given_labels(image.shape[:2], box, clicks, scribbles))
+    result.timings["colour"] = time.perf_counter() - started
+    if cut is head_object:
+        return result
+    top = np.where(cut, 0, 1).astype(np.uint8)  # class indices of (OBJECT, BACKGROUND)
+    result.labels = np.where(cut, OBJECT, BACKGROUND).astype(np.uint8)
+    result.details = partial(_relabelled_details, result.details, top)
+    return result
+
+
+def _relabelled_details(details, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``details()``'s (probabilities, uncertainty), the probabilities exchanged to agree with ``labels`` (class
+    indices) as the edge step's are."""
+    probabilities, uncertainty = details()
+    make_consistent(probabilities, labels, probabilities.argmax(0))
+    return probabilities, uncertainty
 
 
 @dataclass(frozen=True)

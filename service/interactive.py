@@ -1,18 +1,22 @@
 """Segmenting while an annotation tool waits: one ordinary gdc job, enqueued and awaited.
 
-Label Studio's and CVAT's routes turn their tools' clicks and brush strokes into a label
-map here and get the label map back. The job goes through :func:`service.submit.create_job` like any
-``POST /segment``, so it meets the same limits, queue and workers.
+Label Studio's and CVAT's routes turn their tools' brush strokes into a label map and their
+boxes and clicks into :mod:`gdc.prompts`' here, and get the label map back. The job goes
+through :func:`service.submit.create_job` like any ``POST /segment``, so it meets the same
+limits, queue and workers.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
-from PIL import Image, ImageDraw
 from rq import Queue
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png, read_labels
+from gdc.prompts import Box, Click
 from worker import store
 from worker.job import Status, fetch_job
 from worker.meta import ErrorCode
@@ -22,35 +26,29 @@ from .errors import ResultUnavailable, WaitTimedOut
 from .settings import Settings
 from .submit import create_job, wait_for_end
 
-# A clicked point becomes a disk this fraction of the image's shorter side across (at least 3 px).
-POINT_DISK_FRACTION = 0.02
 
-
-def point_radius(width: int, height: int) -> float:
-    """The radius in pixels of the disk a clicked point stands for."""
-    return max(1.5, POINT_DISK_FRACTION * min(width, height) / 2)
-
-
-def draw_points(labels: np.ndarray, points: list[tuple[float, float]], value: int) -> None:
-    """Paint a small disk of class ``value`` at each (x, y) of ``points`` into ``labels`` (H, W) uint8."""
-    height, width = labels.shape
-    radius = point_radius(width, height)
-    canvas = Image.fromarray(labels)
-    draw = ImageDraw.Draw(canvas)
-    for x, y in points:
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=value)
-    labels[...] = np.asarray(canvas)
+def box_around(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Box:
+    """The pixel box holding a tool's box of corners (x0, y0) and (x1, y1), in either order, clipped to the
+    ``width`` x ``height`` image: a tool's box may reach a little past the image's edge."""
+    left, right = sorted((x0, x1))
+    top, bottom = sorted((y0, y1))
+    return Box(
+        max(0, math.floor(left)), max(0, math.floor(top)), min(width, math.ceil(right)), min(height, math.ceil(bottom))
+    )
 
 
 async def segment_and_wait(
     queue: Queue,
     settings: Settings,
     image: bytes,
-    scribbles: np.ndarray,
+    scribbles: np.ndarray | None = None,
     *,
+    box: Box | None = None,
+    clicks: Sequence[Click] = (),
     previous: str | None = None,
 ) -> tuple[str, np.ndarray]:
-    """Run one gdc job on ``image`` (file bytes) and ``scribbles`` (H, W label map); its id and label map.
+    """Run one gdc job on ``image`` (file bytes) and ``scribbles`` (H, W label map), a ``box`` or ``clicks``, any
+    of them (:mod:`gdc.prompts`: the object is class 1); its id and label map.
 
     ``previous`` names an earlier job on the same image file, succeeded
     or with its mask stored, for the job to refine (``POST /segment``'s ``previous``); once that job's data is
@@ -70,8 +68,10 @@ async def segment_and_wait(
         settings,
         image=image,
         previous=previous,
-        scribbles=encode_png(scribbles),
+        scribbles=None if scribbles is None else encode_png(scribbles),
         strokes=None,
+        box=box,
+        clicks=clicks,
         options={},
         callback_url=None,
         idempotency=None,

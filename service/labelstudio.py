@@ -2,14 +2,17 @@
 
 Label Studio sends its project's label config (XML) with every prediction request and,
 while a person annotates, the regions drawn so far as ``params.context.result``. Here the
-config's labels become gdc classes 1..K in the order the config lists them, BrushLabels
-regions and KeyPointLabels points become scribbles, and gdc's label map goes back as one
-BrushLabels region per class. Each task remembers the job gdc ran last for it
-(:func:`task_key`), so the next prediction on it refines that job.
+config's labels become gdc classes 1..K in the order the config lists them: the first is the
+object of gdc's prompts (:mod:`gdc.prompts`, class 1), the second its background (class 2).
+BrushLabels regions become scribbles, a RectangleLabels region the box around the object, and
+KeyPointLabels points clicks on the object or its background (points of other classes: scribbles).
+gdc's label map goes back as one BrushLabels region per class. Each task remembers the job gdc
+ran last for it (:func:`task_key`), so the next prediction on it refines that job.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -18,11 +21,12 @@ import httpx
 import numpy as np
 
 from gdc.errors import InputError
+from gdc.prompts import BACKGROUND, OBJECT, Box, Click, draw_discs
 from worker.keys import Kind, key_for
 
 from .brush_rle import decode_mask, encode_mask
 from .errors import ImageFetchFailed, UploadTooLarge
-from .interactive import draw_points
+from .interactive import box_around
 from .settings import Settings
 
 IMAGE_TIMEOUT = 20.0  # seconds to fetch a task's image; well inside Label Studio's 100 s predict timeout
@@ -36,7 +40,7 @@ class LabelConfig:
     brush_tag: str  # the BrushLabels tag's name, ``from_name`` of the regions gdc answers
     image_tag: str  # the Image tag it labels, ``to_name``
     image_field: str  # the task data field holding the image URL (``$image`` -> ``image``)
-    labels: tuple[str, ...]  # class k + 1 is labels[k]: the BrushLabels labels, then KeyPointLabels' others
+    labels: tuple[str, ...]  # class k + 1 is labels[k]: the BrushLabels labels, then the point and box tags' others
     brush_count: int  # how many of the labels, the first ones, are BrushLabels'
 
     @classmethod
@@ -56,8 +60,8 @@ class LabelConfig:
             raise InputError(f"the label config has no <Image name={image_tag!r} value='$...'> for its BrushLabels")
         labels = [label.get("value") for label in brush.iter("Label")]
         brush_count = len(labels)
-        for points in root.iter("KeyPointLabels"):
-            labels += [label.get("value") for label in points.iter("Label") if label.get("value") not in labels]
+        for tag in (*root.iter("KeyPointLabels"), *root.iter("RectangleLabels")):
+            labels += [label.get("value") for label in tag.iter("Label") if label.get("value") not in labels]
         if brush_count < 2:
             raise InputError("the BrushLabels tag needs at least two labels (an object and its background)")
         return cls(
@@ -74,17 +78,34 @@ class LabelConfig:
             raise InputError(f"label {name!r} is not in the project's label config ({known})") from None
 
 
-def context_scribbles(config: LabelConfig, regions: list[dict]) -> np.ndarray:
-    """The regions of ``params.context.result`` as an (H, W) label map of the image's original size.
+@dataclass(frozen=True)
+class Context:
+    """The regions drawn so far as gdc's inputs.
 
-    BrushLabels regions paint their class where their mask is; KeyPointLabels points paint
-    a small disk. Later regions paint over earlier ones, as later strokes do in the editor.
+    Attributes:
+      scribbles: (H, W) label map of the image's original size, 0 where nothing is drawn.
+      box: the last RectangleLabels region, around the object; None without one.
+      clicks: the KeyPointLabels points of the object's and its background's labels.
+    """
+
+    scribbles: np.ndarray
+    box: Box | None
+    clicks: list[Click]
+
+
+def read_context(config: LabelConfig, regions: list[dict]) -> Context:
+    """The regions of ``params.context.result`` (positions in percent of the image) as gdc's inputs.
+
+    BrushLabels regions paint their class where their mask is, later ones over earlier ones, as
+    later strokes do in the editor; a KeyPointLabels point of another class than the object's or
+    its background's paints a small disk. A rectangle must carry the object's label.
     """
     sized = [region for region in regions if region.get("original_width") and region.get("original_height")]
     if not sized:
         raise InputError("the interactive context has no region with original_width and original_height")
     width, height = int(sized[0]["original_width"]), int(sized[0]["original_height"])
     labels = np.zeros((height, width), np.uint8)
+    box, clicks = None, []
     for region in regions:
         value = region.get("value", {})
         kind = region.get("type")
@@ -94,10 +115,26 @@ def context_scribbles(config: LabelConfig, regions: list[dict]) -> np.ndarray:
             for name in value.get("brushlabels", []):
                 labels[decode_mask(value["rle"], width, height)] = config.class_of(name)
         elif kind == "keypointlabels":
-            point = (value["x"] / 100 * width, value["y"] / 100 * height)
-            for name in value.get("keypointlabels", []):
-                draw_points(labels, [point], config.class_of(name))
-    return labels
+            x, y = value["x"] / 100 * width, value["y"] / 100 * height
+            for label_class in map(config.class_of, value.get("keypointlabels", [])):
+                if label_class in (OBJECT, BACKGROUND):
+                    clicks.append(Click(x, y, label_class == OBJECT))
+                else:
+                    draw_discs(labels, [(x, y)], label_class)
+        elif kind == "rectanglelabels":
+            box = _rectangle_box(config, value, width, height)
+    return Context(labels, box, clicks)
+
+
+def _rectangle_box(config: LabelConfig, value: dict, width: int, height: int) -> Box:
+    """A RectangleLabels region's value (x, y, width, height in percent) as the box around the object."""
+    for name in value.get("rectanglelabels", []):
+        if config.class_of(name) != OBJECT:
+            raise InputError(f"a rectangle is a box around the object: label it {config.labels[0]!r}, not {name!r}")
+    if not math.isclose(value.get("rotation", 0) % 360, 0):
+        raise InputError("a rotated rectangle cannot be a box: draw it unrotated")
+    x0, y0 = value["x"] / 100 * width, value["y"] / 100 * height
+    return box_around(x0, y0, x0 + value["width"] / 100 * width, y0 + value["height"] / 100 * height, width, height)
 
 
 def brush_regions(config: LabelConfig, mask: np.ndarray) -> list[dict]:

@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from starlette.datastructures import UploadFile as ReceivedFile
 
 from gdc.options import RefusesUnknown, SegmentOptions, refine_pairs, request_options, unknown_names
+from gdc.prompts import Box, Click, parse_box, parse_clicks
 from worker.job import JOB_ID_PATTERN
 
 from .settings import Settings
@@ -160,13 +161,26 @@ class SegmentRequest(RefusesUnknown):
     scribbles: UploadFile | None = Field(
         None,
         description="PNG the image's size: a label PNG (0 unlabeled, 1..K classes) or a colour PNG "
-        "(RGB/RGBA: black or transparent unlabeled, each colour a class; the job's `colours` says which)",
+        "(RGB/RGBA: black or transparent unlabeled, each colour a class; the job's `colours` says which). "
+        "Optional with `box` or `points`; beside them, a label PNG whose 1 and 2 are the object and its background",
     )
     strokes: str | None = Field(
         None,
         description="instead of `scribbles`: strokes JSON, drawn with round caps and joins "
         f"(at most {MAX_STROKE_POINTS} points in all)",
         examples=[_STROKES_EXAMPLE],
+    )
+    box: str | None = Field(
+        None,
+        description="a box around the object, `x0,y0,x1,y1` in pixels (x1 and y1 excluded), instead of or beside "
+        "scribbles: what lies beyond it is background. The object is class 1, the background class 2",
+        examples=["40,20,140,100"],
+    )
+    points: str | None = Field(
+        None,
+        description="clicks JSON `[[x, y, label], ...]` in pixels, instead of or beside scribbles: label 1 on the "
+        "object (class 1), 0 off it (class 2). A refine sends the box and every click so far",
+        examples=["[[88, 42, 1], [10, 10, 0]]"],
     )
     callback_url: str | None = Field(
         None,
@@ -193,6 +207,11 @@ class SegmentRequest(RefusesUnknown):
     def options(self) -> dict[str, Any]:
         """The engine options given, by name; None for each left out."""
         return {name: getattr(self, name) for name in self.option_names}
+
+    def prompts(self) -> tuple[Box | None, list[Click]]:
+        """The box and clicks given, parsed (:mod:`gdc.prompts`); raises InputError naming a malformed one."""
+        box = None if self.box is None else parse_box(self.box)
+        return box, [] if self.points is None else parse_clicks(self.points)
 
 
 def request_fields(model: type[SegmentOptions] = SegmentOptions) -> dict[str, FieldInfo]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from gdc.errors import InputError
 from gdc.imageio import encode_png
 from gdc.inputs import scribble_classes
+from gdc.prompts import BACKGROUND, OBJECT, Box, Click, check_prompts
 from worker.callbacks import check_callback_url
 from worker.connection import replicate
 from worker.job import fetch_job, new_job_id, wait_for
@@ -45,11 +47,17 @@ def create_job(
     previous: str | None = None,
     scribbles: bytes | None,
     strokes: str | None,
+    box: Box | None = None,
+    clicks: Sequence[Click] = (),
     options: dict,
     callback_url: str | None,
     idempotency: tuple[str, str] | None,
 ) -> str:
     """Check the request, store its upload and enqueue its job; the job id.
+
+    The scribbles (``scribbles``, a PNG, or ``strokes``, JSON) may be left out when a ``box`` or ``clicks``
+    (:mod:`gdc.prompts`) name the object; they are checked against the image's size here and travel with the
+    job to the worker, which turns them into labels.
 
     ``idempotency`` is (Idempotency-Key, the caller's API key): the same pair with the
     same body gives the same job, without decoding or running anything again. ``previous``
@@ -57,21 +65,24 @@ def create_job(
     The API decodes no image itself: it checks the image's header (:func:`service.uploads.image_size`) and the
     worker decodes it.
     """
+    prompts = _prompt_arguments(box, clicks)
     claim = None
     if idempotency is not None:
         files = b"\0".join([image or b"", scribbles or b"", (strokes or "").encode()])
-        claim = _IdempotencyClaim.of(*idempotency, files, [options, callback_url, previous])
+        claim = _IdempotencyClaim.of(*idempotency, files, [options, callback_url, previous, prompts])
         if (job_id := claim.job_of(queue.connection.get(claim.record))) is not None:
             return job_id
     refined, image, options = _with_previous(queue, settings, previous, image, options)
-    resolved = _checked_request(options, callback_url, scribbles, strokes, settings)
+    resolved = _checked_request(options, callback_url, scribbles, strokes, settings, prompted=bool(prompts))
     height, width = _image_size(image, refined, settings.max_pixels)
+    check_prompts(width, height, box, list(clicks))
     labels, colours, scribbles_png = _scribble_labels(scribbles, strokes, width, height, settings.max_classes)
-    meta = _job_meta(labels, colours, callback_url, refined, settings.max_classes)
+    classes = _job_classes(labels, colours, box, clicks, settings.max_classes)
+    meta = _job_meta(labels.shape, classes, colours, callback_url, refined)
     warm_from = refined.job_id if refined is not None and refined.kept else None
     job_id = _enqueue(
         queue, settings, claim, image=image, scribbles_png=scribbles_png, options=resolved, meta=meta,
-        previous=warm_from,
+        previous=warm_from, prompts=prompts,
     )
     if not replicate(queue.connection, settings, job_id):
         log.warning("job %s is on the Redis primary alone: no replica confirmed it in time", job_id)
@@ -128,20 +139,28 @@ def _with_previous(
 
 
 def _checked_request(
-    options: dict, callback_url: str | None, scribbles: bytes | None, strokes: str | None, settings: Settings
+    options: dict,
+    callback_url: str | None,
+    scribbles: bytes | None,
+    strokes: str | None,
+    settings: Settings,
+    *,
+    prompted: bool,
 ) -> dict:
     """The engine options resolved against the server's; raises InputError for a bad option or callback URL, or
-    for scribbles sent both ways or neither. Nothing is decoded yet."""
+    for scribbles sent both ways, or neither without a box or points (``prompted``). Nothing is decoded yet."""
     try:
         resolved = resolve_options(options, settings)
         if callback_url:
             check_callback_url(callback_url, settings.allow_private_callbacks)
     except ValueError as error:
         raise InputError(str(error)) from None
-    if (scribbles is None) == (strokes is None):
+    if scribbles is not None and strokes is not None:
+        raise InputError("send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON, not both")
+    if scribbles is None and strokes is None and not prompted:
         raise InputError(
-            "send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON"
-            + (", not both" if strokes is not None else "; neither was given")
+            "send the scribbles either as a label PNG file 'scribbles' or as 'strokes' JSON, or a 'box' or "
+            "'points'; neither was given"
         )
     return resolved
 
@@ -159,7 +178,10 @@ def _scribble_labels(
 ) -> tuple[np.ndarray, list[str] | None, bytes]:
     """The scribbles as an (H, W) label map, each class's colour for colour-PNG scribbles, and the label PNG the
     worker reads (:func:`gdc.imageio.read_labels`): a label PNG as sent, which decodes to these labels, else the
-    labels encoded."""
+    labels encoded; none sent (a box or points only), an empty label map."""
+    if scribbles is None and strokes is None:
+        labels = np.zeros((height, width), np.uint8)
+        return labels, None, encode_png(labels)
     if strokes is not None:
         labels = draw_strokes(strokes, width, height, max_classes)
         return labels, None, encode_png(labels)
@@ -167,12 +189,43 @@ def _scribble_labels(
     return labels, colours, scribbles if colours is None else encode_png(labels)
 
 
+def _prompt_arguments(box: Box | None, clicks: Sequence[Click]) -> dict:
+    """The box and clicks as the job's JSON arguments (:func:`worker.tasks.run_segment`); empty without either."""
+    if box is None and not clicks:
+        return {}
+    return {
+        "box": None if box is None else [box.x0, box.y0, box.x1, box.y1],
+        "points": [[click.x, click.y, int(click.positive)] for click in clicks],
+    }
+
+
+def _job_classes(
+    labels: np.ndarray, colours: list[str] | None, box: Box | None, clicks: Sequence[Click], max_classes: int
+) -> list[int]:
+    """The job's class values, checked: the scribbles' and, with a box or clicks, the object and background they
+    name (what the worker's :func:`gdc.prompts.prompt_labels` will find)."""
+    if box is None and not clicks:
+        return scribble_classes(labels, (*labels.shape, 3), max_classes).tolist()
+    if colours is not None:
+        raise InputError("beside a box or points, send label scribbles (1 the object, 2 its background), not colours")
+    named = {OBJECT, BACKGROUND} if box is not None else {OBJECT if click.positive else BACKGROUND for click in clicks}
+    classes = sorted(named | set(np.unique(labels[labels > 0]).tolist()))
+    if len(classes) < 2:
+        raise InputError("the prompts name only one class: add a box, or a click off the object (label 0)")
+    if len(classes) > max_classes:
+        raise InputError(f"the scribbles and prompts have {len(classes)} classes; at most {max_classes} are accepted")
+    return classes
+
+
 def _job_meta(
-    labels: np.ndarray, colours: list[str] | None, callback_url: str | None, refined: Previous | None, max_classes: int
+    shape: tuple[int, int],
+    classes: list[int],
+    colours: list[str] | None,
+    callback_url: str | None,
+    refined: Previous | None,
 ) -> JobMeta:
-    """The new job's meta, its classes checked."""
-    height, width = labels.shape
-    classes = scribble_classes(labels, (height, width, 3), max_classes).tolist()
+    """The new job's meta: of an image of ``shape`` (H, W) and these checked ``classes``."""
+    height, width = shape
     meta = JobMeta(width=width, height=height, classes=classes, colours=colours, callback_url=callback_url)
     if refined is None:
         return meta
@@ -190,6 +243,7 @@ def _enqueue(
     options: dict,
     meta: JobMeta,
     previous: str | None,
+    prompts: dict,
 ) -> str:
     """Store the upload and enqueue its job in one atomic step, if the queue has room; the job id, which is an
     earlier request's when one with the same Idempotency-Key got in meanwhile."""
@@ -200,7 +254,7 @@ def _enqueue(
             claim.remember(commands, new_id, settings.result_ttl)
         enqueue_segment(
             commands, queue, settings, job_id=new_id, image=image, scribbles_png=scribbles_png, options=options,
-            meta=meta, previous=previous,
+            meta=meta, previous=previous, prompts=prompts,
         )
         outcome, found = run_if_room(queue, settings.max_queued, commands, claim.record if claim else None)
     if outcome is Outcome.TAKEN:

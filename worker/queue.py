@@ -46,16 +46,18 @@ def enqueue_segment(
     options: dict,
     meta: JobMeta,
     previous: str | None = None,
+    prompts: dict | None = None,
 ) -> None:
     """Add storing the upload and enqueueing its job to ``pipeline`` (the caller executes it).
 
-    The job's arguments are JSON: the upload's Redis key, the engine options and, for a
-    refine, the id of the job whose warm start it starts from.
+    The job's arguments are JSON: the upload's Redis key, the engine options, for a
+    refine the id of the job whose warm start it starts from, and ``prompts``, a job's
+    ``box`` ([x0, y0, x1, y1]) and ``points`` ([[x, y, label], ...]) when it has them.
     """
     store.save_upload(pipeline, job_id, image, scribbles_png, settings.queued_ttl)
     queue.enqueue_call(
         SEGMENT_TASK,
-        kwargs={"upload": key_for(Kind.UPLOAD, job_id), "options": options, "previous": previous},
+        kwargs={"upload": key_for(Kind.UPLOAD, job_id), "options": options, "previous": previous, **(prompts or {})},
         job_id=job_id,
         timeout=settings.job_timeout,
         ttl=settings.queued_ttl,

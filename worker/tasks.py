@@ -18,10 +18,11 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from gdc.engine import SegmentResult, segment
+from gdc.engine import SegmentResult, segment_prompted
 from gdc.errors import Cancelled, InputError
 from gdc.imageio import encode_png, read_image, read_labels
 from gdc.options import SegmentOptions
+from gdc.prompts import Box, Click, clicks_from
 from gdc.warm import WarmStart
 
 from . import store
@@ -87,8 +88,11 @@ class ProgressWriter:
         save_progress(self.job, phase, step, total)
 
 
-def run_segment(upload: str, options: dict, previous: str | None = None) -> dict:
-    """Segment the image and scribbles stored under ``upload``; store the result under the job id.
+def run_segment(
+    upload: str, options: dict, previous: str | None = None, box: list[int] | None = None, points: list | None = None
+) -> dict:
+    """Segment the image and scribbles stored under ``upload``, with the job's ``box`` ([x0, y0, x1, y1]) and
+    ``points`` ([[x, y, label], ...]) if any (:mod:`gdc.prompts`); store the result under the job id.
 
     A refine names the ``previous`` job: it starts from that job's warm start when it is
     still stored, else runs cold; ``job.meta["warm"]`` says which. Every job stores its
@@ -104,7 +108,10 @@ def run_segment(upload: str, options: dict, previous: str | None = None) -> dict
         if run.stop_requested():
             raise Cancelled("stopped before it started")
         inputs = run.read_inputs(previous)
-        result = run.run_engine(inputs, options, refine=previous is not None)
+        result = run.run_engine(
+            inputs, options, refine=previous is not None, box=None if box is None else Box(*box),
+            clicks=clicks_from(points or []),
+        )
         timings = run.store_mask(inputs, result)
         timings["details"] = run.store_details(result)
         return {"timings": timings}
@@ -167,13 +174,17 @@ class SegmentRun:
         previous_seconds = None if previous is None else time.perf_counter() - decoded
         return SegmentInputs(files[0], image, scribbles, warm_start, decoded - started, previous_seconds)
 
-    def run_engine(self, inputs: SegmentInputs, options: dict, *, refine: bool) -> SegmentResult:
+    def run_engine(
+        self, inputs: SegmentInputs, options: dict, *, refine: bool, box: Box | None = None, clicks: list[Click] = ()
+    ) -> SegmentResult:
         """Segment, writing progress and stopping at a cancel, a shutdown or once another worker holds the job."""
         settings = self.settings
-        result = segment(
+        result = segment_prompted(
             inputs.image,
             inputs.scribbles,
             SegmentOptions(**options, device=settings.device),
+            box=box,
+            clicks=clicks,
             progress=ProgressWriter(self.job, settings.progress_interval, holds=lambda: self.context.holds(self.job)),
             cancel=self.stop_requested,
             previous=inputs.warm_start,

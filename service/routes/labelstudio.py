@@ -1,7 +1,7 @@
 """Label Studio's ML-backend protocol under /labelstudio: enter ``http://HOST:8000/labelstudio`` as the backend URL.
 
 Predictions are interactive: the regions a person drew so far (``params.context.result``)
-are the scribbles of one gdc job, which the request waits for. A task's next prediction
+are the scribbles, box and clicks of one gdc job, which the request waits for. A task's next prediction
 refines the job its last one ran (``previous``), sending the image too, so it runs cold
 once that job's data expired. Without context there is nothing to segment from, and the
 task gets an empty prediction.
@@ -22,7 +22,7 @@ from worker import store
 
 from ..deps import QueueDep, SettingsDep, require_api_key
 from ..interactive import segment_and_wait
-from ..labelstudio import LabelConfig, brush_regions, context_scribbles, fetch_image, task_key
+from ..labelstudio import LabelConfig, brush_regions, fetch_image, read_context, task_key
 from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, UNREADABLE_JSON, error_responses
 from ..submit import wait_for_end
 
@@ -95,13 +95,14 @@ async def predict(request: PredictRequest, settings: SettingsDep, queue: QueueDe
         return {"results": [{"result": [], "score": 0.0, "model_version": MODEL_VERSION} for _ in request.tasks]}
     if len(request.tasks) != 1:
         raise InputError(f"an interactive prediction is for one task, got {len(request.tasks)}")
-    scribbles = context_scribbles(config, regions)
+    context = read_context(config, regions)
     image = await fetch_image(request.tasks[0], config, settings)
     redis = queue.connection
     last_job_key = task_key(request.project, request.tasks[0], image)
     last_job = await run_in_threadpool(redis.get, last_job_key)
     job_id, mask = await segment_and_wait(
-        queue, settings, image, scribbles, previous=last_job.decode() if last_job else None
+        queue, settings, image, context.scribbles, box=context.box, clicks=context.clicks,
+        previous=last_job.decode() if last_job else None,
     )
     await run_in_threadpool(redis.set, last_job_key, job_id, ex=settings.result_ttl)
     await wait_for_end(queue, job_id, UNCERTAINTY_WAIT_SECONDS)  # the score's uncertainty comes after the mask

@@ -28,7 +28,8 @@ _ERRORS = error_responses(
 )
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)], responses=_ERRORS)
 
-# The form: the files, `previous`, `strokes`, `callback_url` and every engine option a request may set.
+# The form: the files, `previous`, `strokes`, `box`, `points`, `callback_url` and every engine option a request
+# may set.
 SegmentForm = segment_form()
 
 
@@ -36,7 +37,7 @@ SegmentForm = segment_form()
     "/segment",
     status_code=202,
     response_model=JobCreated,
-    summary="Segment an image from its scribbles",
+    summary="Segment an image from its scribbles, a box or clicks",
     responses={200: {"model": JobPublic, "description": "with `?wait`: the job ended in time"}},
 )
 async def submit_segmentation(
@@ -53,9 +54,12 @@ async def submit_segmentation(
 ) -> JSONResponse:
     """Store the image and scribbles and queue a job; answer 202 with its id and links.
 
+    A `box` or `points` (clicks) name one object, as class 1 and its background class 2, with or without scribbles.
+
     Engine options left out take the server's defaults (GET /options); an unknown field is refused.
     With `?wait=S` the answer waits up to S seconds and, if the job ended, is 200 with the full job.
     """
+    box, clicks = form.prompts()
     job_id = await run_in_threadpool(
         create_job,
         queue,
@@ -64,6 +68,8 @@ async def submit_segmentation(
         previous=form.previous,
         scribbles=await form.scribbles.read() if form.scribbles is not None else None,
         strokes=form.strokes,
+        box=box,
+        clicks=clicks,
         options=form.options(),
         callback_url=form.callback_url,
         idempotency=(idempotency_key, x_api_key or "") if idempotency_key else None,

@@ -2,19 +2,22 @@
  * The scribble page: open an image, paint a few strokes per class, segment through
  * POST /segment, follow the job, then show, refine and download the result. In live mode (on
  * by default) the page segments by itself once the strokes rest, each round refining the last.
+ * Beside the brush, a box around an object and clicks on or off it (marks.js) name one object.
  *
  * Scribbles travel as a grey label PNG (png.js), not as strokes JSON: the label map painted
  * here (erasing, undo and clear included) is then exactly the one the server reads, pixel for
  * pixel, with no second rasteriser on the server that would have to agree with this one.
  */
 import { ApiError, apiKey, getJson, jobEnd, jobEnded, request, serverSeconds, watchProgress } from "./api.js";
-import { LabelMap } from "./labelmap.js";
+import { Marks, swapObject } from "./marks.js";
 import { decodeGreyPng, encodeGreyPng } from "./png.js";
 
 // Colours handed out as classes are added; each can be changed with its colour input.
 const COLOURS = ["#3b6ef5", "#f5a623", "#19b27b", "#e5484d", "#8e4ec6", "#e93d82", "#12a594", "#8db600", "#f76b15", "#0090ff"];
 const FIRST_CLASSES = ["background", "foreground"];
 const ZOOM_STEP = 1.25;
+const TOOL_KEYS = { b: "brush", e: "eraser", r: "box", c: "click" };
+const CLICK_RADIUS_PX = 5; // a click's dot on screen, whatever the zoom
 // Live mode segments this long after the last edit, so strokes painted in quick succession make one job.
 const LIVE_DELAY_MS = 150;
 // The Example button's photo and scribbles, served with the page: scikit-image's coffee photo (CC0) and the README's
@@ -31,19 +34,23 @@ const layers = $("layers");
 const imageLayer = $("image-layer");
 const resultLayer = $("result-layer");
 const scribbleLayer = $("scribble-layer");
+const promptLayer = $("prompt-layer");
 
 const state = {
   file: null, // the image as chosen; sent as is, so the server reads it (and its EXIF) itself
-  labels: null, // LabelMap of the scribbles
+  marks: null, // Marks: the scribbles and prompts, with their undo history
+  labels: null, // marks.labels, the scribbles' LabelMap
   classes: FIRST_CLASSES.map((name, i) => ({ value: i + 1, name, colour: COLOURS[i] })),
   active: 2, // the first foreground class: a first stroke usually marks the object
   zoom: 1,
   fitted: true, // keep fitting the image to the stage as the window changes
   lastPoint: null,
+  drag: null, // the box being dragged: { from (its first corner), box (null until it spans a pixel) }
   options: null, // GET /options: the server's defaults and limits
   running: null, // the round being followed: { controller, job (once accepted), classes }
   liveTimer: null,
   job: null, // the job whose result is shown: the next round refines it
+  prompted: false, // whether that job had prompts, so its classes 1 and 2 are the API's (marks.js)
   result: null, // its mask values
   uncertainty: null, // its uncertainty map, fetched when first shown
 };
@@ -109,6 +116,37 @@ function redraw() {
   drawResult();
 }
 
+function svg(name, attributes) {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", name);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  return element;
+}
+
+/**
+ * Draw the box (the one being dragged, if any) and the clicks. Placed in percent of the image,
+ * so zooming only stretches the layer, while outlines and dots keep their size on screen.
+ */
+function drawPrompts() {
+  const { width, height } = state.labels;
+  const { box: kept, points } = state.marks.prompts;
+  const box = state.drag?.box ?? kept;
+  const [across, down] = [(x) => `${(100 * x) / width}%`, (y) => `${(100 * y) / height}%`];
+  const shapes = points.map(([x, y, label]) =>
+    svg("circle", { class: label ? "on-object" : "off-object", cx: across(x + 0.5), cy: down(y + 0.5), r: CLICK_RADIUS_PX }),
+  );
+  if (box) {
+    const { x0, y0, x1, y1 } = box;
+    shapes.unshift(svg("rect", { class: "box", x: across(x0), y: down(y0), width: across(x1 - x0), height: down(y1 - y0) }));
+  }
+  promptLayer.replaceChildren(...shapes);
+  const on = points.filter(([, , label]) => label).length;
+  const said = [
+    box && `a box from ${box.x0},${box.y0} to ${box.x1},${box.y1}`,
+    points.length && `${on} clicks on the object, ${points.length - on} off it`,
+  ];
+  promptLayer.setAttribute("aria-label", `Prompts: ${said.filter(Boolean).join("; ") || "none"}`);
+}
+
 // ---- controls ------------------------------------------------------------------------------
 
 function updateControls() {
@@ -116,8 +154,8 @@ function updateControls() {
   $("segment").disabled = !labels || Boolean(running);
   $("cancel").hidden = !running?.job; // cancelable once the service has accepted the job
   $("progress").hidden = !running;
-  $("undo").disabled = !labels?.canUndo;
-  $("redo").disabled = !labels?.canRedo;
+  $("undo").disabled = !state.marks?.canUndo;
+  $("redo").disabled = !state.marks?.canRedo;
   $("clear").disabled = !labels;
   $("add-class").disabled = !options || state.classes.length >= options.max_classes;
   for (const id of ["download-mask", "download-overlay", "show-uncertainty"]) $(id).disabled = !result;
@@ -229,9 +267,11 @@ async function openImage(file) {
   clearError();
   const { width, height } = image;
   supersede();
-  Object.assign(state, { file, labels: new LabelMap(width, height) });
+  const marks = new Marks(width, height);
+  Object.assign(state, { file, marks, labels: marks.labels, drag: null });
   clearResult();
   for (const canvas of [imageLayer, resultLayer, scribbleLayer]) Object.assign(canvas, { width, height });
+  drawPrompts();
   imageLayer.getContext("2d").drawImage(image, 0, 0);
   image.close();
   setBrushSize(Math.round(Math.min(width, height) / 40));
@@ -249,7 +289,7 @@ async function openExample() {
   const { values } = await decodeGreyPng(scribbles);
   state.classes = EXAMPLE.classes.map((name, i) => ({ value: i + 1, name, colour: COLOURS[i] }));
   renderClasses();
-  for (const { value } of state.classes) state.labels.paintWhere(values, value);
+  for (const { value } of state.classes) state.marks.paintWhere(values, value);
   drawLabels(scribbleLayer, state.labels.values);
   await segment();
 }
@@ -299,8 +339,31 @@ function paintTo(point) {
   state.lastPoint = point;
 }
 
+/** The pixel under an image point, within the image. */
+function pixelAt([x, y]) {
+  const within = (value, size) => Math.min(Math.max(Math.floor(value), 0), size - 1);
+  return [within(x, state.labels.width), within(y, state.labels.height)];
+}
+
+/** The box of whole pixels from corner a to corner b, both in it (x1, y1 excluded); null within one row or column. */
+function boxBetween(a, b) {
+  const [[ax, ay], [bx, by]] = [pixelAt(a), pixelAt(b)];
+  const [x0, x1, y0, y1] = [Math.min(ax, bx), Math.max(ax, bx) + 1, Math.min(ay, by), Math.max(ay, by) + 1];
+  return x1 - x0 > 1 && y1 - y0 > 1 ? { x0, y0, x1, y1 } : null;
+}
+
+/** A click: on the object with the main button, off it with Shift or the secondary button. */
+function addClick(event) {
+  if (event.button !== 0 && event.button !== 2) return;
+  state.marks.addPoint(...pixelAt(imagePoint(event)), event.button === 0 && !event.shiftKey ? 1 : 0);
+  drawPrompts();
+  marksChanged();
+}
+
 function moveCursor(event) {
   const cursor = $("brush-cursor");
+  cursor.hidden = tool() === "box" || tool() === "click"; // those mark a point, not a disc
+  if (cursor.hidden) return;
   const [x, y] = imagePoint(event);
   const diameter = brushSize() * state.zoom;
   cursor.hidden = false;
@@ -310,9 +373,15 @@ function moveCursor(event) {
 }
 
 scribbleLayer.addEventListener("pointerdown", (event) => {
-  if (!state.labels || event.button !== 0) return;
-  clearTimeout(state.liveTimer); // live mode waits for this stroke too: a round never sends half of it
+  if (!state.labels) return;
+  if (tool() === "click") return addClick(event);
+  if (event.button !== 0) return;
+  clearTimeout(state.liveTimer); // live mode waits for this stroke or box too: a round never sends half of it
   scribbleLayer.setPointerCapture(event.pointerId);
+  if (tool() === "box") {
+    state.drag = { from: imagePoint(event), box: null };
+    return;
+  }
   state.labels.begin(tool() === "eraser" ? 0 : state.active);
   state.lastPoint = imagePoint(event);
   paintTo(state.lastPoint);
@@ -321,6 +390,10 @@ scribbleLayer.addEventListener("pointerdown", (event) => {
 scribbleLayer.addEventListener("pointermove", (event) => {
   if (!state.labels) return;
   moveCursor(event);
+  if (state.drag) {
+    state.drag.box = boxBetween(state.drag.from, imagePoint(event));
+    drawPrompts();
+  }
   if (!state.labels.stroke) return;
   const coalesced = event.getCoalescedEvents?.() ?? [];
   for (const each of coalesced.length ? coalesced : [event]) paintTo(imagePoint(each));
@@ -328,27 +401,35 @@ scribbleLayer.addEventListener("pointermove", (event) => {
 
 for (const type of ["pointerup", "pointercancel"]) {
   scribbleLayer.addEventListener(type, () => {
-    if (!state.labels?.stroke) return;
-    state.labels.end();
-    scribblesChanged();
+    if (state.drag) {
+      const { box } = state.drag;
+      state.drag = null;
+      if (box) state.marks.setBox(box); // a click with the box tool keeps the box there was
+      drawPrompts();
+    } else if (state.labels?.stroke) state.marks.endStroke();
+    else return;
+    marksChanged();
   });
 }
 scribbleLayer.addEventListener("pointerleave", () => ($("brush-cursor").hidden = true));
+// The secondary button marks a click off the object, not a menu.
+scribbleLayer.addEventListener("contextmenu", (event) => tool() === "click" && event.preventDefault());
 
 function edit(change) {
-  if (state.labels && change(state.labels)) {
+  if (state.marks && change(state.marks)) {
     drawLabels(scribbleLayer, state.labels.values);
-    scribblesChanged();
+    drawPrompts();
+    marksChanged();
   }
 }
 
-const undo = () => edit((labels) => labels.undo());
-const redo = () => edit((labels) => labels.redo());
+const undo = () => edit((marks) => marks.undo());
+const redo = () => edit((marks) => marks.redo());
 
 // ---- segmenting --------------------------------------------------------------------------
 
 function clearResult() {
-  Object.assign(state, { job: null, result: null, uncertainty: null });
+  Object.assign(state, { job: null, prompted: false, result: null, uncertainty: null });
   $("show-uncertainty").checked = false;
   drawResult();
 }
@@ -360,17 +441,17 @@ function showProgress(job) {
   else if (job.status === "running") setStatus(phase ? `Running: ${phase} ${step}/${total}` : "Running");
 }
 
-/** After every edit of the scribbles: in live mode, segment once they rest for LIVE_DELAY_MS. */
-function scribblesChanged() {
+/** After every edit of the marks: in live mode, segment once they rest for LIVE_DELAY_MS. */
+function marksChanged() {
   updateControls();
   clearTimeout(state.liveTimer);
   if ($("live").checked && state.labels) state.liveTimer = setTimeout(guarded(segmentLive), LIVE_DELAY_MS);
 }
 
 async function segmentLive() {
-  if (state.labels.classCount >= 2) return segment();
+  if (state.marks.classCount >= 2) return segment();
   supersede();
-  setStatus("Live: paint a second class to segment");
+  setStatus(state.marks.prompted ? "Live: draw a box, or click off the object, to segment" : "Live: paint a second class to segment");
 }
 
 /**
@@ -399,7 +480,8 @@ function discard(job) {
 async function segment() {
   supersede();
   clearError();
-  const running = { controller: new AbortController(), job: null, classes: state.labels.classCount };
+  const { classCount: classes, prompted } = state.marks;
+  const running = { controller: new AbortController(), job: null, classes, prompted };
   const { signal } = running.controller;
   state.running = running;
   const current = () => state.running === running;
@@ -407,7 +489,8 @@ async function segment() {
   setStatus("Uploading");
   try {
     // Not abortable: an aborted POST may still have made a job, which nobody could then cancel.
-    running.job = await submit(state.job?.id);
+    // A refine's head starts from the last job's classes, so a round that swaps them (marks.js) starts afresh.
+    running.job = await submit(prompted === state.prompted ? state.job?.id : null);
     if (!current()) return discard(running.job);
     updateControls();
     const progress = new AbortController();
@@ -427,16 +510,20 @@ async function segment() {
 }
 
 /**
- * POST /segment with all strokes so far. After a first result the job refines it (`previous`):
- * the image stays on the server and the head starts trained. Once that job expired (410) the
- * image goes up again and the job runs from scratch.
+ * POST /segment with all strokes, the box and all clicks so far. After a first result the job
+ * refines it (`previous`): the image stays on the server and the head starts trained. Once that
+ * job expired (410) the image goes up again and the job runs from scratch.
  */
 async function submit(previous) {
-  const { width, height, values } = state.labels;
+  const { labels, prompted } = state.marks;
   const form = new FormData();
   if (previous) form.append("previous", previous);
   else form.append("image", state.file, state.file.name || "pasted.png");
-  form.append("scribbles", await encodeGreyPng(width, height, values), "scribbles.png");
+  for (const [name, value] of Object.entries(state.marks.fields())) form.append(name, value);
+  if (!prompted || labels.classCount > 0) {
+    const values = prompted ? swapObject(labels.values) : labels.values;
+    form.append("scribbles", await encodeGreyPng(labels.width, labels.height, values), "scribbles.png");
+  }
   for (const control of $("option-fields").querySelectorAll("input, select")) {
     if (control.type === "checkbox") form.append(control.name, String(control.checked));
     else if (control.value !== "") form.append(control.name, control.value);
@@ -460,9 +547,10 @@ async function showEnd(running, { mask, job }) {
     setStatus("Canceled");
     return;
   }
-  const labels = await decodeGreyPng(await mask.blob());
+  const { values } = await decodeGreyPng(await mask.blob());
   if (state.running !== running) return;
-  Object.assign(state, { job: running.job, result: labels.values, uncertainty: null });
+  const result = running.prompted ? swapObject(values) : values;
+  Object.assign(state, { job: running.job, prompted: running.prompted, result, uncertainty: null });
   await showUncertainty();
   const next = $("live").checked ? "Add strokes: the result follows." : "Add strokes and segment again to refine.";
   setStatus(`Done: ${running.classes} classes in ${serverSeconds(mask).toFixed(1)} s. ${next}`);
@@ -499,8 +587,9 @@ function stem() {
   return (state.file.name || "pasted").replace(/\.[^.]*$/, "");
 }
 
+/** The mask as shown, in the page's classes (a round with prompts has the API's 1 and 2 swapped). */
 async function downloadMask() {
-  save(await (await request(state.job.links.mask)).blob(), `${stem()}-mask.png`);
+  save(await encodeGreyPng(state.labels.width, state.labels.height, state.result), `${stem()}-mask.png`);
 }
 
 /** The overlay as shown: the image with the result layer at the chosen opacity. */
@@ -546,10 +635,10 @@ $("add-class").addEventListener("click", addClass);
 $("brush-size").addEventListener("input", () => setBrushSize(brushSize()));
 $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
-$("clear").addEventListener("click", () => edit((labels) => labels.clear()));
+$("clear").addEventListener("click", () => edit((marks) => marks.clear()));
 $("segment").addEventListener("click", guarded(segment));
 $("cancel").addEventListener("click", guarded(cancel));
-$("live").addEventListener("change", scribblesChanged);
+$("live").addEventListener("change", marksChanged);
 const showOpacity = () => (resultLayer.style.opacity = $("opacity").value);
 $("opacity").addEventListener("input", showOpacity);
 $("show-uncertainty").addEventListener("change", guarded(showUncertainty));
@@ -586,7 +675,7 @@ document.addEventListener("keydown", (event) => {
   if (command && key === "z") (event.shiftKey ? redo : undo)();
   else if (command && key === "y") redo();
   else if (command || event.altKey) return;
-  else if (key === "b" || key === "e") document.querySelector(`input[name="tool"][value="${key === "b" ? "brush" : "eraser"}"]`).checked = true;
+  else if (Object.hasOwn(TOOL_KEYS, key)) document.querySelector(`input[name="tool"][value="${TOOL_KEYS[key]}"]`).checked = true;
   else if (key === "[" || key === "]") setBrushSize(brushSize() + (key === "]" ? 1 : -1));
   else if (/^[1-9]$/.test(key)) pickClass(Number(key));
   else return;

@@ -83,7 +83,7 @@ export class LabelMap {
     return changed ? { x0, y0, x1, y1 } : null;
   }
 
-  /** Set the pixels that `values` (a label map of this size) holds as `value` to it, as one stroke. */
+  /** Set the pixels that `values` (a label map of this size) holds as `value` to it, as one stroke; as `end`. */
   paintWhere(values, value) {
     this.begin(value);
     values.forEach((label, index) => {
@@ -91,16 +91,16 @@ export class LabelMap {
       this.stroke.before.set(index, this.values[index]);
       this.set(index, value);
     });
-    this.end();
+    return this.end();
   }
 
-  /** Finish the stroke; it becomes one undo step if it changed anything. */
+  /** Finish the stroke; it becomes one undo step if it changed anything. Returns whether it did. */
   end() {
     const { value, before } = this.stroke;
     this.stroke = null;
-    if (before.size > 0) {
-      this.record({ indices: Uint32Array.from(before.keys()), before: Uint8Array.from(before.values()), after: value });
-    }
+    if (before.size === 0) return false;
+    this.record({ indices: Uint32Array.from(before.keys()), before: Uint8Array.from(before.values()), after: value });
+    return true;
   }
 
   /** Erase everything, as one undo step. Returns whether anything was painted. */

@@ -176,3 +176,58 @@ def test_an_unknown_flag_is_named_with_the_closest_one_of_its_command(command, s
     with pytest.raises(SystemExit) as exit:
         main(command)
     assert exit.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == said
+
+
+def test_segment_from_a_box_alone(files, tmp_path):
+    # scene3's class 3 is a disc in the top-left corner, about (24, 24) with radius 18.
+    code = main(["segment", str(files / "photo.jpg"), "--box", "4,4,45,45", "-o", str(tmp_path / "mask.png"), *FAST])
+    assert code == 0
+    mask = np.array(Image.open(tmp_path / "mask.png"))
+    assert mask.shape == (120, 160) and set(np.unique(mask)) == {1, 2}
+    assert mask[24, 24] == 1 and mask[110, 150] == 2
+
+
+def test_segment_from_clicks_alone(files, tmp_path):
+    clicks = [[24, 24, 1], [30, 15, 1], [150, 110, 0], [80, 60, 0], [5, 110, 0]]
+    code = main(["segment", str(files / "photo.jpg"), "--points", json.dumps(clicks), "-o", str(tmp_path / "mask.png"),
+                 *FAST])
+    assert code == 0
+    mask = np.array(Image.open(tmp_path / "mask.png"))
+    assert all(mask[y, x] == (2 - label) for x, y, label in clicks)
+
+
+@pytest.mark.parametrize(
+    "prompt, said",
+    [
+        ([], "give the scribbles, --box or --points"),
+        (["--box", "4,4,45"], "box must be four integers x0,y0,x1,y1; got '4,4,45'"),
+        (["--points", "[[1, 2, 1]"], "points must be JSON [[x, y, label], ...]"),
+        (["--points", "[[1, 2, 3]]"], "a point's label must be 1 (on the object) or 0 (off it); got 3"),
+        (["--box", "4,4,200,45"], "box 4,4,200,45 is not inside the 160x120 image"),
+        (["--points", "[[24, 24, 1], [160, 5, 0]]"], "point (160, 5) is off the 160x120 image"),
+    ],
+)
+def test_a_bad_prompt_is_one_line_before_any_work(prompt, said, files, tmp_path, monkeypatch, capsys):
+    import gdc.engine
+
+    monkeypatch.setattr(gdc.engine, "segment", lambda *args, **kwargs: pytest.fail("segmented before checking"))
+    code = main(["segment", str(files / "photo.jpg"), *prompt, "-o", str(tmp_path / "mask.png")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"gdc: error: {said}") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "words, said",
+    [
+        (["--previous", "abc"], "gdc submit: error: give the image (or --previous JOB) and its scribbles, --box or "
+                                "--points\n"),
+        (["image.png"], "gdc submit: error: give the image (or --previous JOB) and its scribbles, --box or --points\n"),
+        (["image.png", "--points", "[[1, 2]]"],
+         "gdc: error: each point must be [x, y, label] with numbers; got [1, 2]\n"),
+    ],
+)
+def test_submit_refuses_a_request_without_scribbles_or_prompts_before_asking_any_server(words, said, tmp_path, capsys):
+    code = main(["submit", *words, "--server", "http://127.0.0.1:9", "-o", str(tmp_path / "mask.png")])
+    assert code == 2
+    assert capsys.readouterr().err == said

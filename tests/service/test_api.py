@@ -261,7 +261,8 @@ def test_openapi_documents_the_contract(client):
     form = spec["components"]["schemas"]["SegmentForm"]["properties"]
     assert json.loads(form["strokes"]["examples"][0])[0]["label"] == 1
     # The form is the request's own fields and every option the engine's model lets a request set.
-    assert set(form) == {"image", "scribbles", "previous", "strokes", "callback_url", *request_options()}
+    request_fields = {"image", "scribbles", "previous", "strokes", "box", "points", "callback_url"}
+    assert set(form) == request_fields | set(request_options())
     assert form["steps"]["description"] == SegmentOptions.model_fields["steps"].description
     assert "X-GDC-Signature" in spec["info"]["description"]
     assert "202" in spec["paths"]["/segment"]["post"]["responses"]

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from gdc.imageio import encode_png, read_image
+from gdc.prompts import Box, Click
+from service.routes import cvat
 from tests.conftest import REPO
 from tests.service.tools.conftest import GDC_KEY
 
@@ -64,10 +66,31 @@ def test_a_box_stands_for_negative_clicks(monkeypatch, tools_gdc, frame):
     assert mask[40, 85] == 255 and mask[5, 5] == 0 and mask[110, 170] == 0
 
 
+def test_a_box_alone_is_enough(monkeypatch, tools_gdc, frame):
+    body = {"image": frame, "pos_points": [], "neg_points": [], "obj_bbox": [[125.4, 95.2], [50, 4]]}  # any corners
+    answer = call_function(monkeypatch, tools_gdc.url, body)
+    assert answer.status_code == 200, answer.body
+    mask = np.array(json.loads(answer.body)["mask"])
+    assert mask[40, 87] == 255 and mask[5, 5] == 0 and mask[115, 175] == 0
+
+
+def test_a_box_reaching_past_the_frame_is_clipped_to_it(client, frame, monkeypatch):
+    seen = {}
+
+    async def segment_and_wait(queue, settings, image, scribbles=None, *, box=None, clicks=()):
+        seen.update(box=box, clicks=clicks)
+        return "job", np.zeros((120, 180), np.uint8)
+
+    monkeypatch.setattr(cvat, "segment_and_wait", segment_and_wait)
+    body = {"image": frame, "pos_points": [[85, 40]], "obj_bbox": [[-3.5, 10.2], [190, 119.5]]}
+    assert client.post("/cvat/interactor", json=body).status_code == 200
+    assert seen == {"box": Box(0, 10, 180, 120), "clicks": [Click(85, 40, True)]}
+
+
 def test_gdc_errors_reach_cvat_as_they_are(monkeypatch, tools_gdc, frame):
     answer = call_function(monkeypatch, tools_gdc.url, {"image": frame, "pos_points": POSITIVE})
     assert answer.status_code == 422
-    assert "at least one negative point or a box" in json.loads(answer.body)["detail"]
+    assert "the prompts name only one class" in json.loads(answer.body)["detail"]
 
 
 def test_the_function_sends_the_api_key(monkeypatch, tools_gdc, frame):
@@ -85,7 +108,8 @@ def test_an_unreachable_gdc_is_a_502_naming_it(monkeypatch, frame):
     [
         ({"image": "not base64!", "pos_points": POSITIVE, "neg_points": NEGATIVE}, "image is not valid base64"),
         ({"image": base64.b64encode(b"text").decode(), "pos_points": POSITIVE, "neg_points": NEGATIVE}, "not an image"),
-        ({"image": "", "pos_points": [], "neg_points": NEGATIVE}, "pos_points"),
+        ({"image": "", "pos_points": [], "neg_points": []}, "give a box or points around or on the object"),
+        ({"image": "", "obj_bbox": [[1, 2]]}, "obj_bbox"),
     ],
 )
 def test_bad_calls_are_named(client, body, detail):

@@ -17,8 +17,9 @@ from redis import Redis
 
 from gdc.errors import InputError
 from gdc.imageio import encode_png
+from gdc.prompts import Box, Click
 from service.errors import ImageFetchFailed
-from service.labelstudio import LabelConfig, fetch_image, task_key
+from service.labelstudio import LabelConfig, fetch_image, read_context, task_key
 from service.settings import Settings
 from tests.conftest import free_port
 from tests.service.conftest import draw_scribbles
@@ -32,8 +33,11 @@ BRUSH_CONFIG = """
     <Label value="Crema" background="#f59e0b"/><Label value="Table" background="#2563eb"/>
   </BrushLabels>
   <KeyPointLabels name="points" toName="image" smart="true">
-    <Label value="Crema"/><Label value="Table"/>
+    <Label value="Crema"/><Label value="Table"/><Label value="Spoon"/>
   </KeyPointLabels>
+  <RectangleLabels name="box" toName="image" smart="true">
+    <Label value="Crema"/>
+  </RectangleLabels>
 </View>
 """
 LEGACY_TOKEN = "legacy-token"
@@ -176,6 +180,45 @@ def test_keypoints_are_scribbles_too(http, files):
     assert labels[round(0.36 * 120), round(0.5 * 180)] == 1 and labels[12, 18] == 2
 
 
+def keypoint(label: str, x: float, y: float) -> dict:
+    value = {"x": x, "y": y, "width": 1, "keypointlabels": [label]}
+    return {"type": "keypointlabels", "original_width": 180, "original_height": 120, "value": value}
+
+
+def rectangle(label: str, x: float, y: float, width: float, height: float, rotation: float = 0) -> dict:
+    value = {"x": x, "y": y, "width": width, "height": height, "rotation": rotation, "rectanglelabels": [label]}
+    return {"type": "rectanglelabels", "original_width": 180, "original_height": 120, "value": value}
+
+
+def test_a_rectangle_is_the_box_and_keypoints_are_clicks():
+    config = LabelConfig.parse(BRUSH_CONFIG)
+    regions = [keypoint("Crema", 50, 30), keypoint("Table", 10, 10), keypoint("Spoon", 50, 90)]
+    context = read_context(config, [rectangle("Crema", 27.9, 3.4, 41.7, 75.2), *regions])
+    assert context.box == Box(50, 4, 126, 95)  # 27.9% of 180 = 50.2 .. 69.6% = 125.3; 3.4% of 120 = 4.1 .. 94.3
+    assert context.clicks == [Click(90, 36, True), Click(18, 12, False)]
+    assert context.scribbles[108, 90] == 3 and context.scribbles[36, 90] == 0  # other classes stay scribbles
+
+
+@pytest.mark.parametrize(
+    "region, fragment",
+    [
+        (rectangle("Table", 10, 10, 20, 20), "a rectangle is a box around the object: label it 'Crema', not 'Table'"),
+        (rectangle("Crema", 10, 10, 20, 20, rotation=30), "a rotated rectangle cannot be a box"),
+    ],
+)
+def test_a_rectangle_that_is_no_box_is_refused(region, fragment):
+    with pytest.raises(InputError, match=fragment):
+        read_context(LabelConfig.parse(BRUSH_CONFIG), [region])
+
+
+def test_a_rectangle_alone_segments_its_object(http, files):
+    regions = [rectangle("Crema", 27.8, 3.3, 41.7, 75.8)]  # the cup: 50,4 .. 125,95 of 180x120
+    answer = http.post("/labelstudio/predict", json=predict_body(f"{files.url}/photo.png", regions, task=8))
+    assert answer.status_code == 200, answer.text
+    labels = decode_result(answer.json()["results"][0]["result"], 180, 120)
+    assert labels[40, 87] == 1 and labels[5, 5] == 2
+
+
 @pytest.mark.parametrize(
     "url, status, detail",
     [
@@ -222,7 +265,7 @@ def test_the_token_goes_to_label_studio_only(files):
 def test_config_labels_become_classes_in_order():
     config = LabelConfig.parse(BRUSH_CONFIG)
     assert (config.brush_tag, config.image_tag, config.image_field) == ("tag", "image", "image")
-    assert config.labels == ("Crema", "Table") and config.class_of("Table") == 2
+    assert config.labels == ("Crema", "Table", "Spoon") and config.class_of("Table") == 2
     with pytest.raises(InputError, match="at least two labels"):
         LabelConfig.parse('<View><Image name="i" value="$i"/><BrushLabels name="b" toName="i"><Label value="A"/></BrushLabels></View>')
 
