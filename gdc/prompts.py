@@ -117,10 +117,13 @@ def check_prompts(width: int, height: int, box: Box | None, clicks: list[Click])
             raise InputError(f"box {_text(box)} is empty or inverted: it needs x0 < x1 and y0 < y1")
         if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
             raise InputError(f"box {_text(box)} is not inside the {width}x{height} image")
-        if box.x0 == 0 and box.y0 == 0 and box.x1 == width and box.y1 == height and not any(
-            not click.positive for click in clicks
-        ):
-            raise InputError("box covers the whole image: nothing is left outside it as background")
+        margin = box_margin(width, height)
+        grown_over_all = box.x0 <= margin and box.y0 <= margin and box.x1 + margin >= width and box.y1 + margin >= height
+        if grown_over_all and all(click.positive for click in clicks):
+            raise InputError(
+                f"box covers the whole image once grown by its {margin}-pixel margin: nothing is left outside it as"
+                " background (draw it tighter, or click off the object)"
+            )
     for click in clicks:
         if not (0 <= click.x < width and 0 <= click.y < height):
             raise InputError(f"point ({click.x:g}, {click.y:g}) is off the {width}x{height} image")
@@ -146,9 +149,14 @@ def draw_discs(labels: np.ndarray, points, value: int) -> None:
     labels[...] = np.asarray(canvas)
 
 
+def box_margin(width: int, height: int) -> int:
+    """How far beyond a box its background starts, in pixels."""
+    return round(BOX_MARGIN_DISCS * 2 * click_radius(width, height))
+
+
 def outside_box(box: Box, width: int, height: int) -> np.ndarray:
     """(H, W) bool: what lies beyond ``box`` grown by the margin, background for a box prompt."""
-    margin = round(BOX_MARGIN_DISCS * 2 * click_radius(width, height))
+    margin = box_margin(width, height)
     outside = np.ones((height, width), bool)
     outside[max(0, box.y0 - margin) : box.y1 + margin, max(0, box.x0 - margin) : box.x1 + margin] = False
     return outside

@@ -70,6 +70,7 @@ def test_bad_clicks_are_named(text, message):
         (Box(30, 10, 20, 40), [], "box 30,10,20,40 is empty or inverted"),
         (Box(20, 10, 20, 40), [], "box 20,10,20,40 is empty or inverted"),
         (Box(0, 0, 80, 60), [], "box covers the whole image"),
+        (Box(3, 3, 77, 57), [], "box covers the whole image once grown by its 3-pixel margin"),
         (None, [Click(80, 5, True)], r"point \(80, 5\) is off the 80x60 image"),
         (None, [Click(5, -0.5, False)], r"point \(5, -0.5\) is off the 80x60 image"),
     ],
@@ -77,6 +78,16 @@ def test_bad_clicks_are_named(text, message):
 def test_prompts_that_do_not_fit_the_image_are_refused(box, clicks, message):
     with pytest.raises(InputError, match=message):
         check_prompts(80, 60, box, clicks)
+
+
+@pytest.mark.parametrize(
+    ("box", "clicks"),
+    [(Box(4, 3, 77, 57), []), (Box(3, 3, 77, 57), [Click(1, 1, False)])],
+    ids=["one column beyond the margin", "a click off the object"],
+)
+def test_a_box_leaving_some_background_is_taken(box, clicks):
+    check_prompts(80, 60, box, clicks)
+    assert outside_box(box, 80, 60).any() or clicks
 
 
 def test_a_whole_image_box_with_a_negative_click_is_accepted():
