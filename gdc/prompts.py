@@ -249,9 +249,26 @@ def prompt_labels(
         outside = outside_box(box, width, height)
         seeds = box_object_seeds(image, box, outside) if object_seeds is None else object_seeds & ~outside
         labels[seeds & (labels == 0)] = OBJECT  # clicks and scribbles win over the guesses
-    if len(np.unique(labels[labels > 0])) < 2:
-        raise InputError("the prompts name only one class: add a box, or a click off the object (label 0)")
+    _check_two_classes(np.unique(labels[labels > 0]).tolist())
     return labels
+
+
+def prompted_classes(box: Box | None, clicks, scribbled) -> list[int]:
+    """The sorted class values a box, clicks and the ``scribbled`` values name, for a caller without the image (the
+    web API); :func:`prompt_labels` finds the same from the labels themselves.
+
+    Raises:
+      InputError: fewer than two classes.
+    """
+    named = {OBJECT, BACKGROUND} if box is not None else {OBJECT if click.positive else BACKGROUND for click in clicks}
+    classes = sorted(named | set(scribbled))
+    _check_two_classes(classes)
+    return classes
+
+
+def _check_two_classes(classes: list[int]) -> None:
+    if len(classes) < 2:
+        raise InputError("the prompts name only one class: add a box, or a click off the object (label 0)")
 
 
 def given_labels(shape: tuple[int, int], box: Box | None, clicks=(), scribbles: np.ndarray | None = None) -> np.ndarray:

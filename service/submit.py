@@ -21,7 +21,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from gdc.errors import InputError
 from gdc.imageio import encode_png
 from gdc.inputs import scribble_classes
-from gdc.prompts import BACKGROUND, OBJECT, Box, Click, check_prompts
+from gdc.prompts import Box, Click, check_prompts, prompted_classes
 from worker.callbacks import check_callback_url
 from worker.connection import replicate
 from worker.job import fetch_job, new_job_id, wait_for
@@ -208,10 +208,7 @@ def _job_classes(
         return scribble_classes(labels, (*labels.shape, 3), max_classes).tolist()
     if colours is not None:
         raise InputError("beside a box or points, send label scribbles (1 the object, 2 its background), not colours")
-    named = {OBJECT, BACKGROUND} if box is not None else {OBJECT if click.positive else BACKGROUND for click in clicks}
-    classes = sorted(named | set(np.unique(labels[labels > 0]).tolist()))
-    if len(classes) < 2:
-        raise InputError("the prompts name only one class: add a box, or a click off the object (label 0)")
+    classes = prompted_classes(box, clicks, np.unique(labels[labels > 0]).tolist())
     if len(classes) > max_classes:
         raise InputError(f"the scribbles and prompts have {len(classes)} classes; at most {max_classes} are accepted")
     return classes
