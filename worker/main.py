@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -193,8 +194,17 @@ class SegmentWorker(SimpleWorker):
         super().clean_registries()
 
     def bootstrap(self, *args, **kwargs) -> None:
+        # RQ installs its signal handlers after bootstrap, which registers the worker: a SIGTERM in between (a
+        # scale-down just after a start) would kill it with its registration left behind. Note a stop instead;
+        # the work loop checks for one before its first dequeue.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop_before_work)
         super().bootstrap(*args, **kwargs)
         threading.Thread(target=self._pulse, name="gdc-pulse", daemon=True).start()
+
+    def _stop_before_work(self, signum, frame) -> None:
+        self.handle_warm_shutdown_request()
+        self._stop_requested = True
 
     def teardown(self) -> None:
         self._stopped.set()

@@ -1,4 +1,6 @@
-"""A worker told to stop exits within seconds: its thread reading RQ's command channel gives up a read in a second."""
+"""A worker told to stop exits within seconds: its thread reading RQ's command channel gives up a read in a second,
+and a stop that comes while it registers is kept."""
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +26,27 @@ def test_the_command_thread_stops_within_one_read(make_settings):
     worker.pubsub_thread.stop(timeout=10)  # redis-py waits for the read to end
     assert time.monotonic() - started < COMMAND_READ_SECONDS + 1
     assert not worker.pubsub_thread.is_alive()
+
+
+def test_a_sigterm_while_registering_stops_the_worker_cleanly(make_settings, monkeypatch):
+    settings = make_settings()
+    connection = Redis.from_url(settings.redis_url)
+    worker = SegmentWorker([settings.queue], connection=connection, settings=settings)
+    register_birth = worker.register_birth
+
+    def registered_then_signalled():
+        register_birth()
+        os.kill(os.getpid(), signal.SIGTERM)  # before RQ's work loop installs its own handlers
+
+    monkeypatch.setattr(worker, "register_birth", registered_then_signalled)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.work(burst=False)  # would block on the queue if the stop were lost
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert worker.shutting_down.is_set()
+    assert Worker.count(connection=connection) == 0
 
 
 def test_a_worker_process_exits_within_seconds_of_sigterm(redis_url):
