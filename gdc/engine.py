@@ -34,7 +34,7 @@ from .inputs import check_image, scribble_classes
 from .labelling import edge_aware_labels, make_consistent
 from .net import GDCHead
 from .options import SegmentOptions
-from .prompts import BACKGROUND, OBJECT, Box, Click, colour_cut_from, given_labels, prompt_labels
+from .prompts import BACKGROUND, OBJECT, Box, Click, box_options, colour_cut_from, given_labels, prompt_labels
 from .sampling import full_resolution, resized, resized_at, sample_mean
 from .scribbles import class_indices, grow_over, shrink, superpixels, working_size
 from .torch_threads import thread_policy, with_thread_policy
@@ -170,7 +170,8 @@ def segment_prompted(
     A box ends as grabCut does: its colour iteration (:func:`gdc.prompts.colour_cut_from`), here started from the
     head's object, re-estimates what the box's colour guesses began, where the head, which keeps every guess it
     was given, cannot (benchmarks/RESULTS.md, 13. Box and click prompts). Its labels replace the head's, whose
-    probabilities are exchanged to agree, as the edge step's are; ``timings["colour"]`` is its time.
+    probabilities are exchanged to agree, as the edge step's are; ``timings["colour"]`` is its time. A box's
+    round runs under :func:`gdc.prompts.box_options`.
     """
     if box is None and not clicks:
         if scribbles is None:
@@ -179,6 +180,8 @@ def segment_prompted(
     image = check_image(np.asarray(image))
     scribbles = None if scribbles is None else np.asarray(scribbles)
     clicks = list(clicks)
+    if box is not None:
+        options = box_options(options or SegmentOptions())
     result = segment(
         image, prompt_labels(image, box, clicks, scribbles), options,
         progress=progress, cancel=cancel, previous=previous, threads=threads,

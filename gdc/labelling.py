@@ -64,6 +64,7 @@ def edge_aware_labels(
     colour_weight: float = COLOUR_WEIGHT,
     max_pixels: int = MAX_PIXELS,
     working: tuple[np.ndarray, np.ndarray] | None = None,
+    borders: bool = True,
 ) -> np.ndarray:
     """The label map minimising the energy above.
 
@@ -80,6 +81,9 @@ def edge_aware_labels(
       working: the image and probabilities already at a smaller size, (h, w, 3) and (K, h, w),
         the image box-filtered: the image is labelled at that size, then upsampled (the engine
         passes its working size); None: at ``max_pixels``, box-filtered here.
+      borders: False stops after the coarse pass, its cells' labels upsampled: the regions each class takes,
+        their borders within a cell of the pixel, at a fraction of the cost (the box's colour rounds,
+        gdc/prompts.py, count colours on either side and need no more).
 
     Returns:
       (H, W) uint8 class indices; scribbled pixels hold their scribble's class.
@@ -102,9 +106,11 @@ def edge_aware_labels(
     if strength == 0:
         labels = _lowest_unary(probabilities, colour)
     else:
-        labels = _coarse_to_fine(image, probabilities, scribbles_here, strength, colour)
+        labels = _coarse_to_fine(image, probabilities, scribbles_here, strength, colour, borders)
     marked = scribbles >= 0
-    if large:
+    if large and not borders:
+        labels = labels[rows][:, cols]
+    elif large:
         table = None if colour is None else colour[0]
         labels = _border_band(full_image, probabilities_at, scribbles, labels, rows, cols, strength, table)
     labels[marked] = scribbles[marked]
@@ -127,8 +133,9 @@ def make_consistent(probabilities: np.ndarray, labels: np.ndarray, top: np.ndarr
     flat[label, changed] = top_value
 
 
-def _coarse_to_fine(image, probabilities, scribbles, strength, colour) -> np.ndarray:
-    """Minimise on cells of COARSENING² pixels, then again at full size near the coarse labels' changes.
+def _coarse_to_fine(image, probabilities, scribbles, strength, colour, borders: bool = True) -> np.ndarray:
+    """Minimise on cells of COARSENING² pixels, then, ``borders``, again at full size near the coarse labels'
+    changes.
 
     The coarse pass settles which regions take which class at a quarter of the cost; the
     fine one moves the borders to the pixel. A cell's probabilities are its pixels' mean and
@@ -152,6 +159,8 @@ def _coarse_to_fine(image, probabilities, scribbles, strength, colour) -> np.nda
         coarse_free,
     )
     labels = np.where(scribbles >= 0, scribbles, coarse[rows][:, cols]).astype(np.uint8)
+    if not borders:
+        return labels
     free = _near_changes(labels) & (scribbles < 0)
     pairs = _neighbour_pairs(differences, beta, free, strength)
 

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .options import SegmentOptions
 
 OBJECT, BACKGROUND = 1, 2
 # A click becomes a disc this fraction of the image's shorter side across (at least 3 px).
@@ -55,6 +59,11 @@ MIXTURE_VARIANCE_FLOOR = 4.0  # added to each covariance's diagonal (RGB units²
 # The colour cut keeps the head's object when it leaves less than this fraction of it: it found no colours of
 # its own there (two GrabCut photos, whose objects share the background's colours, lost 33 and 41 mIoU).
 MIXTURE_KEEP_FRACTION = 0.25
+# A box labels its whole outside as background, over which a training step's draws spread, each read with a ring of
+# its own: twice a scribble batch's cells at 256 draws. Half the draws, and labels not grown over superpixels (the
+# box's are regions already), scored the same on GrabCut-50 (3 seeds: 90.48 against 90.49) in less time
+# (section 13 of RESULTS.md).
+BOX_DRAWS_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -193,7 +202,9 @@ def _colour_cut(image: np.ndarray, bins: np.ndarray, outside: np.ndarray) -> np.
     """(H, W) bool object of GrabCut's iteration (Rother et al., 2004), colour histograms in place of its GMMs:
     the object's and the background's colours (at first, those within the box and its margin and those
     beyond) give each pixel's object posterior, a graph cut with ``outside`` held background relabels the
-    pixels, and the histograms are refilled from its two sides, ``COLOUR_CUT_ROUNDS`` times."""
+    pixels, and the histograms are refilled from its two sides, ``COLOUR_CUT_ROUNDS`` times. Each cut is the
+    edge step's coarse pass alone (``borders=False``): the seeds are the cut's deep interior, far from its
+    borders."""
     from .labelling import edge_aware_labels
 
     held = np.where(outside, 1, -1)  # class indices: 1 the background, -1 free
@@ -202,7 +213,7 @@ def _colour_cut(image: np.ndarray, bins: np.ndarray, outside: np.ndarray) -> np.
         object_likelihood = _colour_histogram(bins, cut)[bins]
         posterior = object_likelihood / (object_likelihood + _colour_histogram(bins, ~cut)[bins])
         probabilities = np.stack([posterior, 1 - posterior]).astype(np.float32)
-        cut = edge_aware_labels(image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0) == 0
+        cut = edge_aware_labels(image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0, borders=False) == 0
     return cut
 
 
@@ -253,6 +264,13 @@ def prompt_labels(
     return labels
 
 
+def box_options(options: SegmentOptions) -> SegmentOptions:
+    """``options`` as a box prompt runs: ``BOX_DRAWS_FRACTION`` of the drawn cells a step (all still all), no
+    superpixels."""
+    draws = options.train_cells and max(1, round(options.train_cells * BOX_DRAWS_FRACTION))
+    return options.model_copy(update={"train_cells": draws, "superpixel_size": 0})
+
+
 def prompted_classes(box: Box | None, clicks, scribbled) -> list[int]:
     """The sorted class values a box, clicks and the ``scribbled`` values name, for a caller without the image (the
     web API); :func:`prompt_labels` finds the same from the labels themselves.
@@ -295,7 +313,8 @@ def colour_cut_from(
     ``rounds`` times: Gaussian mixtures of the object's and the background's colours, fitted to the cut
     before (:func:`_mixture`), give each pixel's object posterior, and the edge step's graph cut
     (gdc.labelling, λ ``COLOUR_CUT_STRENGTH``, without its own colour model) relabels the pixels, those of
-    ``given`` (:func:`given_labels`: OBJECT, BACKGROUND or 0 free) held. ``start`` itself when the cut leaves
+    ``given`` (:func:`given_labels`: OBJECT, BACKGROUND or 0 free) held; a cut that only feeds the next
+    round's mixtures is its coarse pass alone (``borders=False``). ``start`` itself when the cut leaves
     less than ``keep`` of it. Above the edge step's MAX_PIXELS all rounds but the last run on a copy of that
     size, box-filtered (a 2.5 MP photo's cut: 1.3 s in full).
     """
@@ -313,14 +332,15 @@ def colour_cut_from(
         cut, rounds = _resized_mask(small, (width, height)), 1
     held = np.select([given == OBJECT, given == BACKGROUND], [0, 1], -1)
     colours, index = _quantised_colours(image)
-    for _ in range(rounds):
+    for round_ in range(rounds):
         counts = [np.bincount(index[side], minlength=len(colours)).astype(np.float64) for side in (cut, ~cut)]
         if not all(count.any() for count in counts):
             break
         object_, background = (_log_likelihood(colours, _mixture(colours, count)) for count in counts)
         posterior = (1 / (1 + np.exp(np.clip(background - object_, -50, 50))))[index]
         probabilities = np.stack([posterior, 1 - posterior]).astype(np.float32)
-        cut = edge_aware_labels(image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0) == 0
+        last = round_ == rounds - 1
+        cut = edge_aware_labels(image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0, borders=last) == 0
     if np.count_nonzero(cut) < keep * np.count_nonzero(start):
         return start
     return cut

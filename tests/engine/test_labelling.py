@@ -187,6 +187,21 @@ def test_a_large_images_borders_land_on_its_edges_at_full_resolution(working):
     assert set(np.unique(border_columns(labels))) == {edge}
 
 
+@pytest.mark.parametrize("max_pixels", [MAX_PIXELS, 10_000], ids=["at its size", "labelled smaller"])
+def test_without_borders_the_regions_stand_within_a_cell_of_the_edges(max_pixels):
+    height, width, edge = 120, 300, 151
+    x = np.arange(width)
+    image = np.broadcast_to(np.where(x < edge, 60, 190).astype(np.uint8)[None, :, None], (height, width, 3)).copy()
+    probabilities = np.ascontiguousarray(np.broadcast_to(head_grid_probabilities(x, edge)[:, None], (2, height, width)))
+    scribbles = no_scribbles((height, width))
+    scribbles[60, 10:20], scribbles[60, -20:-10] = 0, 1
+    exact = edge_aware_labels(image, probabilities, scribbles, strength=100, max_pixels=max_pixels)
+    regions = edge_aware_labels(image, probabilities, scribbles, strength=100, max_pixels=max_pixels, borders=False)
+    assert set(np.unique(border_columns(exact))) == {edge}
+    assert 0 < (regions != exact).sum() <= height * 2 * 4  # off by under a cell (COARSENING, 4 pixels) either way
+    assert (abs(np.unique(border_columns(regions)) - edge) < 2 * 4).all()
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_two_classes_reach_the_exact_minimum(seed):
     image, probabilities = random_problem(2, seed=seed)

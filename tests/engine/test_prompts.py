@@ -12,6 +12,7 @@ from gdc.prompts import (
     OBJECT,
     Box,
     Click,
+    box_options,
     check_prompts,
     click_radius,
     clicks_from,
@@ -211,6 +212,31 @@ def test_segment_prompted_finds_the_photo_object_in_a_box():
     assert "colour" in result.timings  # the colour cut ran after the head
     np.testing.assert_array_equal(result.probabilities.argmax(0), (result.labels == BACKGROUND).astype(int))
     assert object_iou(result.labels, horse) > 0.7  # the head's alone: 0.61
+
+
+@pytest.mark.parametrize("given, drawn", [(256, 128), (1, 1), (0, 0)])
+def test_a_box_draws_half_the_cells_and_grows_no_superpixels(given, drawn):
+    options = box_options(SegmentOptions(train_cells=given, superpixel_size=120))
+    assert (options.train_cells, options.superpixel_size) == (drawn, 0)
+
+
+class Captured(Exception):
+    """What segment_prompted handed segment: its options."""
+
+
+@pytest.mark.parametrize("prompts, box_run", [(dict(box=Box(10, 10, 60, 50)), True),
+                                               (dict(clicks=[Click(30, 30, True), Click(2, 2, False)]), False)])
+def test_segment_prompted_runs_a_box_under_box_options(monkeypatch, prompts, box_run):
+    import gdc.engine
+
+    def capture(image, labels, options, **_):
+        raise Captured(options)
+
+    monkeypatch.setattr(gdc.engine, "segment", capture)
+    options = SegmentOptions(seed=0, **QUICK)
+    with pytest.raises(Captured) as captured:
+        segment_prompted(two_tone(), options=options, **prompts)
+    assert captured.value.args[0] == (box_options(options) if box_run else options)
 
 
 def test_segment_prompted_refines_from_clicks():
