@@ -170,7 +170,8 @@ def segment_prompted(
     A box ends as grabCut does: its colour iteration (:func:`gdc.prompts.colour_cut_from`), here started from the
     head's object, re-estimates what the box's colour guesses began, where the head, which keeps every guess it
     was given, cannot (benchmarks/RESULTS.md, 13. Box and click prompts). Its labels replace the head's, whose
-    probabilities are exchanged to agree, as the edge step's are; ``timings["colour"]`` is its time. A box's
+    probabilities are exchanged to agree, as the edge step's are; ``timings["colour"]`` is its time, and
+    ``timings["prompts"]`` the labels' (a box's seeds, mostly). A box's
     round runs under :func:`gdc.prompts.box_options`.
     """
     if box is None and not clicks:
@@ -182,10 +183,11 @@ def segment_prompted(
     clicks = list(clicks)
     if box is not None:
         options = box_options(options or SegmentOptions())
-    result = segment(
-        image, prompt_labels(image, box, clicks, scribbles), options,
-        progress=progress, cancel=cancel, previous=previous, threads=threads,
-    )
+    started = time.perf_counter()
+    labels = prompt_labels(image, box, clicks, scribbles)
+    prompting = time.perf_counter() - started
+    result = segment(image, labels, options, progress=progress, cancel=cancel, previous=previous, threads=threads)
+    result.timings = {"prompts": prompting, **result.timings}
     if box is None or result.classes != (OBJECT, BACKGROUND):
         return result
     started = time.perf_counter()
