@@ -81,7 +81,13 @@ def test_eval_scores_a_data_set_and_writes_json(tiny_dataset, tmp_path, capsys):
     per_image = [image["miou"] for run in report["runs"] for image in run["images"]]
     assert report["summary"]["miou"]["mean"] == pytest.approx(np.mean(per_image))
     assert all(0 <= miou <= 1 for miou in per_image)
-    assert "mIoU" in capsys.readouterr().out
+    each_image = [np.mean([run["images"][i]["miou"] for run in report["runs"]]) for i in range(2)]
+    assert report["summary"]["per_image_miou"] == pytest.approx(
+        {"min": min(each_image), "10%": np.quantile(each_image, 0.1), "25%": np.quantile(each_image, 0.25),
+         "median": np.median(each_image)}
+    )
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and f"min {100 * min(each_image):.1f}" in printed
 
 
 def test_engine_flags_reach_the_options():
