@@ -214,10 +214,10 @@ def test_segment_prompted_finds_the_photo_object_in_a_box():
     assert object_iou(result.labels, horse) > 0.7  # the head's alone: 0.61
 
 
-@pytest.mark.parametrize("given, drawn", [(256, 128), (1, 1), (0, 0)])
-def test_a_box_draws_half_the_cells_and_grows_no_superpixels(given, drawn):
-    options = box_options(SegmentOptions(train_cells=given, superpixel_size=120))
-    assert (options.train_cells, options.superpixel_size) == (drawn, 0)
+@pytest.mark.parametrize("given, halved", [((256, 8), (128, 4)), ((1, 1), (1, 1)), ((0, 3), (0, 2))])
+def test_a_box_draws_half_the_cells_and_samples_and_grows_no_superpixels(given, halved):
+    options = box_options(SegmentOptions(train_cells=given[0], samples=given[1], superpixel_size=120))
+    assert (options.train_cells, options.samples, options.superpixel_size) == (*halved, 0)
 
 
 class Captured(Exception):
