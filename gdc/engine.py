@@ -171,8 +171,8 @@ def segment_prompted(
     head's object, re-estimates what the box's colour guesses began, where the head, which keeps every guess it
     was given, cannot (benchmarks/RESULTS.md, 13. Box and click prompts). Its labels replace the head's, whose
     probabilities are exchanged to agree, as the edge step's are; ``timings["colour"]`` is its time, and
-    ``timings["prompts"]`` the labels' (a box's seeds, mostly). A box's
-    round runs under :func:`gdc.prompts.box_options`.
+    ``timings["prompts"]`` the labels' (a box's seeds, mostly). A box's round runs under
+    :func:`gdc.prompts.box_options`.
     """
     if box is None and not clicks:
         if scribbles is None:
