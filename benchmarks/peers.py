@@ -69,12 +69,20 @@ def grabcut_labels(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
     mask = np.full(scribbles.shape, cv2.GC_PR_BGD, np.uint8)
     mask[scribbles == foreground] = cv2.GC_FGD
     mask[scribbles == background] = cv2.GC_BGD
+    return np.where(run_grabcut(image, mask, cv2.GC_INIT_WITH_MASK), foreground, background).astype(np.uint8)
+
+
+def run_grabcut(image: np.ndarray, mask: np.ndarray, mode: int, rectangle=None) -> np.ndarray:
+    """(H, W) bool foreground of OpenCV grabCut, GRABCUT_ITERATIONS iterations, on the RGB ``image`` from ``mask``
+    (its GrabCutClasses; changed in place) or, with GC_INIT_WITH_RECT, the ``rectangle`` (x, y, width, height)."""
+    import cv2
+
     # Colour models of 1 x 65 float64, zeroed, as the tutorial allocates them.
     background_model, foreground_model = np.zeros((1, 65)), np.zeros((1, 65))
     bgr = np.ascontiguousarray(image[..., ::-1])
     cv2.setRNGSeed(0)  # the GMMs start from k-means on OpenCV's global RNG: seed it so runs repeat
-    cv2.grabCut(bgr, mask, None, background_model, foreground_model, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    return np.where(np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)), foreground, background).astype(np.uint8)
+    cv2.grabCut(bgr, mask, rectangle, background_model, foreground_model, GRABCUT_ITERATIONS, mode)
+    return np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
 
 
 def random_walker_labels(image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:

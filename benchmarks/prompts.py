@@ -56,13 +56,9 @@ def grabcut_box_labels(image: np.ndarray, box) -> np.ndarray:
     """OpenCV grabCut from the rectangle alone (GC_INIT_WITH_RECT), as many iterations as ``gdc bench peers``."""
     import cv2
 
-    mask = np.zeros(image.shape[:2], np.uint8)
-    background_model, foreground_model = np.zeros((1, 65)), np.zeros((1, 65))
     rectangle = (box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0)
-    cv2.setRNGSeed(0)
-    cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, rectangle, background_model, foreground_model,
-                peers.GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
-    return np.where(np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)), 1, 2).astype(np.uint8)
+    foreground = peers.run_grabcut(image, np.zeros(image.shape[:2], np.uint8), cv2.GC_INIT_WITH_RECT, rectangle)
+    return np.where(foreground, 1, 2).astype(np.uint8)
 
 
 def box_rows(samples: list[Sample], seed: int, log: Callable[[str], None]) -> dict[str, list[dict]]:
