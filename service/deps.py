@@ -60,7 +60,11 @@ JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the id POST
 
 
 def get_job(job_id: JobIdPath, queue: QueueDep) -> Job:
-    job = fetch_job(queue, job_id)
+    return segment_job(job_id, fetch_job(queue, job_id))
+
+
+def segment_job(job_id: str, job: Job | None) -> Job:
+    """``job``, the one fetched for ``job_id``, when it is a segmentation; JobNotFound otherwise."""
     if job is None or job.func_name != SEGMENT_TASK:  # callback deliveries share the queue
         raise JobNotFound(f"job {job_id} not found (unknown id, or it expired)")
     return job

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from enum import Enum
 
 from rq import Queue
@@ -87,10 +88,61 @@ def fetch_job(queue: Queue, job_id: str) -> Job | None:
     """The job with this id, or None when unknown, expired, or not JSON (nothing is ever unpickled)."""
     try:
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
-        job.func_name  # noqa: B018 - decodes the JSON payload now, so a foreign (e.g. pickled) job is unknown
-    except (NoSuchJobError, DeserializationError, ValueError):
+    except NoSuchJobError:
         return None
-    return job
+    return job if _is_json(job) else None
+
+
+def _is_json(job: Job) -> bool:
+    try:
+        job.func_name  # noqa: B018 - decodes the JSON payload now, so a foreign (e.g. pickled) job is unknown
+    except (DeserializationError, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job with its public status and its place in the queue, as read at one moment."""
+
+    job: Job
+    status: Status
+    position: int | None  # jobs ahead of it while queued, else None
+
+
+def snapshot(job: Job) -> JobSnapshot:
+    """``job``'s status and position read now (two round trips)."""
+    status = public_status(job)
+    return JobSnapshot(job, status, job.get_position() if status is Status.QUEUED else None)
+
+
+# What a status poll needs in one round trip: the job's record, its cancel flag and, only while it is queued
+# (LPOS walks the queue), its position there. Polls are the API's most frequent request.
+_READ_SNAPSHOT = """
+local record = redis.call('HGETALL', KEYS[1])
+if #record == 0 then return false end
+local canceled = redis.call('EXISTS', KEYS[2])
+local position = false
+if canceled == 0 and redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  position = redis.call('LPOS', KEYS[3], ARGV[1])
+end
+return {record, canceled, position}
+"""
+
+
+def read_snapshot(queue: Queue, job_id: str) -> JobSnapshot | None:
+    """:func:`fetch_job` and :func:`snapshot` in one round trip, for a job on ``queue``; None as fetch_job."""
+    keys = [Job.key_for(job_id), key_for(Kind.CANCEL, job_id), queue.key]
+    found = queue.connection.register_script(_READ_SNAPSHOT)(keys=keys, args=[job_id])
+    if not found:
+        return None
+    record, canceled, position = found
+    job = Job(job_id, connection=queue.connection, serializer=queue.serializer)
+    job.restore(dict(zip(record[::2], record[1::2], strict=True)))
+    if not _is_json(job):
+        return None
+    status = Status.CANCELED if canceled else status_from_rq(job.get_status(refresh=False))
+    return JobSnapshot(job, status, position)
 
 
 def wait_for(job: Job, seconds: float, *, or_mask: bool = False) -> None:

@@ -11,7 +11,7 @@ from rq.job import Job
 
 from gdc.imageio import class_colours
 
-from .job import ENDED, Status, public_status
+from .job import ENDED, JobSnapshot, Status, snapshot
 from .meta import JobMeta, RecordedError, ReportedProgress
 
 
@@ -110,7 +110,11 @@ class JobPublic(JobCreated):
 
     @classmethod
     def from_job(cls, job: Job) -> JobPublic:
-        status = public_status(job)
+        return cls.from_snapshot(snapshot(job))
+
+    @classmethod
+    def from_snapshot(cls, seen: JobSnapshot) -> JobPublic:
+        job, status = seen.job, seen.status
         meta = JobMeta.of(job)
         # RQ marks a job started a moment before the worker's first report: a taken job reads "starting".
         unreported = "starting" if status is Status.RUNNING else "queued"
@@ -124,7 +128,7 @@ class JobPublic(JobCreated):
             status=status,
             links=Links.for_job(job.id),
             progress=Progress(**reported.model_dump(), fraction=fraction),
-            position=job.get_position() if status is Status.QUEUED else None,
+            position=seen.position,
             created_at=job.created_at,
             started_at=job.started_at,
             ended_at=job.ended_at if status in ENDED else None,

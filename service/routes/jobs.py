@@ -15,14 +15,14 @@ from rq.job import Job, JobStatus
 
 from gdc.imageio import colour_table, encode_png, overlay, read_image, read_labels
 from worker import store
-from worker.job import ENDED, Status, delete_ended_job, public_status, wait_for
+from worker.job import ENDED, Status, delete_ended_job, public_status, read_snapshot, snapshot, wait_for
 from worker.keys import Kind, key_for
 from worker.meta import JobMeta
 from worker.queue import cancel_job
 from worker.schemas import JobPublic
 from worker.sweep import sweep
 
-from ..deps import JobDep, JobIdPath, QueueDep, RedisDep, SettingsDep, get_job, require_api_key
+from ..deps import JobDep, JobIdPath, QueueDep, RedisDep, SettingsDep, require_api_key, segment_job
 from ..errors import JobNotFound, JobNotReady
 from ..schemas import BAD_INPUT, KEY_REFUSED, STORE_DOWN, error_responses
 from ..settings import Settings
@@ -99,13 +99,16 @@ async def read_job(job_id: JobIdPath, queue: QueueDep, settings: SettingsDep, wa
 
 
 def _describe(job_id: str, queue: Queue, settings: Settings, wait: float | None) -> JobPublic:
-    job = get_job(job_id, queue)
+    seen = read_snapshot(queue, job_id)
+    job = segment_job(job_id, seen and seen.job)
     if wait:
         wait_until_ended(job, wait)
-    if job.get_status(refresh=False) == JobStatus.STARTED:  # as fetched (or refreshed by the wait) just now
+        seen = snapshot(job)
+    if job.get_status(refresh=False) == JobStatus.STARTED:  # as read (or refreshed by the wait) just now
         sweep(queue, settings)  # the API notices a dead worker even when no worker is left to
         job.refresh()
-    return JobPublic.from_job(job)
+        seen = snapshot(job)
+    return JobPublic.from_snapshot(seen)
 
 
 @router.get(

@@ -138,6 +138,14 @@ def test_a_job_taken_before_its_workers_first_report_reads_starting(client, uplo
     assert running["status"] == "running" and running["progress"]["phase"] == "starting"
 
 
+def test_a_queued_job_reads_its_place_and_a_canceled_one_none(client, upload, redis_url):
+    first, second = submit(client, upload(2)), submit(client, upload(2))
+    assert [client.get(f"/jobs/{job_id}").json()["position"] for job_id in (first, second)] == [0, 1]
+    Redis.from_url(redis_url).set(key_for(Kind.CANCEL, second), 1)  # a cancel request the worker has not seen yet
+    canceled = client.get(f"/jobs/{second}").json()
+    assert (canceled["status"], canceled["position"]) == ("canceled", None)
+
+
 def test_cancel_a_queued_job(client, upload, run_queued, redis_url):
     job_id = submit(client, upload(2))
     canceled = client.delete(f"/jobs/{job_id}")
