@@ -5,6 +5,9 @@ or ``gdc serve``. It never imports torch: jobs go to the workers through Redis.
 """
 from __future__ import annotations
 
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -62,6 +65,15 @@ the raw body, compare in constant time, and refuse old timestamps.
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # What exists once the app starts (modules, routes, pydantic schemas) lives as long as the process: frozen, the
+    # cycle collector's full passes stop walking it. They had paused the event loop every few seconds under load,
+    # the slowest 1% of uploads (benchmarks/RESULTS.md, the front door).
+    gc.freeze()
+    yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (read from the environment when None)."""
     settings = settings or Settings()
@@ -73,7 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # The docs are added below behind the API key, like every route that shows more than health.
     app = FastAPI(
-        title="gdc", version=version("gdc"), description=DESCRIPTION, openapi_url=None, docs_url=None, redoc_url=None
+        title="gdc",
+        version=version("gdc"),
+        description=DESCRIPTION,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.redis = connect(settings)

@@ -2,6 +2,7 @@
 
 Bad-input tests run twice: in-process (TestClient) and against the live uvicorn server.
 """
+import gc
 import json
 import subprocess
 import sys
@@ -312,3 +313,15 @@ def test_the_edge_switch_defaults_on_and_turns_off():
     assert resolve_options({}, Settings())["edges"] is True
     resolved = resolve_options({"edges": False, "edge_strength": 20.0}, Settings())
     assert (resolved["edges"], resolved["edge_strength"]) == (False, 20.0)
+
+
+def test_the_app_freezes_what_exists_when_it_starts(make_settings):
+    # What startup made lives as long as the process; frozen, the cycle collector's full passes skip it.
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    gc.unfreeze()
+    with TestClient(create_app(make_settings())) as client:
+        assert gc.get_freeze_count() > 0
+        assert client.get("/healthz").status_code == 200
