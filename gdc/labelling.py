@@ -296,7 +296,7 @@ def _downsampled(image, probabilities, scribbles, rows, cols):
     The coarse pass's cells are COARSENING pixels a side; the box filter of :func:`_box_filtered`
     cost 0.27 mIoU there on GrabCut scribbles-1 (seed 0).
     """
-    row_starts, col_starts = (np.flatnonzero(np.diff(cells, prepend=-1)) for cells in (rows, cols))
+    row_starts, col_starts = _starts(rows), _starts(cols)
     area = (np.bincount(rows)[:, None] * np.bincount(cols)[None, :]).astype(np.float32)
 
     def mean(plane: np.ndarray) -> np.ndarray:
@@ -314,10 +314,16 @@ def _cell_scribbles(scribbles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -
 
     Any scribbled pixel marks its cell (the highest class where strokes of two meet), so 1-pixel strokes stay.
     """
-    small_scribbles = np.full((int(rows[-1]) + 1, int(cols[-1]) + 1), -1, dtype=scribbles.dtype)
-    ys, xs = np.nonzero(scribbles >= 0)
-    np.maximum.at(small_scribbles, (rows[ys], cols[xs]), scribbles[ys, xs])
-    return small_scribbles
+    # The cells are runs of rows and columns, and -1 is below every class: a cell's maximum is its answer. Reduced
+    # run by run it takes about 1 ms on a 0.25 MP photo however much is marked; np.maximum.at over the marked pixels
+    # took as long for strokes but 6-7 ms where a box marks its whole outside, five times a box.
+    row_starts, col_starts = _starts(rows), _starts(cols)
+    return np.maximum.reduceat(np.maximum.reduceat(scribbles, col_starts, axis=1), row_starts, axis=0)
+
+
+def _starts(cells: np.ndarray) -> np.ndarray:
+    """Where each run of a (non-decreasing) cell map begins."""
+    return np.flatnonzero(np.diff(cells, prepend=-1))
 
 
 def _near_changes(labels: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@ from PIL import Image
 from gdc.labelling import (
     MAX_PIXELS,
     _band_pairs,
+    _cell_maps,
+    _cell_scribbles,
     _contrast,
     _differences,
     _minimise,
@@ -37,7 +39,7 @@ def stripes(classes: int, height: int = 48, seed: int = 0):
     image = colours[truth][..., None] + rng.normal(0, 3, (height, width, 3))
     guessed = np.clip((np.arange(width) - SHIFT) // STRIPE, 0, classes - 1)
     probabilities = np.full((classes, height, width), 0.3 / (classes - 1), np.float32)
-    probabilities[guessed[None].repeat(height, 0), *np.indices((height, width))] = 0.7
+    probabilities[(guessed[None].repeat(height, 0), *np.indices((height, width)))] = 0.7
     return np.clip(image, 0, 255).astype(np.uint8), probabilities, truth
 
 
@@ -255,3 +257,15 @@ def test_a_24_megapixel_image_stays_within_its_memory_bound():
     assert labels.shape == (height, width)
     # Found at the working size (cells of ~4.9 px), the border is then moved onto the edge at column 3000.
     assert set(np.unique(border_columns(labels[::500]))) == {3000}
+
+
+@pytest.mark.parametrize("marked", [0.01, 0.7])  # strokes; a box's whole outside
+def test_a_cell_holds_the_highest_class_scribbled_in_it(marked):
+    rng = np.random.default_rng(0)
+    scribbles = np.full((37, 53), -1, np.int16)
+    drawn = rng.random(scribbles.shape) < marked
+    scribbles[drawn] = rng.integers(0, 4, drawn.sum())
+    rows, cols = _cell_maps(scribbles.shape, (9, 13))  # uneven cells: 4 or 5 pixels a side
+    cells = _cell_scribbles(scribbles, rows, cols)
+    for row, col in np.ndindex(cells.shape):
+        assert cells[row, col] == scribbles[rows == row][:, cols == col].max()
