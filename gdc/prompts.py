@@ -209,12 +209,23 @@ def _colour_cut(image: np.ndarray, bins: np.ndarray, outside: np.ndarray) -> np.
 
     held = np.where(outside, 1, -1)  # class indices: 1 the background, -1 free
     cut = ~outside
+    terms = _image_terms(image)
     for _ in range(COLOUR_CUT_ROUNDS):
         object_likelihood = _colour_histogram(bins, cut)[bins]
         posterior = object_likelihood / (object_likelihood + _colour_histogram(bins, ~cut)[bins])
         probabilities = np.stack([posterior, 1 - posterior]).astype(np.float32)
-        cut = edge_aware_labels(image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0, borders=False) == 0
+        cut = edge_aware_labels(
+            image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0, borders=False, terms=terms
+        ) == 0
     return cut
+
+
+def _image_terms(image: np.ndarray):
+    """The edge step's :class:`gdc.labelling.ImageTerms` of ``image`` for its rounds on it; None above the
+    edge step's MAX_PIXELS, where each labels its own working copy."""
+    from .labelling import MAX_PIXELS, ImageTerms
+
+    return ImageTerms.of(image) if image.shape[0] * image.shape[1] <= MAX_PIXELS else None
 
 
 def deep_interior(region: np.ndarray, fraction: float) -> np.ndarray:
@@ -333,6 +344,7 @@ def colour_cut_from(
         cut, rounds = _resized_mask(small, (width, height)), 1
     held = np.select([given == OBJECT, given == BACKGROUND], [0, 1], -1)
     colours, index = _quantised_colours(image)
+    terms = _image_terms(image)
     for round_ in range(rounds):
         counts = [np.bincount(index[side], minlength=len(colours)).astype(np.float64) for side in (cut, ~cut)]
         if not all(count.any() for count in counts):
@@ -341,7 +353,9 @@ def colour_cut_from(
         posterior = (1 / (1 + np.exp(np.clip(background - object_, -50, 50))))[index]
         probabilities = np.stack([posterior, 1 - posterior]).astype(np.float32)
         last = round_ == rounds - 1
-        cut = edge_aware_labels(image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0, borders=last) == 0
+        cut = edge_aware_labels(
+            image, probabilities, held, COLOUR_CUT_STRENGTH, colour_weight=0, borders=last, terms=terms
+        ) == 0
     if np.count_nonzero(cut) < keep * np.count_nonzero(start):
         return start
     return cut

@@ -9,6 +9,7 @@ from PIL import Image
 
 from gdc.labelling import (
     MAX_PIXELS,
+    ImageTerms,
     _band_pairs,
     _cell_maps,
     _cell_scribbles,
@@ -269,3 +270,21 @@ def test_a_cell_holds_the_highest_class_scribbled_in_it(marked):
     cells = _cell_scribbles(scribbles, rows, cols)
     for row, col in np.ndindex(cells.shape):
         assert cells[row, col] == scribbles[rows == row][:, cols == col].max()
+
+
+@pytest.mark.parametrize("borders", [True, False])
+def test_the_image_terms_of_one_image_serve_every_labelling_of_it(borders):
+    image, probabilities, truth = stripes(3)
+    terms = ImageTerms.of(image)
+    for shift in (0, 1, 2):  # other probabilities on the same image, as a box's colour rounds give
+        moved = np.roll(probabilities, shift, axis=0)
+        np.testing.assert_array_equal(
+            edge_aware_labels(image, moved, no_scribbles(truth.shape), 100, borders=borders, terms=terms),
+            edge_aware_labels(image, moved, no_scribbles(truth.shape), 100, borders=borders),
+        )
+
+
+def test_image_terms_of_another_image_are_refused():
+    image, probabilities, truth = stripes(3)
+    with pytest.raises(ValueError, match="terms are of the image itself"):
+        edge_aware_labels(image, probabilities, no_scribbles(truth.shape), 100, terms=ImageTerms.of(image[:-1]))
