@@ -145,13 +145,17 @@ class ImageTerms:
     their mean colours, both sizes' neighbour differences and β. About 5 ms a 0.15 MP photo, which a box's six
     colour rounds on one image would otherwise each pay again."""
 
-    shape: tuple[int, int]
     rows: np.ndarray
     cols: np.ndarray
     small_image: np.ndarray
     differences: list
     small_differences: list
     beta: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the image they are of: its rows' and columns' cell maps have a cell each."""
+        return len(self.rows), len(self.cols)
 
     @classmethod
     def of(cls, image: np.ndarray) -> ImageTerms:
@@ -160,8 +164,7 @@ class ImageTerms:
         # Each channel as a contiguous float32 plane: reduceat over a channel's strided view took twice as long.
         small_image = _cell_means(np.moveaxis(image, -1, 0).astype(np.float32), rows, cols).transpose(1, 2, 0)
         differences = _differences(image)
-        return cls((height, width), rows, cols, small_image, differences, _differences(small_image),
-                   _contrast(differences))
+        return cls(rows, cols, small_image, differences, _differences(small_image), _contrast(differences))
 
 
 def _coarse_to_fine(image, probabilities, scribbles, strength, colour, borders: bool = True,

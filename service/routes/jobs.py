@@ -99,16 +99,16 @@ async def read_job(job_id: JobIdPath, queue: QueueDep, settings: SettingsDep, wa
 
 
 def _describe(job_id: str, queue: Queue, settings: Settings, wait: float | None) -> JobPublic:
-    seen = read_snapshot(queue, job_id)
+    seen = read_snapshot(queue, job_id)  # one round trip for the common poll: no wait, not running
     job = segment_job(job_id, seen and seen.job)
     if wait:
         wait_until_ended(job, wait)
-        seen = snapshot(job)
+        seen = None  # the job has moved on
     if job.get_status(refresh=False) == JobStatus.STARTED:  # as read (or refreshed by the wait) just now
         sweep(queue, settings)  # the API notices a dead worker even when no worker is left to
         job.refresh()
-        seen = snapshot(job)
-    return JobPublic.from_snapshot(seen)
+        seen = None
+    return JobPublic.from_snapshot(seen or snapshot(job))
 
 
 @router.get(
